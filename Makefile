@@ -1,0 +1,50 @@
+# havip — see README.md. Every target installs what it needs (as root on Debian).
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+DATE     ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
+APT_PKGS := iproute2 nftables keepalived tcpdump qemu-system-x86 busybox-static cpio ipvsadm
+
+.PHONY: all build deps test unit vmtest fuzz bench demo clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/havip ./cmd/havip
+
+# deps installs the Debian packages the labs use (only the missing ones).
+deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@command -v $(GO) >/dev/null || { echo "Go is not installed (need $(shell sed -n 's/^go //p' go.mod))"; exit 1; }
+	bash vmlab/setup.sh
+
+# test runs every test: unit, fuzz seed corpora, namespace e2e, the keepalived
+# interop test and the IPVS VM lab. Needs root.
+test: deps
+	$(GO) vet ./...
+	$(GO) vet -tags vmtest ./...
+	$(GO) test -count=1 -timeout 25m ./...
+
+unit:
+	$(GO) test -short -count=1 ./conf/ ./vrrp/ ./ctl/ ./cmd/...
+
+vmtest: deps
+	$(GO) test -count=1 -timeout 15m -v ./vmlab/
+
+fuzz:
+	$(GO) test ./vrrp -run '^$$' -fuzz FuzzParse -fuzztime 60s
+	$(GO) test ./conf -run '^$$' -fuzz FuzzParse -fuzztime 60s
+
+bench: deps build
+	$(GO) test -count=1 -timeout 30m -run '^$$' -bench . -benchtime 1x ./e2e/ ./vmlab/...
+
+demo: deps build
+	$(GO) run ./demo
+
+clean:
+	rm -rf bin

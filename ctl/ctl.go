@@ -1,0 +1,146 @@
+// Package ctl is the control-socket protocol between the havip daemon and
+// its command line: one JSON request and one JSON response per connection
+// over a root-only unix socket. It owns the wire types and the client; the
+// server side lives in package daemon.
+package ctl
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+)
+
+// Commands.
+const (
+	CmdStatus   = "status"
+	CmdFailover = "failover"
+	CmdPing     = "ping"
+)
+
+// Request is what the client sends.
+type Request struct {
+	Cmd    string   `json:"cmd"`
+	Groups []string `json:"groups,omitempty"`
+}
+
+// Response is what the daemon answers.
+type Response struct {
+	OK       bool             `json:"ok"`
+	Error    string           `json:"error,omitempty"`
+	Status   *Status          `json:"status,omitempty"`
+	Failover []FailoverResult `json:"failover,omitempty"`
+}
+
+// Status is the whole daemon's state.
+type Status struct {
+	Site         string        `json:"site"`
+	Node         string        `json:"node"`
+	Address      string        `json:"address"`
+	Version      string        `json:"version"`
+	PID          int           `json:"pid"`
+	Started      time.Time     `json:"started"`
+	ConfigFile   string        `json:"config_file"`
+	ConfigLoaded time.Time     `json:"config_loaded"`
+	ReloadError  string        `json:"reload_error,omitempty"`
+	Groups       []GroupStatus `json:"groups"`
+	Peers        []PeerStatus  `json:"peers"`
+	IPVS         *IPVSStatus   `json:"ipvs,omitempty"`
+}
+
+// GroupStatus is one VRRP group as this node sees it.
+type GroupStatus struct {
+	Name           string            `json:"name"`
+	Interface      string            `json:"interface"`
+	VRID           uint8             `json:"vrid"`
+	Version        int               `json:"version"`
+	Unicast        bool              `json:"unicast"`
+	State          string            `json:"state"`
+	Since          time.Time         `json:"since"`
+	Priority       uint8             `json:"priority"`
+	BasePriority   uint8             `json:"base_priority"`
+	VIPs           []string          `json:"vips"`
+	Advert         string            `json:"advert"`
+	MasterAddr     string            `json:"master_addr,omitempty"`
+	MasterPriority uint8             `json:"master_priority"`
+	MasterInterval string            `json:"master_interval,omitempty"`
+	Fault          string            `json:"fault,omitempty"`
+	Yielding       bool              `json:"yielding,omitempty"`
+	DualMaster     bool              `json:"dual_master"`
+	PeerState      string            `json:"peer_state,omitempty"`
+	Tracks         []TrackStatus     `json:"tracks,omitempty"`
+	RxAdverts      uint64            `json:"rx_adverts"`
+	TxAdverts      uint64            `json:"tx_adverts"`
+	Transitions    uint64            `json:"transitions"`
+	Drops          map[string]uint64 `json:"drops"`
+	SendErrors     uint64            `json:"send_errors"`
+}
+
+// TrackStatus is one tracked object of a group.
+type TrackStatus struct {
+	Kind    string `json:"kind"` // interface | virtual_server | check
+	Name    string `json:"name"`
+	Weight  int    `json:"weight"`
+	Failing bool   `json:"failing"`
+}
+
+// PeerStatus is the other director as heard over the pair link.
+type PeerStatus struct {
+	Node     string            `json:"node"`
+	Address  string            `json:"address"`
+	Alive    bool              `json:"alive"`
+	LastSeen time.Time         `json:"last_seen,omitempty"`
+	Groups   map[string]string `json:"groups,omitempty"` // group -> state
+}
+
+// IPVSStatus is the live IPVS table and connection-sync state.
+type IPVSStatus struct {
+	Error    string          `json:"error,omitempty"`
+	Services json.RawMessage `json:"services,omitempty"`
+	Table    string          `json:"table,omitempty"` // ipvsadm-like rendering
+	Sync     []SyncDaemon    `json:"sync,omitempty"`
+	Repairs  uint64          `json:"repairs"`
+}
+
+// SyncDaemon is one kernel connection-sync daemon.
+type SyncDaemon struct {
+	Role      string `json:"role"`
+	Interface string `json:"interface"`
+	SyncID    uint32 `json:"sync_id"`
+}
+
+// FailoverResult is the outcome of a planned handover of one group.
+type FailoverResult struct {
+	Group    string `json:"group"`
+	From     string `json:"from"`
+	To       string `json:"to,omitempty"`
+	Handover string `json:"handover,omitempty"` // resign -> peer's first advert as master
+	Gap      string `json:"gap,omitempty"`      // VIP released -> peer answers for it
+	GapSeen  bool   `json:"gap_seen"`           // a client could have seen the VIP unanswered
+	Error    string `json:"error,omitempty"`
+}
+
+// ErrNotRunning means nothing listens on the control socket.
+var ErrNotRunning = errors.New("ctl: the havip daemon is not running")
+
+// Call sends one request to the daemon at socket and returns its response.
+func Call(socket string, req Request, timeout time.Duration) (*Response, error) {
+	c, err := net.DialTimeout("unix", socket, timeout)
+	if err != nil {
+		return nil, fmt.Errorf("%w (socket %s: %v)", ErrNotRunning, socket, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if err := json.NewEncoder(c).Encode(req); err != nil {
+		return nil, fmt.Errorf("ctl: send: %w", err)
+	}
+	var resp Response
+	if err := json.NewDecoder(c).Decode(&resp); err != nil {
+		return nil, fmt.Errorf("ctl: read response: %w", err)
+	}
+	if !resp.OK {
+		return &resp, fmt.Errorf("ctl: daemon: %s", resp.Error)
+	}
+	return &resp, nil
+}

@@ -1,0 +1,245 @@
+// Package vrrpnet carries VRRP advertisements over raw IP sockets
+// (protocol 112) on one interface: multicast to 224.0.0.18 / ff02::12 or
+// unicast to the peers, always with TTL / hop limit 255.
+//
+// It owns the sockets only; it never parses or judges packets (package vrrp
+// does) and never touches addresses or routes.
+package vrrpnet
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
+)
+
+// Protocol is the IP protocol number of VRRP.
+const Protocol = 112
+
+// Multicast destinations of RFC 5798.
+var (
+	Group4 = netip.MustParseAddr("224.0.0.18")
+	Group6 = netip.MustParseAddr("ff02::12")
+)
+
+// Meta describes one received datagram.
+type Meta struct {
+	Src, Dst netip.Addr
+	TTL      int // TTL or hop limit; -1 when the kernel did not say
+	IfIndex  int
+}
+
+// Conn sends and receives VRRP messages (without IP header).
+type Conn interface {
+	ReadFrom(b []byte) (int, Meta, error)
+	WriteTo(b []byte, dst netip.Addr) error
+	Close() error
+}
+
+var (
+	_ Conn = &conn4{}
+	_ Conn = &conn6{}
+)
+
+// Options select how a Conn is opened.
+type Options struct {
+	Interface string
+	Source    netip.Addr // advert source: the node address (v4) or the interface's link-local (v6)
+	Multicast bool       // join the VRRP group; false for unicast mode
+}
+
+// Listen opens a Conn for the address family of opt.Source.
+func Listen(opt Options) (Conn, error) {
+	ifi, err := net.InterfaceByName(opt.Interface)
+	if err != nil {
+		return nil, fmt.Errorf("vrrpnet: interface %q: %w", opt.Interface, err)
+	}
+	if opt.Source.Is4() {
+		return listen4(ifi, opt)
+	}
+	return listen6(ifi, opt)
+}
+
+func bindToDevice(c syscall.Conn, name string) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, name)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+type conn4 struct {
+	ip  *net.IPConn
+	pc  *ipv4.PacketConn
+	ifi *net.Interface
+	src netip.Addr
+}
+
+func listen4(ifi *net.Interface, opt Options) (Conn, error) {
+	c, err := net.ListenIP("ip4:112", &net.IPAddr{IP: net.IPv4zero})
+	if err != nil {
+		return nil, fmt.Errorf("vrrpnet: raw socket: %w", err)
+	}
+	cn := &conn4{ip: c, pc: ipv4.NewPacketConn(c), ifi: ifi, src: opt.Source}
+	if err := cn.setup(opt); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("vrrpnet: %s: %w", opt.Interface, err)
+	}
+	return cn, nil
+}
+
+func (c *conn4) setup(opt Options) error {
+	if err := bindToDevice(c.ip, opt.Interface); err != nil {
+		return fmt.Errorf("bind to device: %w", err)
+	}
+	if err := c.pc.SetControlMessage(ipv4.FlagTTL|ipv4.FlagDst|ipv4.FlagInterface, true); err != nil {
+		return err
+	}
+	if err := c.pc.SetTTL(255); err != nil {
+		return err
+	}
+	if err := c.pc.SetMulticastTTL(255); err != nil {
+		return err
+	}
+	if err := c.pc.SetMulticastLoopback(false); err != nil {
+		return err
+	}
+	if err := c.pc.SetMulticastInterface(c.ifi); err != nil {
+		return err
+	}
+	if opt.Multicast {
+		if err := c.pc.JoinGroup(c.ifi, &net.IPAddr{IP: Group4.AsSlice()}); err != nil {
+			return fmt.Errorf("join %s: %w", Group4, err)
+		}
+	}
+	return nil
+}
+
+func (c *conn4) ReadFrom(b []byte) (int, Meta, error) {
+	n, cm, src, err := c.pc.ReadFrom(b)
+	if err != nil {
+		return 0, Meta{}, err
+	}
+	m := Meta{TTL: -1}
+	if a, ok := src.(*net.IPAddr); ok {
+		m.Src, _ = netip.AddrFromSlice(a.IP.To4())
+	}
+	if cm != nil {
+		m.TTL = cm.TTL
+		m.IfIndex = cm.IfIndex
+		m.Dst, _ = netip.AddrFromSlice(cm.Dst.To4())
+	}
+	return n, m, nil
+}
+
+func (c *conn4) WriteTo(b []byte, dst netip.Addr) error {
+	cm := &ipv4.ControlMessage{Src: c.src.AsSlice(), IfIndex: c.ifi.Index}
+	_, err := c.pc.WriteTo(b, cm, &net.IPAddr{IP: dst.AsSlice()})
+	return err
+}
+
+func (c *conn4) Close() error { return c.ip.Close() }
+
+type conn6 struct {
+	ip  *net.IPConn
+	pc  *ipv6.PacketConn
+	ifi *net.Interface
+	src netip.Addr
+}
+
+func listen6(ifi *net.Interface, opt Options) (Conn, error) {
+	c, err := net.ListenIP("ip6:112", &net.IPAddr{IP: net.IPv6unspecified})
+	if err != nil {
+		return nil, fmt.Errorf("vrrpnet: raw socket: %w", err)
+	}
+	cn := &conn6{ip: c, pc: ipv6.NewPacketConn(c), ifi: ifi, src: opt.Source}
+	if err := cn.setup(opt); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("vrrpnet: %s: %w", opt.Interface, err)
+	}
+	return cn, nil
+}
+
+func (c *conn6) setup(opt Options) error {
+	if err := bindToDevice(c.ip, opt.Interface); err != nil {
+		return fmt.Errorf("bind to device: %w", err)
+	}
+	if err := c.pc.SetControlMessage(ipv6.FlagHopLimit|ipv6.FlagDst|ipv6.FlagInterface, true); err != nil {
+		return err
+	}
+	if err := c.pc.SetHopLimit(255); err != nil {
+		return err
+	}
+	if err := c.pc.SetMulticastHopLimit(255); err != nil {
+		return err
+	}
+	if err := c.pc.SetMulticastLoopback(false); err != nil {
+		return err
+	}
+	if err := c.pc.SetMulticastInterface(c.ifi); err != nil {
+		return err
+	}
+	if opt.Multicast {
+		if err := c.pc.JoinGroup(c.ifi, &net.IPAddr{IP: Group6.AsSlice()}); err != nil {
+			return fmt.Errorf("join %s: %w", Group6, err)
+		}
+	}
+	return nil
+}
+
+func (c *conn6) ReadFrom(b []byte) (int, Meta, error) {
+	n, cm, src, err := c.pc.ReadFrom(b)
+	if err != nil {
+		return 0, Meta{}, err
+	}
+	m := Meta{TTL: -1}
+	if a, ok := src.(*net.IPAddr); ok {
+		m.Src, _ = netip.AddrFromSlice(a.IP)
+		m.Src = m.Src.WithZone("")
+	}
+	if cm != nil {
+		m.TTL = cm.HopLimit
+		m.IfIndex = cm.IfIndex
+		m.Dst, _ = netip.AddrFromSlice(cm.Dst)
+	}
+	return n, m, nil
+}
+
+func (c *conn6) WriteTo(b []byte, dst netip.Addr) error {
+	cm := &ipv6.ControlMessage{Src: c.src.AsSlice(), IfIndex: c.ifi.Index, HopLimit: 255}
+	_, err := c.pc.WriteTo(b, cm, &net.IPAddr{IP: dst.AsSlice(), Zone: c.ifi.Name})
+	return err
+}
+
+func (c *conn6) Close() error { return c.ip.Close() }
+
+// LinkLocal returns the first IPv6 link-local address of an interface: the
+// source of v3 IPv6 adverts (RFC 5798 section 5.1.2.1).
+func LinkLocal(ifname string) (netip.Addr, error) {
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("vrrpnet: %w", err)
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("vrrpnet: %s addresses: %w", ifname, err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() == nil && n.IP.IsLinkLocalUnicast() {
+			ip, _ := netip.AddrFromSlice(n.IP)
+			return ip, nil
+		}
+	}
+	return netip.Addr{}, errors.New("vrrpnet: " + ifname + " has no IPv6 link-local address")
+}
