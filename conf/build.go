@@ -1,0 +1,754 @@
+package conf
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Enumerations, in the order messages list them.
+var (
+	protocols  = []string{"tcp", "udp", "sctp"}
+	schedulers = []string{"rr", "wrr", "lc", "wlc", "sh", "mh", "sed", "nq", "dh", "lblc", "lblcr", "fo", "ovf"}
+	forwards   = []string{"dr", "tun", "nat"}
+	onFailures = []string{"remove", "weight0"}
+	checkTypes = []string{"tcp", "http", "https", "udp", "dns", "exec", "none"}
+	families   = []string{"inet", "inet6"}
+	// schedFlags maps each IPVS scheduler flag to the scheduler it belongs to.
+	schedFlags = map[string]string{"sh-fallback": "sh", "sh-port": "sh", "mh-fallback": "mh", "mh-port": "mh"}
+)
+
+// groupAux is what cross-checks need to know about a [[vrrp]] table
+// beyond the Group itself.
+type groupAux struct {
+	t      *table
+	vipPos []pos // parallel to Group.VIPs
+	tracks []*table
+}
+
+func (p *parser) site(root *table) *Site {
+	s := &Site{ControlSocket: DefaultControlSocket, Metrics: DefaultMetrics, StateDir: DefaultStateDir, PairPort: DefaultPairPort}
+	p.siteTable(root, s)
+
+	nodeT := root.tables("node")
+	for _, t := range nodeT {
+		s.Nodes = append(s.Nodes, p.node(t))
+	}
+	checkT := root.tables("check")
+	for _, t := range checkT {
+		s.Checks = append(s.Checks, p.check(t, true))
+	}
+	vsT := root.tables("virtual_server")
+	for _, t := range vsT {
+		s.VirtualServers = append(s.VirtualServers, p.virtualServer(t))
+	}
+	var groups []groupAux
+	for _, t := range root.tables("vrrp") {
+		g, aux := p.group(t)
+		s.Groups = append(s.Groups, g)
+		groups = append(groups, aux)
+	}
+	if t := root.sub("sync"); t != nil {
+		s.Sync = p.sync(t)
+	}
+	root.finish()
+
+	p.crossNodes(root, s, nodeT)
+	p.crossGroups(s, groups, nodeT)
+	p.unique("check name", checkT, "name", func(i int) string { return s.Checks[i].Name })
+	p.crossVirtualServers(s, vsT)
+	return s
+}
+
+func (p *parser) siteTable(root *table, s *Site) {
+	t := root.sub("site")
+	if t == nil {
+		if !root.has("site") {
+			p.errorf(root.at, "a [site] table with a name is required")
+		}
+		return
+	}
+	s.Name = p.name(t)
+	if v, ok := t.str("control_socket"); ok {
+		p.absPath(t, "control_socket", v)
+		s.ControlSocket = v
+	}
+	if v, ok := t.str("metrics"); ok {
+		if v != "" {
+			if err := checkHostPort(v, true); err != nil {
+				t.errorf("metrics", "%q: %v (write host:port, or \"\" to disable)", v, err)
+			}
+		}
+		s.Metrics = v
+	}
+	if v, ok := t.str("state_dir"); ok {
+		p.absPath(t, "state_dir", v)
+		s.StateDir = v
+	}
+	if v, ok := t.intIn("pair_port", 1, 65535); ok {
+		s.PairPort = uint16(v)
+	}
+	t.finish()
+}
+
+func (p *parser) node(t *table) Node {
+	n := Node{Name: p.name(t), Priority: DefaultNodePriority}
+	t.require("address")
+	if v, ok := t.str("address"); ok {
+		if a, ok := p.addr(t, "address", v); ok {
+			if a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() {
+				t.errorf("address", "%s is not a director's unicast address", a)
+			}
+			n.Address = a
+		}
+	}
+	// 255 is checked per group, where address ownership is known.
+	if v, ok := t.intIn("priority", 1, 255); ok {
+		n.Priority = uint8(v)
+	}
+	t.finish()
+	return n
+}
+
+func (p *parser) group(t *table) (Group, groupAux) {
+	g := Group{
+		Advert:        time.Second,
+		Version:       3,
+		Preempt:       true,
+		NotifyTimeout: 10 * time.Second,
+		GARPCount:     5,
+		GARPInterval:  100 * time.Millisecond,
+		GARPRefresh:   10 * time.Second,
+		VIPLifetime:   5 * time.Second,
+	}
+	aux := groupAux{t: t}
+	g.Name = p.name(t)
+	t.require("interface")
+	if v, ok := t.str("interface"); ok {
+		p.ifname(t, "interface", v)
+		g.Interface = v
+	}
+	t.require("vrid")
+	if v, ok := t.intIn("vrid", 1, 255); ok {
+		g.VRID = uint8(v)
+	}
+	versionOK := true
+	if v, ok := t.integer("version"); ok {
+		if v != 2 && v != 3 {
+			t.errorf("version", "%d is not a VRRP version havip speaks (2 or 3)", v)
+			versionOK = false
+		}
+		g.Version = int(v)
+	}
+	advertOK := true
+	if v, ok := t.duration("advert"); ok {
+		g.Advert = v
+	} else {
+		advertOK = !t.has("advert")
+	}
+	if versionOK && advertOK {
+		if err := checkAdvert(g.Version, g.Advert); err != nil {
+			t.errorf("advert", "%v", err)
+			advertOK = false
+		}
+	}
+	if v, ok := t.boolean("unicast"); ok {
+		g.Unicast = v
+	}
+	if v, ok := t.boolean("preempt"); ok {
+		g.Preempt = v
+	}
+	if v, ok := t.duration("preempt_delay"); ok {
+		g.PreemptDelay = v
+		if !g.Preempt && v > 0 {
+			t.warnf("preempt_delay", "has no effect with preempt = false")
+		}
+	}
+	if v, ok := t.boolean("accept"); ok {
+		g.Accept = v
+	}
+
+	t.require("vips")
+	if vips, ok := t.strings("vips"); ok {
+		if len(vips) == 0 {
+			t.errorf("vips", "a group needs at least one VIP")
+		}
+		for i, v := range vips {
+			at := t.elemPos("vips", i)
+			path := index(t.keyPath("vips"), i)
+			pre, err := parseVIP(v)
+			if err != nil {
+				p.errorf(at, "%s: %v", path, err)
+				continue
+			}
+			if j := slices.IndexFunc(g.VIPs, func(q netip.Prefix) bool { return q.Addr() == pre.Addr() }); j >= 0 {
+				p.errorf(at, "%s: VIP %s is listed twice (also at line %d)", path, pre.Addr(), aux.vipPos[j].line)
+				continue
+			}
+			switch {
+			case pre.Addr().Is6() && versionOK && g.Version == 2:
+				p.errorf(at, "%s: IPv6 VIP %s needs version = 3 (VRRPv2 is IPv4 only)", path, pre)
+			case len(g.VIPs) > 0 && pre.Addr().Is4() != g.VIPs[0].Addr().Is4():
+				p.errorf(at, "%s: VIP %s mixes address families with %s; put IPv4 and IPv6 VIPs in separate groups", path, pre, g.VIPs[0])
+			}
+			g.VIPs = append(g.VIPs, pre)
+			aux.vipPos = append(aux.vipPos, at)
+		}
+	}
+
+	if pt := t.sub("priorities"); pt != nil {
+		g.Priorities = map[string]uint8{}
+		for _, k := range pt.keys() {
+			if v, ok := pt.intIn(k, 1, 255); ok {
+				g.Priorities[k] = uint8(v)
+			}
+		}
+	}
+	if v, ok := t.strings("notify"); ok {
+		if len(v) == 0 || v[0] == "" {
+			t.errorf("notify", "must name a program: an argv array like [\"/etc/havip/notify\"]")
+		}
+		g.Notify = v
+	}
+	if v, ok := t.duration("notify_timeout"); ok {
+		if v == 0 {
+			t.errorf("notify_timeout", "must be greater than 0")
+		}
+		g.NotifyTimeout = v
+	}
+	if v, ok := t.intIn("garp_count", 0, 1000); ok {
+		g.GARPCount = int(v)
+	}
+	if v, ok := t.duration("garp_interval"); ok {
+		g.GARPInterval = v
+	}
+	if v, ok := t.duration("garp_refresh"); ok {
+		g.GARPRefresh = v
+	}
+	if v, ok := t.duration("vip_lifetime"); ok {
+		g.VIPLifetime = v
+		if v < 2*time.Second {
+			t.errorf("vip_lifetime", "%s is too short: it must be at least 2s", v)
+		} else if advertOK && v <= 2*g.Advert {
+			t.errorf("vip_lifetime", "%s must be longer than two advert intervals (%s)", v, 2*g.Advert)
+		}
+	} else if !t.has("vip_lifetime") && advertOK && g.VIPLifetime <= 2*g.Advert {
+		t.errorf("advert", "advert %s needs vip_lifetime longer than %s (the default is %s)", g.Advert, 2*g.Advert, g.VIPLifetime)
+	}
+
+	for _, tt := range t.tables("track") {
+		g.Track = append(g.Track, p.track(tt))
+		aux.tracks = append(aux.tracks, tt)
+	}
+	t.finish()
+	return g, aux
+}
+
+// checkAdvert reports whether the advert interval fits the version's field:
+// v3 carries centiseconds in 12 bits, v2 whole seconds in 8.
+func checkAdvert(version int, d time.Duration) error {
+	if version == 2 {
+		if d%time.Second != 0 || d < time.Second || d > 255*time.Second {
+			return fmt.Errorf("%s cannot be carried by VRRPv2: it needs whole seconds in 1s..255s", d)
+		}
+		return nil
+	}
+	if d%(10*time.Millisecond) != 0 || d < 10*time.Millisecond || d > 4095*10*time.Millisecond {
+		return fmt.Errorf("%s cannot be carried by VRRPv3: it needs a multiple of 10ms in 10ms..40.95s", d)
+	}
+	return nil
+}
+
+func parseVIP(v string) (netip.Prefix, error) {
+	pre, err := netip.ParsePrefix(v)
+	if err == nil {
+		return pre, nil
+	}
+	if a, aerr := netip.ParseAddr(v); aerr == nil {
+		return netip.Prefix{}, fmt.Errorf("VIP %q is not a prefix: write %s/%d, or the prefix length of the interface's subnet", v, a, a.BitLen())
+	}
+	return netip.Prefix{}, fmt.Errorf("VIP %q is not an IP prefix like 192.168.0.210/24", v)
+}
+
+func (p *parser) track(t *table) Track {
+	var tr Track
+	set := 0
+	for _, k := range []string{"interface", "virtual_server", "check"} {
+		if t.has(k) {
+			set++
+		}
+	}
+	switch {
+	case set == 0:
+		t.tableErrorf("a track needs one of interface, virtual_server or check")
+	case set > 1:
+		t.tableErrorf("a track takes only one of interface, virtual_server or check")
+	}
+	if v, ok := t.str("interface"); ok {
+		p.ifname(t, "interface", v)
+		tr.Interface = v
+	}
+	if v, ok := t.str("virtual_server"); ok {
+		tr.VirtualServer = v
+	}
+	if v, ok := t.str("check"); ok {
+		tr.Check = v
+	}
+	if v, ok := t.intIn("weight", -254, 254); ok {
+		tr.Weight = int(v)
+	}
+	t.finish()
+	return tr
+}
+
+func (p *parser) virtualServer(t *table) VirtualServer {
+	vs := VirtualServer{Protocol: "tcp", Scheduler: "wlc", Forward: "dr", OnFailure: "remove"}
+	vs.Name = p.name(t)
+	switch hasAddr, hasMark := t.has("address"), t.has("fwmark"); {
+	case hasAddr && hasMark:
+		t.errorf("fwmark", "a virtual server takes either address or fwmark, not both")
+	case !hasAddr && !hasMark:
+		t.tableErrorf("a virtual server needs address (ip:port) or fwmark")
+	}
+	if v, ok := t.str("address"); ok {
+		vs.Address, _ = p.addrPort(t, "address", v)
+	}
+	if v, ok := t.intIn("fwmark", 1, math.MaxUint32); ok {
+		vs.FWMark = uint32(v)
+	}
+	if vs.Address.IsValid() {
+		vs.Family = family(vs.Address.Addr())
+	}
+	if v, ok := p.enum(t, "family", families); ok {
+		if vs.Family != "" && v != vs.Family {
+			t.errorf("family", "%s does not match address %s", v, vs.Address)
+		}
+		vs.Family = v
+	}
+	if vs.Family == "" {
+		vs.Family = "inet"
+	}
+	if v, ok := p.enum(t, "protocol", protocols); ok {
+		vs.Protocol = v
+	}
+	if v, ok := p.enum(t, "scheduler", schedulers); ok {
+		vs.Scheduler = v
+	}
+	if v, ok := t.strings("scheduler_flags"); ok {
+		for i, f := range v {
+			at, path := t.elemPos("scheduler_flags", i), index(t.keyPath("scheduler_flags"), i)
+			switch sched, known := schedFlags[f]; {
+			case !known:
+				p.errorf(at, "%s: unknown scheduler flag %q (one of sh-fallback, sh-port, mh-fallback, mh-port)", path, f)
+			case sched != vs.Scheduler:
+				p.errorf(at, "%s: flag %s needs scheduler = %q", path, f, sched)
+			}
+		}
+		vs.SchedFlags = v
+	}
+	if v, ok := p.enum(t, "forward", forwards); ok {
+		vs.Forward = v
+	}
+	if v, ok := t.duration("persistence"); ok {
+		if v%time.Second != 0 {
+			t.errorf("persistence", "%s: IPVS persistence is in whole seconds", v)
+		}
+		vs.Persistence = v
+	}
+	vs.PersistenceNetmask = netip.PrefixFrom(unspecified(vs.Family), unspecified(vs.Family).BitLen())
+	if v, ok := t.str("persistence_netmask"); ok {
+		if m, err := parseNetmask(v, vs.Family); err != nil {
+			t.errorf("persistence_netmask", "%v", err)
+		} else {
+			vs.PersistenceNetmask = m
+		}
+		if vs.Persistence == 0 {
+			t.warnf("persistence_netmask", "has no effect without persistence")
+		}
+	}
+	quorum, quorumSet := t.intIn("quorum", 0, math.MaxInt32)
+	if v, ok := t.str("sorry_server"); ok && v != "" {
+		if ap, ok := p.addrPort(t, "sorry_server", v); ok {
+			if family(ap.Addr()) != vs.Family {
+				t.errorf("sorry_server", "%s is not in the virtual server's family (%s)", ap, vs.Family)
+			}
+			vs.SorryServer = ap
+		}
+	}
+	if v, ok := p.enum(t, "on_failure", onFailures); ok {
+		vs.OnFailure = v
+	}
+	if ct := t.sub("check"); ct != nil {
+		vs.Check = p.check(ct, false)
+	} else {
+		vs.Check = defaultCheck()
+	}
+
+	rsT := t.tables("real_server")
+	for _, rt := range rsT {
+		vs.RealServers = append(vs.RealServers, p.realServer(rt))
+	}
+	p.checkRealServers(&vs, rsT)
+	if len(vs.RealServers) == 0 && !t.has("real_server") {
+		t.p.warnf(t.at, "%s: no real servers", t.name())
+	}
+	if quorumSet {
+		if int(quorum) > len(vs.RealServers) {
+			t.errorf("quorum", "%d is more than the %d real servers", quorum, len(vs.RealServers))
+		}
+		vs.Quorum = int(quorum)
+	} else {
+		vs.Quorum = min(1, len(vs.RealServers))
+	}
+	t.finish()
+	return vs
+}
+
+// checkRealServers checks real servers against their virtual server and
+// each other.
+func (p *parser) checkRealServers(vs *VirtualServer, rsT []*table) {
+	seen := map[netip.AddrPort]int{}
+	for i, rs := range vs.RealServers {
+		t := rsT[i]
+		if !rs.Address.IsValid() {
+			continue
+		}
+		if j, dup := seen[rs.Address]; dup {
+			t.errorf("address", "real server %s is listed twice (also at line %d)", rs.Address, rsT[j].pos("address").line)
+			continue
+		}
+		seen[rs.Address] = i
+		fwd := cmp.Or(rs.Forward, vs.Forward)
+		if family(rs.Address.Addr()) != vs.Family && fwd != "tun" {
+			t.errorf("address", "%s is not in the virtual server's family (%s); only forward = \"tun\" can cross families", rs.Address, vs.Family)
+		}
+		if vs.Address.IsValid() && fwd != "nat" && rs.Address.Port() != vs.Address.Port() {
+			t.warnf("address", "forward = %q cannot change the port: packets arrive at port %d, not %d", fwd, vs.Address.Port(), rs.Address.Port())
+		}
+	}
+}
+
+func (p *parser) realServer(t *table) RealServer {
+	rs := RealServer{Weight: 1}
+	t.require("address")
+	if v, ok := t.str("address"); ok {
+		rs.Address, _ = p.addrPort(t, "address", v)
+	}
+	if v, ok := t.intIn("weight", 0, 65535); ok {
+		rs.Weight = int(v)
+	}
+	if v, ok := p.enum(t, "forward", forwards); ok {
+		rs.Forward = v
+	}
+	t.finish()
+	return rs
+}
+
+func defaultCheck() Check {
+	return Check{Type: "tcp", Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3}
+}
+
+// checkKeysFor says which check types use the type-specific keys.
+var checkKeysFor = []struct {
+	key   string
+	types []string
+}{
+	{"path", []string{"http", "https"}},
+	{"host", []string{"http", "https"}},
+	{"expect_status", []string{"http", "https"}},
+	{"command", []string{"exec"}},
+	{"query", []string{"dns"}},
+	{"send", []string{"udp"}},
+	{"expect", []string{"udp"}},
+}
+
+// check builds a top-level [[check]] (named, with a target) or a virtual
+// server's [virtual_server.check] (probing each real server).
+func (p *parser) check(t *table, topLevel bool) Check {
+	c := defaultCheck()
+	if topLevel {
+		c.Name = p.name(t)
+	} else {
+		p.notHere(t, "name", "only a top-level [[check]] has a name")
+		p.notHere(t, "target", "a virtual server's check probes each real server; use port to probe another port")
+	}
+	if v, ok := p.enum(t, "type", checkTypes); ok {
+		c.Type = v
+	}
+	if topLevel {
+		p.notHere(t, "port", "write the port in target (host:port)")
+		if v, ok := t.str("target"); ok {
+			if err := checkHostPort(v, c.Type == "http" || c.Type == "https"); err != nil {
+				t.errorf("target", "%q: %v (write host:port)", v, err)
+			}
+			c.Target = v
+		} else if !t.has("target") && c.Type != "exec" && c.Type != "none" {
+			t.tableErrorf("a %s check needs target (host:port)", c.Type)
+		}
+	} else if v, ok := t.intIn("port", 1, 65535); ok {
+		c.Port = uint16(v)
+	}
+	if v, ok := t.str("path"); ok {
+		if !strings.HasPrefix(v, "/") {
+			t.errorf("path", "%q must start with /", v)
+		}
+		c.Path = v
+	}
+	if v, ok := t.str("host"); ok {
+		c.Host = v
+	}
+	if v, ok := t.ints("expect_status"); ok {
+		if len(v) == 0 {
+			t.errorf("expect_status", "needs at least one status code")
+		}
+		for i, n := range v {
+			if n < 100 || n > 599 {
+				p.errorf(t.elemPos("expect_status", i), "%s: %d is not an HTTP status (100..599)", index(t.keyPath("expect_status"), i), n)
+			}
+			c.ExpectStatus = append(c.ExpectStatus, int(n))
+		}
+	}
+	interval, intervalOK := t.duration("interval")
+	if intervalOK {
+		c.Interval = interval
+	}
+	timeout, timeoutOK := t.duration("timeout")
+	if timeoutOK {
+		c.Timeout = timeout
+	}
+	timingOK := (intervalOK || !t.has("interval")) && (timeoutOK || !t.has("timeout"))
+	switch {
+	case !timingOK:
+	case c.Timeout <= 0:
+		t.errorf("timeout", "must be greater than 0")
+	case c.Interval <= c.Timeout:
+		key := "interval"
+		if !t.has(key) {
+			key = "timeout"
+		}
+		t.errorf(key, "interval (%s) must be longer than timeout (%s)", c.Interval, c.Timeout)
+	}
+	if v, ok := t.intIn("rise", 1, 1000); ok {
+		c.Rise = int(v)
+	}
+	if v, ok := t.intIn("fall", 1, 1000); ok {
+		c.Fall = int(v)
+	}
+	if v, ok := t.strings("command"); ok {
+		c.Command = v
+		if c.Type == "exec" && (len(v) == 0 || v[0] == "") {
+			t.errorf("command", "must name a program: an argv array like [\"/usr/local/bin/probe\", \"arg\"]")
+		}
+	}
+	if v, ok := t.str("query"); ok {
+		c.Query = v
+		if c.Type == "dns" && v == "" {
+			t.errorf("query", "must not be empty")
+		}
+	}
+	if v, ok := t.str("send"); ok {
+		c.Send = v
+	}
+	if v, ok := t.str("expect"); ok {
+		c.Expect = v
+	}
+
+	switch c.Type {
+	case "http", "https":
+		c.Path = cmp.Or(c.Path, "/")
+		if c.ExpectStatus == nil {
+			c.ExpectStatus = []int{200}
+		}
+	case "exec":
+		if !t.has("command") {
+			t.tableErrorf("type exec needs command (an argv array)")
+		}
+	case "dns":
+		if !t.has("query") {
+			t.tableErrorf("type dns needs query (the name to resolve)")
+		}
+	}
+	if c.Type != "none" {
+		for _, k := range checkKeysFor {
+			if t.has(k.key) && !slices.Contains(k.types, c.Type) {
+				t.warnf(k.key, "is ignored by a %s check", c.Type)
+			}
+		}
+	}
+	t.finish()
+	return c
+}
+
+func (p *parser) sync(t *table) *Sync {
+	sy := &Sync{Group: netip.MustParseAddr(DefaultSyncGroup), Port: DefaultSyncPort, TTL: 1}
+	t.require("interface")
+	if v, ok := t.str("interface"); ok {
+		p.ifname(t, "interface", v)
+		sy.Interface = v
+	}
+	if v, ok := t.intIn("sync_id", 0, 255); ok {
+		sy.SyncID = uint8(v)
+	}
+	if v, ok := t.str("group"); ok {
+		if a, ok := p.addr(t, "group", v); ok {
+			if !a.IsMulticast() {
+				t.errorf("group", "%s is not a multicast address", a)
+			}
+			sy.Group = a
+		}
+	}
+	if v, ok := t.intIn("port", 1, 65535); ok {
+		sy.Port = uint16(v)
+	}
+	if v, ok := t.intIn("ttl", 1, 255); ok {
+		sy.TTL = uint8(v)
+	}
+	if v, ok := t.intIn("maxlen", 0, 65535); ok {
+		sy.MaxLen = int(v)
+	}
+	t.finish()
+	return sy
+}
+
+// name reads the required, non-empty name key.
+func (p *parser) name(t *table) string {
+	t.require("name")
+	v, ok := t.str("name")
+	if ok && v == "" {
+		t.errorf("name", "must not be empty")
+	}
+	return v
+}
+
+// notHere accepts key only to say it does not belong in this table.
+func (p *parser) notHere(t *table, key, why string) {
+	if _, ok := t.lookup(key); ok {
+		t.errorf(key, "%s", why)
+	}
+}
+
+func (p *parser) enum(t *table, key string, allowed []string) (string, bool) {
+	v, ok := t.str(key)
+	if ok && !slices.Contains(allowed, v) {
+		t.errorf(key, "%q is not one of %s", v, strings.Join(allowed, ", "))
+		return "", false
+	}
+	return v, ok
+}
+
+func (p *parser) absPath(t *table, key, v string) {
+	if !filepath.IsAbs(v) {
+		t.errorf(key, "%q must be an absolute path", v)
+	}
+}
+
+// ifname checks an interface name the way the kernel would (dev_valid_name).
+func (p *parser) ifname(t *table, key, v string) {
+	switch {
+	case v == "":
+		t.errorf(key, "must not be empty")
+	case len(v) > 15:
+		t.errorf(key, "%q is longer than the kernel's 15-byte limit", v)
+	case v == "." || v == ".." || strings.ContainsAny(v, "/: \t\n"):
+		t.errorf(key, "%q is not a valid interface name", v)
+	}
+}
+
+func (p *parser) addr(t *table, key, v string) (netip.Addr, bool) {
+	a, err := netip.ParseAddr(v)
+	switch {
+	case err == nil && a.Zone() != "":
+		t.errorf(key, "%q: a zone is not allowed here", v)
+	case err == nil:
+		return a, true
+	default:
+		if _, perr := netip.ParsePrefix(v); perr == nil {
+			t.errorf(key, "%q is a prefix; write the address alone", v)
+		} else {
+			t.errorf(key, "%q is not an IP address", v)
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func (p *parser) addrPort(t *table, key, v string) (netip.AddrPort, bool) {
+	ap, err := netip.ParseAddrPort(v)
+	if err != nil {
+		if a, aerr := netip.ParseAddr(v); aerr == nil {
+			t.errorf(key, "%q needs a port: write %s", v, netip.AddrPortFrom(a, 80))
+		} else {
+			t.errorf(key, "%q is not ip:port (IPv6: [2001:db8::1]:80)", v)
+		}
+		return netip.AddrPort{}, false
+	}
+	if ap.Addr().Zone() != "" {
+		t.errorf(key, "%q: a zone is not allowed here", v)
+		return netip.AddrPort{}, false
+	}
+	return ap, true
+}
+
+// checkHostPort accepts host:port, and a bare host when portOptional.
+func checkHostPort(v string, portOptional bool) error {
+	if strings.Contains(v, "://") {
+		return fmt.Errorf("a URL is not a host:port")
+	}
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		if portOptional && v != "" && !strings.ContainsAny(v, " /") {
+			return nil
+		}
+		return fmt.Errorf("not host:port")
+	}
+	if strings.ContainsAny(host, " /") {
+		return fmt.Errorf("invalid host %q", host)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("invalid port %q", port)
+	}
+	return nil
+}
+
+// parseNetmask accepts "/24" or, for IPv4, "255.255.255.0", and returns
+// the mask as a prefix of the family's unspecified address.
+func parseNetmask(v, fam string) (netip.Prefix, error) {
+	zero := unspecified(fam)
+	if bits, ok := strings.CutPrefix(v, "/"); ok {
+		n, err := strconv.Atoi(bits)
+		if err != nil || n < 0 || n > zero.BitLen() {
+			return netip.Prefix{}, fmt.Errorf("%q is not a prefix length /0../%d", v, zero.BitLen())
+		}
+		return netip.PrefixFrom(zero, n), nil
+	}
+	a, err := netip.ParseAddr(v)
+	if err != nil || !a.Is4() || fam != "inet" {
+		return netip.Prefix{}, fmt.Errorf("%q is not a netmask: write /24 style, or 255.255.255.0 style for IPv4", v)
+	}
+	b := a.As4()
+	ones, _ := net.IPMask(b[:]).Size()
+	if ones == 0 && a != zero {
+		return netip.Prefix{}, fmt.Errorf("%q is not a contiguous netmask", v)
+	}
+	return netip.PrefixFrom(zero, ones), nil
+}
+
+func family(a netip.Addr) string {
+	if a.Is4() {
+		return "inet"
+	}
+	return "inet6"
+}
+
+func unspecified(fam string) netip.Addr {
+	if fam == "inet6" {
+		return netip.IPv6Unspecified()
+	}
+	return netip.IPv4Unspecified()
+}

@@ -1,0 +1,352 @@
+package conf
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// parser collects problems while the typed Site is built from the generic
+// decoded TOML tree.
+type parser struct {
+	file  string
+	ix    map[string]pos
+	probs []Problem
+}
+
+func (p *parser) report(at pos, warn bool, format string, args ...any) {
+	p.probs = append(p.probs, Problem{File: p.file, Line: at.line, Col: at.col, Msg: fmt.Sprintf(format, args...), Warning: warn})
+}
+
+func (p *parser) errorf(at pos, format string, args ...any) { p.report(at, false, format, args...) }
+func (p *parser) warnf(at pos, format string, args ...any)  { p.report(at, true, format, args...) }
+
+// table is one decoded TOML table. Its accessors record every key they are
+// asked for, so finish can report the keys nobody asked for as unknown; a
+// wrongly typed value is reported at its key and treated as absent.
+type table struct {
+	p     *parser
+	path  string
+	at    pos
+	m     map[string]any
+	known map[string]bool
+}
+
+func (p *parser) newTable(path string, at pos, m map[string]any) *table {
+	if q, ok := p.ix[path]; ok {
+		at = q
+	}
+	return &table{p: p, path: path, at: at, m: m, known: map[string]bool{}}
+}
+
+// name is how messages refer to the table.
+func (t *table) name() string {
+	if t.path == "" {
+		return "top level"
+	}
+	return t.path
+}
+
+func (t *table) keyPath(key string) string { return join(t.path, key) }
+
+// pos is where key is written, else where its table starts.
+func (t *table) pos(key string) pos {
+	if at, ok := t.p.ix[t.keyPath(key)]; ok {
+		return at
+	}
+	return t.at
+}
+
+func (t *table) elemPos(key string, i int) pos {
+	if at, ok := t.p.ix[index(t.keyPath(key), i)]; ok {
+		return at
+	}
+	return t.pos(key)
+}
+
+// errorf reports a problem with key's value, at key.
+func (t *table) errorf(key, format string, args ...any) {
+	t.p.errorf(t.pos(key), "%s: %s", t.keyPath(key), fmt.Sprintf(format, args...))
+}
+
+func (t *table) warnf(key, format string, args ...any) {
+	t.p.warnf(t.pos(key), "%s: %s", t.keyPath(key), fmt.Sprintf(format, args...))
+}
+
+// tableErrorf reports a problem with the table as a whole, at its header.
+func (t *table) tableErrorf(format string, args ...any) {
+	t.p.errorf(t.at, "%s: %s", t.name(), fmt.Sprintf(format, args...))
+}
+
+func (t *table) has(key string) bool {
+	_, ok := t.m[key]
+	return ok
+}
+
+func (t *table) lookup(key string) (any, bool) {
+	t.known[key] = true
+	v, ok := t.m[key]
+	return v, ok
+}
+
+// require reports key as missing when it is absent.
+func (t *table) require(key string) {
+	t.known[key] = true
+	if !t.has(key) {
+		t.tableErrorf("%s is required", key)
+	}
+}
+
+func (t *table) typeErr(key string, want string, v any) {
+	t.errorf(key, "expected %s, got %s", want, typeName(v))
+}
+
+func typeName(v any) string {
+	switch v.(type) {
+	case string:
+		return "a string"
+	case int64:
+		return "an integer"
+	case float64:
+		return "a float"
+	case bool:
+		return "a boolean"
+	case []any, []map[string]any:
+		return "an array"
+	case map[string]any:
+		return "a table"
+	default:
+		return "a date-time"
+	}
+}
+
+func (t *table) str(key string) (string, bool) {
+	v, ok := t.lookup(key)
+	if !ok {
+		return "", false
+	}
+	s, ok := v.(string)
+	if !ok {
+		t.typeErr(key, "a string", v)
+	}
+	return s, ok
+}
+
+func (t *table) integer(key string) (int64, bool) {
+	v, ok := t.lookup(key)
+	if !ok {
+		return 0, false
+	}
+	n, ok := v.(int64)
+	if !ok {
+		t.typeErr(key, "an integer", v)
+	}
+	return n, ok
+}
+
+// intIn reads an integer that must lie within lo..hi.
+func (t *table) intIn(key string, lo, hi int64) (int64, bool) {
+	n, ok := t.integer(key)
+	if ok && (n < lo || n > hi) {
+		t.errorf(key, "%d is out of range %d..%d", n, lo, hi)
+		return 0, false
+	}
+	return n, ok
+}
+
+func (t *table) boolean(key string) (bool, bool) {
+	v, ok := t.lookup(key)
+	if !ok {
+		return false, false
+	}
+	b, ok := v.(bool)
+	if !ok {
+		t.typeErr(key, "a boolean", v)
+	}
+	return b, ok
+}
+
+// duration reads a time.ParseDuration string that must not be negative.
+func (t *table) duration(key string) (time.Duration, bool) {
+	s, ok := t.str(key)
+	if !ok {
+		return 0, false
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		t.errorf(key, "invalid duration %q (write e.g. \"1s\" or \"500ms\")", s)
+		return 0, false
+	}
+	if d < 0 {
+		t.errorf(key, "duration %s must not be negative", s)
+		return 0, false
+	}
+	return d, true
+}
+
+func (t *table) array(key string) ([]any, bool) {
+	v, ok := t.lookup(key)
+	if !ok {
+		return nil, false
+	}
+	switch a := v.(type) {
+	case []any:
+		return a, true
+	case []map[string]any:
+		out := make([]any, len(a))
+		for i := range a {
+			out[i] = a[i]
+		}
+		return out, true
+	}
+	t.typeErr(key, "an array", v)
+	return nil, false
+}
+
+// strings reads an array of strings; a wrongly typed element is reported at
+// the element and the whole array is treated as absent.
+func (t *table) strings(key string) ([]string, bool) {
+	a, ok := t.array(key)
+	if !ok {
+		return nil, false
+	}
+	out := make([]string, 0, len(a))
+	for i, v := range a {
+		s, isStr := v.(string)
+		if !isStr {
+			t.p.errorf(t.elemPos(key, i), "%s: expected a string, got %s", index(t.keyPath(key), i), typeName(v))
+			ok = false
+		}
+		out = append(out, s)
+	}
+	return out, ok
+}
+
+func (t *table) ints(key string) ([]int64, bool) {
+	a, ok := t.array(key)
+	if !ok {
+		return nil, false
+	}
+	out := make([]int64, 0, len(a))
+	for i, v := range a {
+		n, isInt := v.(int64)
+		if !isInt {
+			t.p.errorf(t.elemPos(key, i), "%s: expected an integer, got %s", index(t.keyPath(key), i), typeName(v))
+			ok = false
+		}
+		out = append(out, n)
+	}
+	return out, ok
+}
+
+// sub returns the sub-table at key, or nil.
+func (t *table) sub(key string) *table {
+	v, ok := t.lookup(key)
+	if !ok {
+		return nil
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		t.typeErr(key, "a table", v)
+		return nil
+	}
+	return t.p.newTable(t.keyPath(key), t.pos(key), m)
+}
+
+// tables returns the array of tables at key.
+func (t *table) tables(key string) []*table {
+	a, ok := t.array(key)
+	if !ok {
+		return nil
+	}
+	var out []*table
+	for i, v := range a {
+		path := index(t.keyPath(key), i)
+		m, ok := v.(map[string]any)
+		if !ok {
+			t.p.errorf(t.elemPos(key, i), "%s: expected a table, got %s", path, typeName(v))
+			continue
+		}
+		out = append(out, t.p.newTable(path, t.elemPos(key, i), m))
+	}
+	return out
+}
+
+// keys returns the table's keys in the order they are written and marks
+// them known: for tables whose keys are names, like priorities.
+func (t *table) keys() []string {
+	ks := make([]string, 0, len(t.m))
+	for k := range t.m {
+		t.known[k] = true
+		ks = append(ks, k)
+	}
+	t.sortByPos(ks)
+	return ks
+}
+
+func (t *table) sortByPos(ks []string) {
+	sort.Slice(ks, func(i, j int) bool {
+		a, b := t.pos(ks[i]), t.pos(ks[j])
+		if a != b {
+			return a.line < b.line || a.line == b.line && a.col < b.col
+		}
+		return ks[i] < ks[j]
+	})
+}
+
+// finish reports every key of the table that no accessor asked for.
+func (t *table) finish() {
+	var unknown, known []string
+	for k := range t.m {
+		if !t.known[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	for k := range t.known {
+		known = append(known, k)
+	}
+	sort.Strings(known)
+	t.sortByPos(unknown)
+	for _, k := range unknown {
+		msg := fmt.Sprintf("unknown key %s", t.keyPath(k))
+		if s := suggest(k, known); s != "" {
+			msg += fmt.Sprintf(" (did you mean %s?)", s)
+		} else if t.path != "" {
+			msg += fmt.Sprintf(" (%s takes %s)", t.path, strings.Join(known, ", "))
+		}
+		t.p.errorf(t.pos(k), "%s", msg)
+	}
+}
+
+// suggest returns the known key closest to k, if it is close enough to be
+// a likely typo.
+func suggest(k string, known []string) string {
+	best, bestD := "", 3
+	for _, c := range known {
+		if d := editDistance(strings.ToLower(k), c); d < bestD {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

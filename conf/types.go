@@ -1,0 +1,123 @@
+package conf
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Site is one validated site file: both directors of a pair load the same one.
+type Site struct {
+	File string // path it was loaded from, for messages
+
+	Name          string
+	ControlSocket string // default /run/havip/havip.sock
+	Metrics       string // default 127.0.0.1:9110; "" disables
+	StateDir      string // default /var/lib/havip
+	PairPort      uint16 // [site] pair_port: UDP port of the director-to-director state link; default 7519
+
+	Nodes          []Node
+	Groups         []Group         // [[vrrp]]
+	VirtualServers []VirtualServer // [[virtual_server]]
+	Checks         []Check         // top-level [[check]], referenced by name from [[vrrp.track]]
+	Sync           *Sync           // [sync]; nil when absent
+}
+
+// Node is one director of the pair.
+type Node struct {
+	Name     string
+	Address  netip.Addr
+	Priority uint8
+}
+
+// Group is one [[vrrp]] instance: VIPs that move together.
+type Group struct {
+	Name          string
+	Interface     string
+	VRID          uint8
+	Advert        time.Duration
+	Version       int // 2 or 3
+	Unicast       bool
+	Preempt       bool
+	PreemptDelay  time.Duration
+	Accept        bool // v3 accept mode; key "accept", default false
+	VIPs          []netip.Prefix
+	Priorities    map[string]uint8 // per-node override
+	Notify        []string         // argv
+	NotifyTimeout time.Duration    // key "notify_timeout", default 10s
+	Track         []Track
+
+	// Gratuitous ARP / unsolicited NA: keys garp_count (default 5),
+	// garp_interval (default "100ms"), garp_refresh (default "10s"; "0s" off).
+	GARPCount    int
+	GARPInterval time.Duration
+	GARPRefresh  time.Duration
+	// VIPLifetime: key vip_lifetime, default "5s": the VIP address is added
+	// with this valid lifetime and refreshed by the master, so a killed
+	// daemon's VIPs vanish by the kernel's hand.
+	VIPLifetime time.Duration
+}
+
+// Track is one [[vrrp.track]] entry; exactly one of Interface,
+// VirtualServer, Check is set.
+type Track struct {
+	Interface     string
+	VirtualServer string
+	Check         string
+	Weight        int // -254..254; 0 means FAULT while failing
+}
+
+// VirtualServer is one [[virtual_server]].
+type VirtualServer struct {
+	Name               string
+	Address            netip.AddrPort // zero when FWMark is used
+	FWMark             uint32
+	Family             string // "inet" or "inet6": from Address, or key "family" (default inet) with fwmark
+	Protocol           string // tcp | udp | sctp
+	Scheduler          string
+	SchedFlags         []string // key "scheduler_flags": e.g. ["sh-fallback","sh-port"] / ["mh-fallback","mh-port"]
+	Forward            string   // dr | tun | nat
+	Persistence        time.Duration
+	PersistenceNetmask netip.Prefix // key "persistence_netmask": prefix length as "/24" style or netmask; default /32 (/128)
+	Quorum             int
+	SorryServer        netip.AddrPort // zero = none
+	OnFailure          string         // remove | weight0
+	Check              Check
+	RealServers        []RealServer
+}
+
+// RealServer is one [[virtual_server.real_server]].
+type RealServer struct {
+	Address netip.AddrPort
+	Weight  int
+	Forward string // optional per-real-server override; "" inherits the virtual server's
+}
+
+// Check is a health check definition, either a virtual server's
+// [virtual_server.check] or a named top-level [[check]].
+type Check struct {
+	Name         string // top-level only
+	Type         string // tcp | http | https | udp | dns | exec | none
+	Target       string // top-level tcp/http/...: "host:port" (or URL host); key "target"
+	Port         uint16 // optional: probe this port instead of the real server's
+	Path         string
+	Host         string // http Host header
+	ExpectStatus []int
+	Interval     time.Duration
+	Timeout      time.Duration
+	Rise         int
+	Fall         int
+	Command      []string // exec: argv
+	Query        string   // dns: name to resolve
+	Send         string   // udp: payload
+	Expect       string   // udp: expected reply substring
+}
+
+// Sync is the [sync] table: IPVS connection synchronisation between the directors.
+type Sync struct {
+	Interface string     // interface the sync daemons use
+	SyncID    uint8      // 0..255
+	Group     netip.Addr // multicast group; default 224.0.0.81
+	Port      uint16     // default 8848
+	TTL       uint8      // default 1
+	MaxLen    int        // default 0 = kernel default
+}
