@@ -1,0 +1,286 @@
+package vip
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"time"
+
+	"github.com/mdlayher/ethernet"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
+)
+
+// reason says why an announcement failed; it is logged with the failure.
+type reason string
+
+const (
+	reasonNoLink reason = "no-interface"
+	reasonNoMAC  reason = "no-hardware-address"
+	reasonSocket reason = "socket"
+	reasonSend   reason = "send"
+)
+
+// allNodesMAC is the Ethernet address of ff02::1.
+var allNodesMAC = net.HardwareAddr{0x33, 0x33, 0, 0, 0, 1}
+
+// frame is one complete Ethernet frame to send.
+type frame struct {
+	etherType ethernet.EtherType
+	dst       net.HardwareAddr
+	b         []byte
+}
+
+// sender puts complete Ethernet frames on the wire.
+type sender interface {
+	send(f frame) error
+	close() error
+}
+
+// garpFrame builds a gratuitous ARP request: sender IP = target IP = ip,
+// sender MAC = mac, target MAC zero, Ethernet broadcast.
+//
+// The ARP body is built here: mdlayher/arp imports mdlayher/packet v1.0.0,
+// which does not build against the mdlayher/socket version the module
+// needs.
+func garpFrame(mac net.HardwareAddr, ip netip.Addr) (frame, error) {
+	if !ip.Is4() || len(mac) != 6 {
+		return frame{}, fmt.Errorf("vip: GARP for %s from %s: need IPv4 and a 6-byte MAC", ip, mac)
+	}
+	a := make([]byte, 0, 28)
+	a = binary.BigEndian.AppendUint16(a, 1)                              // hardware type Ethernet
+	a = binary.BigEndian.AppendUint16(a, uint16(ethernet.EtherTypeIPv4)) // protocol type
+	a = append(a, 6, 4)                                                  // address lengths
+	a = binary.BigEndian.AppendUint16(a, 1)                              // operation: request
+	a = append(a, mac...)
+	a = append(a, ip.AsSlice()...)
+	a = append(a, make([]byte, 6)...)
+	a = append(a, ip.AsSlice()...)
+	f := &ethernet.Frame{Destination: ethernet.Broadcast, Source: mac, EtherType: ethernet.EtherTypeARP, Payload: a}
+	b, err := f.MarshalBinary()
+	if err != nil {
+		return frame{}, fmt.Errorf("vip: GARP for %s: %w", ip, err)
+	}
+	return frame{etherType: ethernet.EtherTypeARP, dst: ethernet.Broadcast, b: b}, nil
+}
+
+// naFrame builds an unsolicited Neighbor Advertisement (RFC 4861 7.2.6)
+// from ip to ff02::1: Override set, Solicited and Router clear, target ip,
+// target link-layer address option mac, hop limit 255.
+func naFrame(mac net.HardwareAddr, ip netip.Addr) (frame, error) {
+	src, dst := ip.AsSlice(), net.IPv6linklocalallnodes
+	body := make([]byte, 4, 4+16+2+len(mac))
+	body[0] = 0x20 // R=0 S=0 O=1
+	body = append(body, src...)
+	body = append(body, 2, byte((2+len(mac)+7)/8)) // target link-layer address option
+	body = append(body, mac...)
+	for len(body)%8 != 4 { // pad the option to a multiple of 8 octets
+		body = append(body, 0)
+	}
+	m := icmp.Message{Type: ipv6.ICMPTypeNeighborAdvertisement, Body: &icmp.RawBody{Data: body}}
+	payload, err := m.Marshal(icmp.IPv6PseudoHeader(src, dst))
+	if err != nil {
+		return frame{}, fmt.Errorf("vip: NA for %s: %w", ip, err)
+	}
+	hdr := make([]byte, ipv6.HeaderLen, ipv6.HeaderLen+len(payload))
+	hdr[0] = 6 << 4
+	binary.BigEndian.PutUint16(hdr[4:6], uint16(len(payload)))
+	hdr[6] = unix.IPPROTO_ICMPV6
+	hdr[7] = 255
+	copy(hdr[8:24], src)
+	copy(hdr[24:40], dst)
+	f := &ethernet.Frame{Destination: allNodesMAC, Source: mac, EtherType: ethernet.EtherTypeIPv6, Payload: append(hdr, payload...)}
+	b, err := f.MarshalBinary()
+	if err != nil {
+		return frame{}, fmt.Errorf("vip: NA for %s: %w", ip, err)
+	}
+	return frame{etherType: ethernet.EtherTypeIPv6, dst: allNodesMAC, b: b}, nil
+}
+
+// frames builds one round of announcements for vips.
+func frames(mac net.HardwareAddr, vips []netip.Prefix) ([]frame, error) {
+	var out []frame
+	for _, p := range vips {
+		build := garpFrame
+		if p.Addr().Is6() {
+			build = naFrame
+		}
+		f, err := build(mac, p.Addr())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// announce cancels a running burst and starts a new one for vips on l.
+func (c *Claimer) announce(ctx context.Context, l netlink.Link, vips []netip.Prefix) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopBurstLocked()
+
+	mac := l.Attrs().HardwareAddr
+	if len(mac) != 6 {
+		c.errs.Add(1)
+		c.log.Warn("announce failed", "reason", reasonNoMAC, "mac", mac)
+		return
+	}
+	fs, err := frames(mac, vips)
+	if err != nil {
+		c.errs.Add(1)
+		c.log.Warn("announce failed", "reason", reasonSend, "err", err)
+		return
+	}
+	s, err := c.open(&net.Interface{Index: l.Attrs().Index, Name: l.Attrs().Name, HardwareAddr: mac, MTU: l.Attrs().MTU})
+	if err != nil {
+		c.errs.Add(1)
+		c.log.Warn("announce failed", "reason", reasonSocket, "err", err)
+		return
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	c.cancel, c.done = cancel, done
+	go func() {
+		defer close(done)
+		defer s.close()
+		c.burst(ctx, s, fs)
+	}()
+}
+
+// stopBurstLocked cancels the running burst and waits for it to end.
+func (c *Claimer) stopBurstLocked() {
+	if c.cancel == nil {
+		return
+	}
+	c.cancel()
+	<-c.done
+	c.cancel, c.done = nil, nil
+}
+
+// burst sends GARPCount rounds of fs, GARPInterval apart, the first at once.
+func (c *Claimer) burst(ctx context.Context, s sender, fs []frame) {
+	t := time.NewTicker(c.opt.GARPInterval)
+	defer t.Stop()
+	var logged bool
+	for round := 0; ; {
+		for _, f := range fs {
+			if err := s.send(f); err != nil {
+				c.errs.Add(1)
+				if !logged { // once per burst: the next rounds fail alike
+					c.log.Warn("announce failed", "reason", reasonSend, "err", err)
+					logged = true
+				}
+				continue
+			}
+			if f.etherType == ethernet.EtherTypeIPv6 {
+				c.naSent.Add(1)
+			} else {
+				c.garpSent.Add(1)
+			}
+		}
+		if round++; round >= c.opt.GARPCount {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// packetSender sends through one AF_PACKET socket per EtherType, opened in
+// the Claimer's namespace and bound to the interface.
+//
+// It uses x/sys/unix directly: mdlayher/packet v1.0.0 does not build
+// against the mdlayher/socket version the module needs.
+type packetSender struct {
+	ifindex int
+	fds     map[ethernet.EtherType]int
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+func (c *Claimer) openPacket(ifi *net.Interface) (sender, error) {
+	s := &packetSender{ifindex: ifi.Index, fds: make(map[ethernet.EtherType]int)}
+	err := inNS(c.ns, func() error {
+		for _, et := range []ethernet.EtherType{ethernet.EtherTypeARP, ethernet.EtherTypeIPv6} {
+			// Protocol 0 until bound: the socket then never queues
+			// frames, as it only sends. sll_protocol on send sets
+			// the skb protocol that local taps see.
+			fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return fmt.Errorf("vip: packet socket on %s: %w", ifi.Name, err)
+			}
+			s.fds[et] = fd
+			if err := unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: ifi.Index}); err != nil {
+				return fmt.Errorf("vip: bind packet socket to %s: %w", ifi.Name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *packetSender) send(f frame) error {
+	fd, ok := s.fds[f.etherType]
+	if !ok {
+		return fmt.Errorf("vip: no socket for EtherType %v", f.etherType)
+	}
+	to := &unix.SockaddrLinklayer{
+		Protocol: htons(uint16(f.etherType)),
+		Ifindex:  s.ifindex,
+		Halen:    uint8(len(f.dst)),
+	}
+	copy(to.Addr[:], f.dst)
+	if err := unix.Sendto(fd, f.b, 0, to); err != nil {
+		return fmt.Errorf("vip: send %v frame: %w", f.etherType, err)
+	}
+	return nil
+}
+
+func (s *packetSender) close() error {
+	var errs []error
+	for _, fd := range s.fds {
+		errs = append(errs, unix.Close(fd))
+	}
+	return errors.Join(errs...)
+}
+
+// inNS runs fn on a locked thread in ns. Sockets opened by fn stay in ns.
+func inNS(ns netns.NsHandle, fn func() error) error {
+	runtime.LockOSThread()
+	cur, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("vip: current netns: %w", err)
+	}
+	defer cur.Close()
+	if cur.Equal(ns) {
+		defer runtime.UnlockOSThread()
+		return fn()
+	}
+	if err := netns.Set(ns); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("vip: enter netns: %w", err)
+	}
+	fnErr := fn()
+	if err := netns.Set(cur); err != nil {
+		// Keep the thread locked so the runtime discards it.
+		return errors.Join(fnErr, fmt.Errorf("vip: restore netns: %w", err))
+	}
+	runtime.UnlockOSThread()
+	return fnErr
+}
