@@ -1,0 +1,471 @@
+package ipvsync
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/moby/ipvs"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// dumpAttempts bounds how often an inconsistent dump is retried.
+const dumpAttempts = 5
+
+// ownedFile is the name of the state file listing the services havip created.
+const ownedFile = "ipvs-owned.json"
+
+// errInconsistent reports a dump that changed while it was read.
+var errInconsistent = errors.New("ipvsync: IPVS table changed during dump")
+
+// Op is one kind of kernel write.
+type Op string
+
+const (
+	OpAddService    Op = "add-service"
+	OpUpdateService Op = "update-service"
+	OpDelService    Op = "del-service"
+	OpAddDest       Op = "add-dest"
+	OpUpdateDest    Op = "update-dest"
+	OpDelDest       Op = "del-dest"
+)
+
+// Change is one write the reconciler made to the kernel.
+type Change struct {
+	Op      Op             `json:"op"`
+	Service ServiceKey     `json:"service"`
+	Name    string         `json:"name,omitempty"`
+	Dest    netip.AddrPort `json:"dest,omitzero"`
+	Detail  string         `json:"detail,omitempty"`
+}
+
+func (c Change) String() string {
+	var b strings.Builder
+	b.WriteString(string(c.Op))
+	b.WriteString(" ")
+	b.WriteString(c.Service.String())
+	if c.Name != "" {
+		fmt.Fprintf(&b, " (%s)", c.Name)
+	}
+	if c.Dest.IsValid() {
+		b.WriteString(" -> ")
+		b.WriteString(c.Dest.String())
+	}
+	if c.Detail != "" {
+		b.WriteString(": ")
+		b.WriteString(c.Detail)
+	}
+	return b.String()
+}
+
+// Changes lists the writes of one reconcile, in the order they were made.
+type Changes []Change
+
+// Reconciler makes the kernel's IPVS table match a Table, touching only
+// services that the table declares or that havip created before.
+type Reconciler struct {
+	k         Kernel
+	stateFile string // "" = keep ownership in memory only
+	log       *slog.Logger
+	owned     map[ServiceKey]bool
+	reqs      chan func()
+	lastErr   string
+
+	// DumpRetries counts dumps thrown away because they were interrupted
+	// or inconsistent.
+	DumpRetries int
+}
+
+// NewReconciler returns a reconciler over k. If stateDir is not empty, the
+// set of services havip owns is loaded from and saved to a file there, so a
+// restarted daemon still removes services dropped from the site file.
+func NewReconciler(k Kernel, stateDir string, log *slog.Logger) (*Reconciler, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	r := &Reconciler{k: k, log: log, owned: make(map[ServiceKey]bool), reqs: make(chan func())}
+	if stateDir != "" {
+		r.stateFile = filepath.Join(stateDir, ownedFile)
+		b, err := os.ReadFile(r.stateFile)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+		case err != nil:
+			return nil, fmt.Errorf("ipvsync: read owned services: %w", err)
+		default:
+			var st ownedState
+			if err := json.Unmarshal(b, &st); err != nil {
+				return nil, fmt.Errorf("ipvsync: parse %s: %w", r.stateFile, err)
+			}
+			for _, k := range st.Services {
+				r.owned[k] = true
+			}
+		}
+	}
+	return r, nil
+}
+
+// Owned returns the keys of the services havip currently owns, sorted.
+func (r *Reconciler) Owned() []ServiceKey {
+	out := make([]ServiceKey, 0, len(r.owned))
+	for k := range r.owned {
+		out = append(out, k)
+	}
+	slices.SortFunc(out, func(a, b ServiceKey) int { return strings.Compare(a.String(), b.String()) })
+	return out
+}
+
+type ownedState struct {
+	Services []ServiceKey `json:"services"`
+}
+
+func (r *Reconciler) setOwned(owned map[ServiceKey]bool) error {
+	if maps.Equal(owned, r.owned) {
+		return nil
+	}
+	r.owned = owned
+	if r.stateFile == "" {
+		return nil
+	}
+	b, err := json.MarshalIndent(ownedState{Services: r.Owned()}, "", "  ")
+	if err != nil {
+		return fmt.Errorf("ipvsync: encode owned services: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(r.stateFile), 0o755); err != nil {
+		return fmt.Errorf("ipvsync: save owned services: %w", err)
+	}
+	tmp := r.stateFile + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("ipvsync: save owned services: %w", err)
+	}
+	if err := os.Rename(tmp, r.stateFile); err != nil {
+		return fmt.Errorf("ipvsync: save owned services: %w", err)
+	}
+	return nil
+}
+
+type kernelService struct {
+	svc   *ipvs.Service
+	dests map[netip.AddrPort]*ipvs.Destination
+}
+
+// retryable reports an error meaning "the dump was interrupted, read again".
+func retryable(err error) bool {
+	return errors.Is(err, nl.ErrDumpInterrupted) || errors.Is(err, unix.EINTR) ||
+		errors.Is(err, errInconsistent)
+}
+
+// dump reads the whole IPVS table, retrying interrupted or inconsistent
+// dumps. moby/ipvs drops NLM_F_DUMP_INTR on the floor, so consistency is
+// checked directly: a service that vanishes while its destinations are
+// read, a duplicate, or a service list that differs when read again after
+// the destinations, all mean the dump raced with a writer.
+func (r *Reconciler) dump() (map[ServiceKey]*kernelService, error) {
+	var err error
+	for range dumpAttempts {
+		var m map[ServiceKey]*kernelService
+		m, err = dumpOnce(r.k)
+		if err == nil {
+			return m, nil
+		}
+		if !retryable(err) {
+			return nil, err
+		}
+		r.DumpRetries++
+	}
+	return nil, fmt.Errorf("ipvsync: IPVS dump failed %d times: %w", dumpAttempts, err)
+}
+
+func dumpOnce(k Kernel) (map[ServiceKey]*kernelService, error) {
+	svcs, err := k.Services()
+	if err != nil {
+		return nil, fmt.Errorf("ipvsync: dump services: %w", err)
+	}
+	m := make(map[ServiceKey]*kernelService, len(svcs))
+	for _, s := range svcs {
+		key := keyOf(s)
+		if m[key] != nil {
+			return nil, fmt.Errorf("%w: %s listed twice", errInconsistent, key)
+		}
+		ds, err := k.Destinations(s)
+		if errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT) {
+			return nil, fmt.Errorf("%w: %s vanished: %w", errInconsistent, key, err)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("ipvsync: dump destinations of %s: %w", key, err)
+		}
+		ks := &kernelService{svc: s, dests: make(map[netip.AddrPort]*ipvs.Destination, len(ds))}
+		for _, d := range ds {
+			a := destAddr(d)
+			if ks.dests[a] != nil {
+				return nil, fmt.Errorf("%w: %s -> %s listed twice", errInconsistent, key, a)
+			}
+			ks.dests[a] = d
+		}
+		m[key] = ks
+	}
+	again, err := k.Services()
+	if err != nil {
+		return nil, fmt.Errorf("ipvsync: dump services: %w", err)
+	}
+	if len(again) != len(m) {
+		return nil, fmt.Errorf("%w: %d services, then %d", errInconsistent, len(m), len(again))
+	}
+	for _, s := range again {
+		if m[keyOf(s)] == nil {
+			return nil, fmt.Errorf("%w: %s appeared", errInconsistent, keyOf(s))
+		}
+	}
+	return m, nil
+}
+
+// Reconcile makes the kernel hold t: it reads the table, and writes only
+// what differs. Services neither declared by t nor owned by havip are left
+// alone. It returns the writes that succeeded; the error joins the ones that
+// failed (the next reconcile retries them).
+func (r *Reconciler) Reconcile(t Table) (Changes, error) {
+	cur, err := r.dump()
+	if err != nil {
+		return nil, err
+	}
+	want := make(map[ServiceKey]bool, len(t.Services))
+	owned := make(map[ServiceKey]bool, len(t.Services)+len(r.owned))
+	for k := range r.owned {
+		owned[k] = true
+	}
+	for _, s := range t.Services {
+		want[s.Key] = true
+		owned[s.Key] = true
+	}
+	// Record ownership before creating anything, so a crash in between
+	// cannot leave a service nobody will clean up.
+	if err := r.setOwned(owned); err != nil {
+		return nil, err
+	}
+
+	var ch Changes
+	var errs []error
+	do := func(c Change, f func() error) bool {
+		if err := f(); err != nil {
+			errs = append(errs, fmt.Errorf("ipvsync: %s: %w", c, err))
+			return false
+		}
+		ch = append(ch, c)
+		return true
+	}
+
+	for i := range t.Services {
+		s := &t.Services[i]
+		ksvc := s.toKernel()
+		ks := cur[s.Key]
+		if ks == nil {
+			if !do(Change{Op: OpAddService, Service: s.Key, Name: s.Name, Detail: s.Scheduler}, func() error { return r.k.NewService(ksvc) }) {
+				continue
+			}
+			for _, d := range s.Dests {
+				do(Change{Op: OpAddDest, Service: s.Key, Name: s.Name, Dest: d.Address, Detail: destDetail(d)},
+					func() error { return r.k.NewDestination(ksvc, d.toKernel()) })
+			}
+			continue
+		}
+		if why := serviceDiff(ks.svc, ksvc); why != "" {
+			do(Change{Op: OpUpdateService, Service: s.Key, Name: s.Name, Detail: why}, func() error { return r.k.UpdateService(ksvc) })
+		}
+		// Add and update before deleting, so a replaced real server never
+		// leaves the service empty in between.
+		keep := make(map[netip.AddrPort]bool, len(s.Dests))
+		for _, d := range s.Dests {
+			keep[d.Address] = true
+			kd := ks.dests[d.Address]
+			wd := d.toKernel()
+			switch {
+			case kd == nil:
+				do(Change{Op: OpAddDest, Service: s.Key, Name: s.Name, Dest: d.Address, Detail: destDetail(d)},
+					func() error { return r.k.NewDestination(ksvc, wd) })
+			case destDiff(kd, wd) != "":
+				do(Change{Op: OpUpdateDest, Service: s.Key, Name: s.Name, Dest: d.Address, Detail: destDiff(kd, wd)},
+					func() error { return r.k.UpdateDestination(ksvc, wd) })
+			}
+		}
+		for _, a := range sortedAddrs(ks.dests) {
+			if !keep[a] {
+				kd := ks.dests[a]
+				do(Change{Op: OpDelDest, Service: s.Key, Name: s.Name, Dest: a}, func() error { return r.k.DelDestination(ksvc, kd) })
+			}
+		}
+	}
+
+	// Services havip created and the site no longer declares.
+	for _, k := range r.Owned() {
+		if want[k] {
+			continue
+		}
+		if ks := cur[k]; ks != nil {
+			if !do(Change{Op: OpDelService, Service: k}, func() error { return r.k.DelService(ks.svc) }) {
+				continue // still ours: retry next time
+			}
+		}
+		delete(owned, k)
+	}
+	if err := r.setOwned(owned); err != nil {
+		errs = append(errs, err)
+	}
+	return ch, errors.Join(errs...)
+}
+
+func destDetail(d Dest) string {
+	return "weight " + strconv.Itoa(d.Weight) + " " + d.Forward
+}
+
+// serviceDiff says why the kernel's service k differs from the wanted w,
+// or "" if it does not.
+func serviceDiff(k, w *ipvs.Service) string {
+	var why []string
+	if k.SchedName != w.SchedName {
+		why = append(why, fmt.Sprintf("scheduler %s->%s", k.SchedName, w.SchedName))
+	}
+	if k.Flags&userFlags != w.Flags {
+		why = append(why, fmt.Sprintf("flags %#x->%#x", k.Flags&userFlags, w.Flags))
+	}
+	if k.Timeout != w.Timeout {
+		why = append(why, fmt.Sprintf("timeout %d->%d", k.Timeout, w.Timeout))
+	}
+	if k.Netmask != w.Netmask {
+		why = append(why, fmt.Sprintf("netmask %#x->%#x", k.Netmask, w.Netmask))
+	}
+	return strings.Join(why, ", ")
+}
+
+func destDiff(k, w *ipvs.Destination) string {
+	var why []string
+	if k.Weight != w.Weight {
+		why = append(why, fmt.Sprintf("weight %d->%d", k.Weight, w.Weight))
+	}
+	if kf, wf := k.ConnectionFlags&ipvs.ConnectionFlagFwdMask, w.ConnectionFlags&ipvs.ConnectionFlagFwdMask; kf != wf {
+		why = append(why, fmt.Sprintf("forward %s->%s", forwardName(kf), forwardName(wf)))
+	}
+	if k.UpperThreshold != w.UpperThreshold || k.LowerThreshold != w.LowerThreshold {
+		why = append(why, "thresholds")
+	}
+	return strings.Join(why, ", ")
+}
+
+func sortedAddrs(m map[netip.AddrPort]*ipvs.Destination) []netip.AddrPort {
+	out := make([]netip.AddrPort, 0, len(m))
+	for a := range m {
+		out = append(out, a)
+	}
+	slices.SortFunc(out, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	return out
+}
+
+// Run owns the kernel handle: it reconciles on every table received and
+// every resync period (which repairs edits made behind havip's back, such
+// as `ipvsadm -C`), until ctx is done. onChange, if set, gets the writes of
+// every reconcile that made some. Failures are logged when they first
+// appear and when they change; the next resync retries.
+func (r *Reconciler) Run(ctx context.Context, desired <-chan Table, resync time.Duration, onChange func(Changes)) {
+	var tick <-chan time.Time
+	if resync > 0 {
+		t := time.NewTicker(resync)
+		defer t.Stop()
+		tick = t.C
+	}
+	var table Table
+	have := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case req := <-r.reqs:
+			req()
+			continue
+		case t, ok := <-desired:
+			if !ok {
+				desired = nil
+				continue
+			}
+			table, have = t, true
+		case <-tick:
+		}
+		if !have {
+			continue
+		}
+		ch, err := r.Reconcile(table)
+		if len(ch) > 0 && onChange != nil {
+			onChange(ch)
+		}
+		switch {
+		case err != nil && err.Error() != r.lastErr:
+			r.log.Error("ipvsync: reconcile failed", "err", err)
+			r.lastErr = err.Error()
+		case err == nil && r.lastErr != "":
+			r.log.Info("ipvsync: reconcile succeeded again")
+			r.lastErr = ""
+		}
+	}
+}
+
+// Do runs f with the kernel on Run's goroutine, so status readers never
+// share the handle with the reconciler concurrently. It blocks until Run
+// picks the request up or ctx is done.
+func (r *Reconciler) Do(ctx context.Context, f func(Kernel) error) error {
+	done := make(chan error, 1)
+	select {
+	case r.reqs <- func() { done <- f(r.k) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// UnmarshalText parses the String form of a key (as kept in the state file).
+func (k *ServiceKey) UnmarshalText(b []byte) error {
+	f := strings.Fields(string(b))
+	bad := fmt.Errorf("ipvsync: bad service key %q", b)
+	switch {
+	case len(f) == 3 && f[0] == "fwmark":
+		m, err := strconv.ParseUint(f[1], 10, 32)
+		if err != nil || m == 0 {
+			return bad
+		}
+		fam := uint16(unix.AF_INET)
+		switch f[2] {
+		case "inet":
+		case "inet6":
+			fam = unix.AF_INET6
+		default:
+			return bad
+		}
+		*k = ServiceKey{FWMark: uint32(m), Family: fam}
+	case len(f) == 2:
+		p, ok := protocolNumber(f[0])
+		if !ok {
+			return bad
+		}
+		ap, err := netip.ParseAddrPort(f[1])
+		if err != nil {
+			return bad
+		}
+		fam, _ := addrFamily(ap.Addr())
+		*k = ServiceKey{Family: fam, Protocol: p, Address: unmapAP(ap)}
+	default:
+		return bad
+	}
+	return nil
+}
