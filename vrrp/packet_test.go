@@ -256,7 +256,12 @@ func TestParseDrops(t *testing.T) {
 		{"v3 other source (pseudo-header)", v3(), src2, dst, DropChecksum},
 		{"v3 other destination (pseudo-header)", v3(), src, netip.MustParseAddr("192.168.0.12"), DropChecksum},
 		{"v3 v6 other source", v3v6(), netip.MustParseAddr("fe80::2"), mcast6, DropChecksum},
-		{"v3 checksummed as v2", func() []byte { b := v3(); b[6], b[7] = 0, 0; binary.BigEndian.PutUint16(b[6:8], ^fold(sumBytes(0, b))); return b }(), src, dst, DropChecksum},
+		{"v3 checksummed as v2", func() []byte {
+			b := v3()
+			b[6], b[7] = 0, 0
+			binary.BigEndian.PutUint16(b[6:8], ^fold(sumBytes(0, b)))
+			return b
+		}(), src, dst, DropChecksum},
 		{"v2 bad checksum", func() []byte { b := v2(); b[11] ^= 1; return b }(), src2, dst, DropChecksum},
 		{"v2 auth data in checksum", func() []byte { b := v2(); b[19] = 1; return b }(), src2, dst, DropChecksum},
 		{"v2 simple password", fixChecksum(func() []byte { b := v2(); b[4] = 1; copy(b[12:], "secret"); return b }(), src2, dst), src2, dst, DropAuth},

@@ -1,0 +1,553 @@
+package vrrp
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// ErrConfig is wrapped by NewMachine errors.
+var ErrConfig = errors.New("vrrp: invalid config")
+
+// State is a virtual router state (RFC 5798 section 6.4, plus Fault).
+type State uint8
+
+// States.
+const (
+	Initialize State = iota
+	Backup
+	Master
+	Fault
+)
+
+func (s State) String() string {
+	switch s {
+	case Initialize:
+		return "INIT"
+	case Backup:
+		return "BACKUP"
+	case Master:
+		return "MASTER"
+	case Fault:
+		return "FAULT"
+	}
+	return fmt.Sprintf("State(%d)", uint8(s))
+}
+
+// OwnerPriority is the priority of the address owner.
+const OwnerPriority = 255
+
+// Config configures one virtual router of one IP family.
+type Config struct {
+	VRID         uint8         // 1..255
+	Version      uint8         // 2 or 3
+	Priority     uint8         // base priority 1..255; 255 = address owner
+	Advert       time.Duration // v3: 10ms..40.95s in 10ms steps; v2: 1..255 whole seconds
+	Preempt      bool          // a higher priority backup takes over from a lower priority master
+	PreemptDelay time.Duration // wait this long after first seeing a lower priority master
+	Accept       bool          // accept mode; not used by the state machine, carried for the runner
+	Primary      netip.Addr    // own primary address: advert source, tie-break; fixes the family
+	Addrs        []netip.Addr  // VIP addresses carried in adverts, Primary's family, no duplicates
+	TwoNode      bool          // exactly one rival: on a priority-0 advert take over at once (no Skew_Time)
+}
+
+// ActionKind says what the runner must do.
+type ActionKind uint8
+
+// Action kinds.
+const (
+	// ActSend: send an advert now carrying Priority (see Machine.Advert).
+	ActSend ActionKind = iota + 1
+	// ActBecome: the state changed From -> To for Reason; the runner claims
+	// the VIPs when To is Master and releases them when From is Master.
+	ActBecome
+	// ActAnnounce: re-send gratuitous ARP/NA for the VIPs (master only).
+	ActAnnounce
+)
+
+func (k ActionKind) String() string {
+	switch k {
+	case ActSend:
+		return "send"
+	case ActBecome:
+		return "become"
+	case ActAnnounce:
+		return "announce"
+	}
+	return fmt.Sprintf("ActionKind(%d)", uint8(k))
+}
+
+// Action is one thing for the runner to do, in order.
+type Action struct {
+	Kind     ActionKind
+	Priority uint8 // ActSend
+	From, To State // ActBecome
+	Reason   string
+}
+
+// Counters are cumulative since NewMachine.
+type Counters struct {
+	RxAdverts   uint64 // adverts that passed every check
+	TxAdverts   uint64 // ActSend actions returned
+	Transitions uint64 // ActBecome actions returned
+	Drops       [NumDropReasons]uint64
+}
+
+// Status is a snapshot of a Machine.
+type Status struct {
+	State          State
+	Since          time.Time // of the last state change
+	Priority       uint8     // effective priority
+	BasePriority   uint8
+	MasterAddr     netip.Addr    // the current master (ours when Master); invalid if unknown
+	MasterPriority uint8         // the priority it advertised
+	MasterInterval time.Duration // learned Master_Adver_Interval (ours when Master)
+	Counters       Counters
+	Fault          string // reason when in Fault
+	Yielding       bool   // after Resign: do not preempt until next Master
+}
+
+// Machine is the state machine of one virtual router. It is not safe for
+// concurrent use; the runner serialises calls.
+//
+// Receive checks, in this order, after Parse: TTL/hop limit 255 (a negative
+// ttl means "unknown" and is not checked, for sockets that cannot report
+// it), version equal to ours, family equal to Primary's, VRID equal to ours,
+// source not our Primary, v2 interval equal to ours. Then, per RFC 5798
+// section 7.1 (and RFC 3768), an address list that differs from Addrs as a set
+// drops the advert unless its priority is 255 (the owner's adverts are
+// processed anyway). This includes priority-0 adverts. Unlike RFC 5798, we do
+// not discard adverts when we are the owner: like keepalived, two owners
+// settle by address rather than both staying master.
+//
+// Deviations from RFC 5798 section 6, all on the side of faster convergence:
+// a backup with Preempt that sees a lower priority master takes over at once
+// (or when PreemptDelay expires) instead of waiting for Master_Down_Timer; a
+// master that sees a lower priority advert answers with an advert and
+// ActAnnounce at once; TwoNode backups skip Skew_Time on a priority-0 advert.
+type Machine struct {
+	cfg   Config
+	addrs []netip.Addr // cfg.Addrs sorted, for set comparison
+
+	state    State
+	since    time.Time
+	prio     uint8
+	fault    string
+	yielding bool
+
+	masterAddr     netip.Addr
+	masterPrio     uint8
+	masterInterval time.Duration
+
+	advertAt  time.Time // Master: next advert
+	downAt    time.Time // Backup: Master_Down_Timer expiry
+	downCause string    // why downAt was last set short (priority 0), for the reason
+	preemptAt time.Time // Backup: preempt delay expiry; zero if not running
+
+	counters Counters
+}
+
+// NewMachine validates cfg and returns a machine in Initialize.
+func NewMachine(cfg Config) (*Machine, error) {
+	if cfg.VRID == 0 {
+		return nil, fmt.Errorf("%w: VRID must be 1..255", ErrConfig)
+	}
+	if cfg.Priority == 0 {
+		return nil, fmt.Errorf("%w: priority must be 1..255", ErrConfig)
+	}
+	switch cfg.Version {
+	case 2:
+		if cfg.Advert < time.Second || cfg.Advert > 255*time.Second || cfg.Advert%time.Second != 0 {
+			return nil, fmt.Errorf("%w: v2 advert interval %v must be 1..255 whole seconds", ErrConfig, cfg.Advert)
+		}
+	case 3:
+		if cfg.Advert < centisecond || cfg.Advert > maxV3Centis*centisecond || cfg.Advert%centisecond != 0 {
+			return nil, fmt.Errorf("%w: v3 advert interval %v must be 10ms..40.95s in 10ms steps", ErrConfig, cfg.Advert)
+		}
+	default:
+		return nil, fmt.Errorf("%w: version %d must be 2 or 3", ErrConfig, cfg.Version)
+	}
+	if cfg.PreemptDelay < 0 {
+		return nil, fmt.Errorf("%w: negative preempt delay %v", ErrConfig, cfg.PreemptDelay)
+	}
+	cfg.Primary = normAddr(cfg.Primary)
+	if !cfg.Primary.IsValid() || cfg.Primary.IsUnspecified() {
+		return nil, fmt.Errorf("%w: primary address %v", ErrConfig, cfg.Primary)
+	}
+	if cfg.Version == 2 && !cfg.Primary.Is4() {
+		return nil, fmt.Errorf("%w: VRRPv2 is IPv4 only, primary address is %v", ErrConfig, cfg.Primary)
+	}
+	if len(cfg.Addrs) == 0 || len(cfg.Addrs) > 255 {
+		return nil, fmt.Errorf("%w: %d addresses, need 1..255", ErrConfig, len(cfg.Addrs))
+	}
+	addrs := make([]netip.Addr, len(cfg.Addrs))
+	for i, a := range cfg.Addrs {
+		a = normAddr(a)
+		if !a.IsValid() || a.IsUnspecified() || a.Is4() != cfg.Primary.Is4() {
+			return nil, fmt.Errorf("%w: address %v is not a usable address of the primary address's family", ErrConfig, cfg.Addrs[i])
+		}
+		addrs[i] = a
+	}
+	cfg.Addrs = addrs
+	sorted := slices.Clone(addrs)
+	slices.SortFunc(sorted, netip.Addr.Compare)
+	if len(slices.Compact(slices.Clone(sorted))) != len(sorted) {
+		return nil, fmt.Errorf("%w: duplicate address in %v", ErrConfig, cfg.Addrs)
+	}
+	return &Machine{cfg: cfg, addrs: sorted, prio: cfg.Priority, masterInterval: cfg.Advert}, nil
+}
+
+// Advert returns the advertisement the runner sends for an ActSend carrying
+// priority; marshal it with Primary as source.
+func (m *Machine) Advert(priority uint8) *Packet {
+	return &Packet{
+		Version:  m.cfg.Version,
+		VRID:     m.cfg.VRID,
+		Priority: priority,
+		Interval: m.cfg.Advert,
+		Addrs:    slices.Clone(m.cfg.Addrs),
+	}
+}
+
+// Start leaves Initialize: the owner (priority 255) becomes Master, anyone else
+// Backup. It does nothing in any other state.
+func (m *Machine) Start(now time.Time) []Action {
+	if m.state != Initialize {
+		return nil
+	}
+	m.yielding = false
+	return m.startup(now, "startup")
+}
+
+// startup is RFC 5798 section 6.4.1's Startup event.
+func (m *Machine) startup(now time.Time, reason string) []Action {
+	if m.prio == OwnerPriority {
+		return m.becomeMaster(now, reason+": address owner (priority 255)")
+	}
+	return m.becomeBackup(now, reason)
+}
+
+// Receive handles one received VRRP message (without IP header) from src to
+// dst with the given TTL/hop limit (negative: unknown). It returns the actions
+// to carry out, or why the message was dropped.
+func (m *Machine) Receive(now time.Time, b []byte, src, dst netip.Addr, ttl int) ([]Action, DropReason) {
+	p, r := m.check(b, src, dst, ttl)
+	if r != DropNone {
+		m.CountDrop(r)
+		return nil, r
+	}
+	m.counters.RxAdverts++
+	src = normAddr(src)
+	switch m.state {
+	case Backup:
+		return m.backupRx(now, p, src), DropNone
+	case Master:
+		return m.masterRx(now, p, src), DropNone
+	}
+	return nil, DropNone // Initialize and Fault ignore valid adverts
+}
+
+func (m *Machine) check(b []byte, src, dst netip.Addr, ttl int) (*Packet, DropReason) {
+	p, r := Parse(b, src, dst)
+	switch {
+	case r != DropNone:
+		return nil, r
+	case ttl >= 0 && ttl != 255:
+		return nil, DropTTL
+	case p.Version != m.cfg.Version:
+		return nil, DropVersion
+	case normAddr(src).Is4() != m.cfg.Primary.Is4():
+		return nil, DropFamily
+	case p.VRID != m.cfg.VRID:
+		return nil, DropVRID
+	case normAddr(src) == m.cfg.Primary:
+		return nil, DropOwn
+	case p.Version == 2 && p.Interval != m.cfg.Advert:
+		return nil, DropInterval
+	case p.Priority != OwnerPriority && !m.sameAddrs(p.Addrs):
+		return nil, DropAddrList
+	}
+	return p, DropNone
+}
+
+// sameAddrs compares addrs with ours as sets.
+func (m *Machine) sameAddrs(addrs []netip.Addr) bool {
+	got := slices.Clone(addrs)
+	slices.SortFunc(got, netip.Addr.Compare)
+	return slices.Equal(slices.Compact(got), m.addrs)
+}
+
+func (m *Machine) backupRx(now time.Time, p *Packet, src netip.Addr) []Action {
+	if p.Priority == 0 {
+		// The master resigns: take over after Skew_Time, unless it is
+		// our only rival.
+		m.masterAddr, m.masterPrio = src, 0
+		m.preemptAt = time.Time{}
+		cause := fmt.Sprintf("priority 0 from %v", src)
+		if m.cfg.TwoNode {
+			return m.becomeMaster(now, cause)
+		}
+		m.downAt = now.Add(m.skew())
+		m.downCause = cause + ", skew time expired"
+		return nil
+	}
+	m.masterAddr, m.masterPrio = src, p.Priority
+	if p.Priority >= m.prio || !m.preempts() {
+		m.preemptAt = time.Time{}
+		m.accept(now, p)
+		return nil
+	}
+	// A lower priority master and we may preempt.
+	if m.cfg.PreemptDelay == 0 {
+		return m.becomeMaster(now, fmt.Sprintf("preempting lower priority master %v (%d < %d)", src, p.Priority, m.prio))
+	}
+	if m.preemptAt.IsZero() {
+		m.preemptAt = now.Add(m.cfg.PreemptDelay)
+	}
+	if !now.Before(m.preemptAt) {
+		return m.becomeMaster(now, m.preemptReason())
+	}
+	// Until the delay expires the lower priority master is accepted.
+	m.accept(now, p)
+	return nil
+}
+
+// accept takes p as the current master's advert: learn its interval (v3) and
+// restart Master_Down_Timer.
+func (m *Machine) accept(now time.Time, p *Packet) {
+	if m.cfg.Version == 3 {
+		m.masterInterval = p.Interval
+	}
+	m.downAt = now.Add(m.masterDownInterval())
+	m.downCause = ""
+}
+
+func (m *Machine) preempts() bool { return m.cfg.Preempt && !m.yielding }
+
+func (m *Machine) preemptReason() string {
+	return fmt.Sprintf("preempt delay %v expired, master %v has lower priority (%d < %d)",
+		m.cfg.PreemptDelay, m.masterAddr, m.masterPrio, m.prio)
+}
+
+func (m *Machine) masterRx(now time.Time, p *Packet, src netip.Addr) []Action {
+	switch {
+	case p.Priority == 0:
+		// A rival resigned; make sure everybody knows who is master.
+		return m.send(now)
+	case p.Priority > m.prio:
+		return m.masterToBackup(now, p, src, fmt.Sprintf("higher priority advert from %v (%d)", src, p.Priority))
+	case p.Priority == m.prio && src.Compare(m.cfg.Primary) > 0:
+		return m.masterToBackup(now, p, src, fmt.Sprintf("equal priority advert from higher address %v (%d)", src, p.Priority))
+	}
+	// A lower priority master (a healed partition, or a rival's clock):
+	// RFC 5798 discards the advert; we also answer at once so it yields
+	// now, and re-announce so switches relearn where the VIPs are.
+	return append(m.send(now), Action{Kind: ActAnnounce, Reason: fmt.Sprintf("lower priority advert from %v (%d)", src, p.Priority)})
+}
+
+func (m *Machine) masterToBackup(now time.Time, p *Packet, src netip.Addr, reason string) []Action {
+	acts := m.become(now, Backup, reason)
+	m.masterAddr, m.masterPrio = src, p.Priority
+	m.accept(now, p)
+	return acts
+}
+
+// Tick fires the timers due at now.
+func (m *Machine) Tick(now time.Time) []Action {
+	switch m.state {
+	case Master:
+		if now.Before(m.advertAt) {
+			return nil
+		}
+		return m.send(now)
+	case Backup:
+		if !m.preemptAt.IsZero() && !now.Before(m.preemptAt) {
+			return m.becomeMaster(now, m.preemptReason())
+		}
+		if !now.Before(m.downAt) {
+			reason := m.downCause
+			if reason == "" {
+				reason = "master down timer expired"
+			}
+			return m.becomeMaster(now, reason)
+		}
+	}
+	return nil
+}
+
+// Deadline is when Tick must next be called; zero if no timer runs (in
+// Initialize and Fault).
+func (m *Machine) Deadline() time.Time {
+	switch m.state {
+	case Master:
+		return m.advertAt
+	case Backup:
+		if !m.preemptAt.IsZero() && m.preemptAt.Before(m.downAt) {
+			return m.preemptAt
+		}
+		return m.downAt
+	}
+	return time.Time{}
+}
+
+// SetPriority sets the effective priority (from tracking). It is kept within
+// 1..254, or 1..255 for the owner. A Master sends an advert with it at once;
+// a preempting Backup that now outranks the current master takes over (after
+// PreemptDelay); a Backup that no longer does cancels a pending preemption.
+func (m *Machine) SetPriority(now time.Time, p uint8) []Action {
+	p = max(p, 1)
+	if p == OwnerPriority && m.cfg.Priority != OwnerPriority {
+		p = OwnerPriority - 1
+	}
+	if p == m.prio {
+		return nil
+	}
+	m.prio = p
+	switch m.state {
+	case Master:
+		m.masterPrio = p
+		return m.send(now)
+	case Backup:
+		if !m.masterAddr.IsValid() || m.masterPrio == 0 || p <= m.masterPrio || !m.preempts() {
+			m.preemptAt = time.Time{}
+			return nil
+		}
+		if m.cfg.PreemptDelay == 0 {
+			return m.becomeMaster(now, fmt.Sprintf("priority raised to %d above master %v (%d)", p, m.masterAddr, m.masterPrio))
+		}
+		if m.preemptAt.IsZero() {
+			m.preemptAt = now.Add(m.cfg.PreemptDelay)
+		}
+	}
+	return nil
+}
+
+// SetFault enters Fault (fault true) from any state, a Master first sending a
+// priority-0 advert; in Fault no adverts are sent and no timers run. Clearing
+// the fault starts over as from Initialize: Backup, or Master for the owner.
+// Setting a fault again only updates its reason.
+func (m *Machine) SetFault(now time.Time, fault bool, reason string) []Action {
+	if !fault {
+		if m.state != Fault {
+			return nil
+		}
+		m.fault = ""
+		return m.startup(now, "fault cleared")
+	}
+	if reason == "" {
+		reason = "unspecified"
+	}
+	m.fault = reason
+	if m.state == Fault {
+		return nil
+	}
+	return m.leave(now, Fault, "fault: "+reason)
+}
+
+// Stop leaves any state for Initialize, a Master first sending a priority-0
+// advert so that the backup takes over after Skew_Time.
+func (m *Machine) Stop(now time.Time) []Action {
+	if m.state == Initialize {
+		return nil
+	}
+	m.fault = ""
+	return m.leave(now, Initialize, "stopped")
+}
+
+// Resign hands over: a Master sends a priority-0 advert and becomes Backup,
+// and does not preempt (Yielding) until it next becomes Master because the
+// master went down. It does nothing in other states.
+func (m *Machine) Resign(now time.Time) []Action {
+	if m.state != Master {
+		return nil
+	}
+	acts := m.sendPriority(0)
+	acts = append(acts, m.becomeBackup(now, "resigned (planned handover)")...)
+	m.yielding = true
+	return acts
+}
+
+// leave goes to Initialize or Fault, where nothing runs.
+func (m *Machine) leave(now time.Time, to State, reason string) []Action {
+	var acts []Action
+	if m.state == Master {
+		acts = m.sendPriority(0)
+	}
+	acts = append(acts, m.become(now, to, reason)...)
+	m.masterAddr, m.masterPrio, m.masterInterval = netip.Addr{}, 0, m.cfg.Advert
+	return acts
+}
+
+// Status returns a snapshot.
+func (m *Machine) Status() Status {
+	return Status{
+		State:          m.state,
+		Since:          m.since,
+		Priority:       m.prio,
+		BasePriority:   m.cfg.Priority,
+		MasterAddr:     m.masterAddr,
+		MasterPriority: m.masterPrio,
+		MasterInterval: m.masterInterval,
+		Counters:       m.counters,
+		Fault:          m.fault,
+		Yielding:       m.yielding,
+	}
+}
+
+// CountDrop counts a drop the runner detected itself (e.g. wrong interface).
+func (m *Machine) CountDrop(r DropReason) {
+	if r != DropNone && r < NumDropReasons {
+		m.counters.Drops[r]++
+	}
+}
+
+// become changes state and resets every timer; callers set the new state's.
+func (m *Machine) become(now time.Time, to State, reason string) []Action {
+	from := m.state
+	m.state, m.since = to, now
+	m.advertAt, m.downAt, m.preemptAt, m.downCause = time.Time{}, time.Time{}, time.Time{}, ""
+	m.counters.Transitions++
+	return []Action{{Kind: ActBecome, From: from, To: to, Reason: reason}}
+}
+
+func (m *Machine) becomeMaster(now time.Time, reason string) []Action {
+	acts := m.become(now, Master, reason)
+	m.yielding = false
+	m.masterAddr, m.masterPrio, m.masterInterval = m.cfg.Primary, m.prio, m.cfg.Advert
+	return append(acts, m.send(now)...)
+}
+
+func (m *Machine) becomeBackup(now time.Time, reason string) []Action {
+	acts := m.become(now, Backup, reason)
+	m.masterAddr, m.masterPrio, m.masterInterval = netip.Addr{}, 0, m.cfg.Advert
+	m.downAt = now.Add(m.masterDownInterval())
+	return acts
+}
+
+// send is a Master's advert: every advert restarts the advert timer.
+func (m *Machine) send(now time.Time) []Action {
+	m.advertAt = now.Add(m.cfg.Advert)
+	return m.sendPriority(m.prio)
+}
+
+func (m *Machine) sendPriority(p uint8) []Action {
+	m.counters.TxAdverts++
+	return []Action{{Kind: ActSend, Priority: p}}
+}
+
+// skew is Skew_Time: RFC 5798 scales it by Master_Adver_Interval, RFC 3768
+// (v2) by one second.
+func (m *Machine) skew() time.Duration {
+	unit := m.masterInterval
+	if m.cfg.Version == 2 {
+		unit = time.Second
+	}
+	return time.Duration(256-int(m.prio)) * unit / 256
+}
+
+// masterDownInterval is Master_Down_Interval = 3*Master_Adver_Interval + Skew_Time.
+func (m *Machine) masterDownInterval() time.Duration {
+	return 3*m.masterInterval + m.skew()
+}
