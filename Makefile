@@ -1,4 +1,6 @@
 # havip — see README.md. Every target installs what it needs (as root on Debian).
+SHELL    := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -44,7 +46,7 @@ bench: deps build
 	$(GO) test -count=1 -timeout 30m -run '^$$' -bench . -benchtime 1x ./e2e/ ./vmlab/...
 
 demo: deps build
-	$(GO) run ./demo
+	$(GO) test -count=1 -v -run TestDemo ./demo/ | grep -v -E "^(=== RUN|--- PASS|PASS$$|ok )"
 
 clean:
 	rm -rf bin
