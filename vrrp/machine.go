@@ -124,7 +124,8 @@ type Status struct {
 //
 // Deviations from RFC 5798 section 6, all on the side of faster convergence:
 // a backup with Preempt that sees a lower priority master takes over at once
-// (or when PreemptDelay expires) instead of waiting for Master_Down_Timer; a
+// (or when PreemptDelay expires) instead of waiting for Master_Down_Timer,
+// unless that advert comes from a rogue while a higher master is known; a
 // master that sees a lower priority advert answers with an advert and
 // ActAnnounce at once; TwoNode backups skip Skew_Time on a priority-0 advert.
 type Machine struct {
@@ -293,13 +294,20 @@ func (m *Machine) backupRx(now time.Time, p *Packet, src netip.Addr) []Action {
 		m.downCause = cause + ", skew time expired"
 		return nil
 	}
-	m.masterAddr, m.masterPrio = src, p.Priority
 	if p.Priority >= m.prio || !m.preempts() {
+		m.masterAddr, m.masterPrio = src, p.Priority
 		m.preemptAt = time.Time{}
 		m.accept(now, p)
 		return nil
 	}
+	if m.masterAddr.IsValid() && m.masterAddr != src && m.masterPrio >= m.prio {
+		// A lower priority rogue while a higher master is known (three
+		// or more routers): discard per RFC 5798 rather than flap; if
+		// the known master is gone, Master_Down_Timer still fires.
+		return nil
+	}
 	// A lower priority master and we may preempt.
+	m.masterAddr, m.masterPrio = src, p.Priority
 	if m.cfg.PreemptDelay == 0 {
 		return m.becomeMaster(now, fmt.Sprintf("preempting lower priority master %v (%d < %d)", src, p.Priority, m.prio))
 	}

@@ -222,6 +222,26 @@ func TestMachine(t *testing.T) {
 			},
 		},
 		{
+			name: "lower priority rogue ignored while a higher master is known",
+			steps: []step{
+				{op: "start", want: []Action{become(Initialize, Backup, "startup")}, next: down100, st: Backup},
+				{at: time.Second, op: "rx", rx: advert{src: higher, prio: 200}, next: time.Second + down100, st: Backup},
+				{at: 1500 * time.Millisecond, op: "rx", rx: advert{src: lower, prio: 50}, next: time.Second + down100, st: Backup},
+				// The known master lowers its priority: preempt it.
+				{at: 2 * time.Second, op: "rx", rx: advert{src: higher, prio: 90}, want: []Action{become(Backup, Master, "preempting lower priority master 192.168.0.12 (90 < 100)"), send(100)}, next: 3 * time.Second, st: Master},
+			},
+		},
+		{
+			name: "lower priority rogue: master down still fires",
+			steps: []step{
+				{op: "start", want: []Action{become(Initialize, Backup, "startup")}, next: down100, st: Backup},
+				{at: time.Second, op: "rx", rx: advert{src: higher, prio: 200}, next: time.Second + down100, st: Backup},
+				{at: 1500 * time.Millisecond, op: "rx", rx: advert{src: lower, prio: 50}, next: time.Second + down100, st: Backup},
+				{at: 2500 * time.Millisecond, op: "rx", rx: advert{src: lower, prio: 50}, next: time.Second + down100, st: Backup},
+				{at: time.Second + down100, op: "tick", want: []Action{become(Backup, Master, "master down timer expired"), send(100)}, next: 2*time.Second + down100, st: Master},
+			},
+		},
+		{
 			name: "no preempt accepts lower priority master",
 			cfg:  func(c *Config) { c.Preempt = false },
 			steps: []step{
