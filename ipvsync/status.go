@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strconv"
 	"strings"
-	"text/tabwriter"
 )
 
 // ServiceStatus is one declared service as the kernel holds it.
@@ -92,39 +92,45 @@ func Snapshot(k Kernel, t Table) ([]ServiceStatus, error) {
 
 // Format writes rows the way `ipvsadm -Ln` does, plus health.
 func Format(w io.Writer, rows []ServiceStatus) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "Prot LocalAddress:Port\tScheduler\tFlags\t\t\t")
-	fmt.Fprintln(tw, "  -> RemoteAddress:Port\tForward\tWeight\tActiveConn\tInActConn\tHealth")
+	width := len("RemoteAddress:Port")
 	for _, s := range rows {
-		var head string
-		if s.Key.FWMark != 0 {
-			head = fmt.Sprintf("FWM  %d %s", s.Key.FWMark, familyName(s.Key.Family))
-		} else {
-			head = fmt.Sprintf("%-4s %s", strings.ToUpper(protocolName(s.Key.Protocol)), s.Key.Address)
+		for _, d := range s.Dests {
+			width = max(width, len(d.Address.String()))
 		}
-		var notes []string
+	}
+	b := &strings.Builder{}
+	fmt.Fprintf(b, "Prot LocalAddress:Port Scheduler Flags\n")
+	fmt.Fprintf(b, "  -> %-*s %-7s %-6s %-10s %-10s %s\n", width, "RemoteAddress:Port", "Forward", "Weight", "ActiveConn", "InActConn", "Health")
+	for _, s := range rows {
+		if s.Key.FWMark != 0 {
+			fmt.Fprintf(b, "FWM  %d %s", s.Key.FWMark, familyName(s.Key.Family))
+		} else {
+			fmt.Fprintf(b, "%-4s %s", strings.ToUpper(protocolName(s.Key.Protocol)), s.Key.Address)
+		}
+		fmt.Fprintf(b, " %s", s.Scheduler)
 		for _, f := range s.Flags {
 			if f == "persistent" {
 				f = fmt.Sprintf("persistent %d", s.Timeout)
 			}
-			notes = append(notes, f)
+			fmt.Fprintf(b, " %s", f)
 		}
 		if s.Down {
-			notes = append(notes, "DOWN")
+			b.WriteString(" DOWN")
 		}
 		if !s.InKernel {
-			notes = append(notes, "MISSING from kernel")
+			b.WriteString(" MISSING-FROM-KERNEL")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t(%s)\n", head, s.Scheduler, strings.Join(notes, ","), s.Name)
+		fmt.Fprintf(b, " (%s)\n", s.Name)
 		for _, d := range s.Dests {
-			weight := fmt.Sprint(d.Weight)
+			weight := strconv.Itoa(d.Weight)
 			if !d.InKernel {
 				weight = "-"
 			}
-			fmt.Fprintf(tw, "  -> %s\t%s\t%s\t%d\t%d\t%s\n", d.Address, forwardWord(d.Forward), weight, d.Active, d.Inactive, d.Health)
+			fmt.Fprintf(b, "  -> %-*s %-7s %-6s %-10d %-10d %s\n", width, d.Address, forwardWord(d.Forward), weight, d.Active, d.Inactive, d.Health)
 		}
 	}
-	return tw.Flush()
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 // forwardWord is ipvsadm's name for a forwarding method.
