@@ -3,7 +3,9 @@ package vmlab
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -71,19 +73,19 @@ func (c *console) line(s string) {
 	}
 }
 
-// verdict checks the run against the test names that were to run, in
-// order. nil means the VM booted, loaded every module, ran every test
-// binary with rc=0 and reached VMLAB-DONE.
-func (c *console) verdict(want []string) error {
-	var errs []error
+// problems checks the run against the test names that were to run. Empty
+// means the VM booted, loaded every module, ran every test binary once with
+// rc=0 and reached VMLAB-DONE.
+func (c *console) problems(want []string) []string {
+	var p []string
 	if c.panicLine != "" {
-		errs = append(errs, fmt.Errorf("kernel panic: %s", c.panicLine))
+		p = append(p, "kernel panic: "+c.panicLine)
 	}
 	if !c.booted {
-		errs = append(errs, errors.New("VM never reached /init (no VMLAB-BOOTED)"))
+		p = append(p, "VM never reached /init (no VMLAB-BOOTED)")
 	}
 	if len(c.modFails) > 0 {
-		errs = append(errs, fmt.Errorf("modules failed to load: %s", strings.Join(c.modFails, " ")))
+		p = append(p, "modules failed to load: "+strings.Join(c.modFails, " "))
 	}
 	got := map[string][]int{}
 	for _, r := range c.results {
@@ -92,34 +94,23 @@ func (c *console) verdict(want []string) error {
 	for _, name := range want {
 		rcs := got[name]
 		switch {
-		case len(rcs) == 0 && contains(c.started, name):
-			errs = append(errs, fmt.Errorf("%s: started but no result (VM died or hung in it)", name))
+		case len(rcs) == 0 && slices.Contains(c.started, name):
+			p = append(p, name+": started but no result (VM died or hung in it)")
 		case len(rcs) == 0:
-			errs = append(errs, fmt.Errorf("%s: never ran", name))
+			p = append(p, name+": never ran")
 		case len(rcs) > 1:
-			errs = append(errs, fmt.Errorf("%s: %d results, want 1", name, len(rcs)))
+			p = append(p, fmt.Sprintf("%s: %d results, want 1", name, len(rcs)))
 		case rcs[0] != 0:
-			errs = append(errs, fmt.Errorf("%s: FAILED rc=%d", name, rcs[0]))
+			p = append(p, fmt.Sprintf("%s: FAILED rc=%d", name, rcs[0]))
 		}
 		delete(got, name)
 	}
-	for name := range got {
-		errs = append(errs, fmt.Errorf("%s: unexpected result", name))
+	extra := slices.Sorted(maps.Keys(got))
+	for _, name := range extra {
+		p = append(p, name+": unexpected result")
 	}
 	if c.booted && !c.done {
-		errs = append(errs, errors.New("VM ended before VMLAB-DONE"))
+		p = append(p, "VM ended before VMLAB-DONE")
 	}
-	if len(errs) == 0 {
-		return nil
-	}
-	return fmt.Errorf("%w: %w", ErrVM, errors.Join(errs...))
-}
-
-func contains(list []string, s string) bool {
-	for _, l := range list {
-		if l == s {
-			return true
-		}
-	}
-	return false
+	return p
 }

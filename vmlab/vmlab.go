@@ -167,8 +167,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		cfg.logf("%s %s rc=%d", status, r.Name, r.RC)
 	}
-	cfg.logf("boot %s, modules loaded at %s, VM total %s",
-		rep.Boot.Round(100*time.Millisecond), rep.Modules.Round(100*time.Millisecond), rep.Total.Round(100*time.Millisecond))
+	if rep.Total > 0 {
+		cfg.logf("/init reached after %s, modules loaded after %s, VM ran %s",
+			roundOrNot(rep.Boot), roundOrNot(rep.Modules), roundOrNot(rep.Total))
+	}
 	if err != nil {
 		fmt.Fprintf(cfg.Log, "vmlab: last %d console lines:\n", len(rep.Tail))
 		for _, l := range rep.Tail {
@@ -369,24 +371,20 @@ func boot(ctx context.Context, cfg *Config, rep *Report, qemu, kernel, initrd st
 	rep.Results = con.results
 	rep.Tail = con.tail
 
-	var errs []error
-	if vctx.Err() == context.DeadlineExceeded {
-		errs = append(errs, fmt.Errorf("VM watchdog: killed after %s", cfg.VMTimeout))
-	} else if ctx.Err() != nil {
-		errs = append(errs, ctx.Err())
-	} else if werr != nil {
-		errs = append(errs, fmt.Errorf("qemu: %w: %s", werr, strings.TrimSpace(stderr.String())))
+	var problems []string
+	switch {
+	case vctx.Err() == context.DeadlineExceeded:
+		problems = append(problems, fmt.Sprintf("VM watchdog: killed after %s", cfg.VMTimeout))
+	case ctx.Err() != nil:
+		problems = append(problems, "interrupted: "+ctx.Err().Error())
+	case werr != nil:
+		problems = append(problems, fmt.Sprintf("qemu: %v: %s", werr, strings.TrimSpace(stderr.String())))
 	}
-	if v := con.verdict(want); v != nil {
-		errs = append(errs, v)
-	}
-	if len(errs) == 0 {
+	problems = append(problems, con.problems(want)...)
+	if len(problems) == 0 {
 		return nil
 	}
-	if !errors.Is(errs[len(errs)-1], ErrVM) {
-		errs = append([]error{ErrVM}, errs...)
-	}
-	return errors.Join(errs...)
+	return fmt.Errorf("%w:\n  %s", ErrVM, strings.Join(problems, "\n  "))
 }
 
 func shellQuote(args []string) string {
@@ -399,4 +397,11 @@ func shellQuote(args []string) string {
 		}
 	}
 	return strings.Join(q, " ")
+}
+
+func roundOrNot(d time.Duration) string {
+	if d == 0 {
+		return "(never)"
+	}
+	return d.Round(100 * time.Millisecond).String()
 }

@@ -24,9 +24,18 @@ func TestVMEnvironment(t *testing.T) {
 			t.Errorf("HAVIP_BIN=%s is not an executable: %v", bin, err)
 		}
 	}
+	// Requests from vmlab's host test, to prove the harness reports a
+	// failing test and a VM that dies under a test.
 	if fail := os.Getenv("VMLAB_SMOKE_FAIL"); fail != "" {
-		// Lets vmlab's host test prove that a failing test fails the run.
 		t.Fatalf("VMLAB_SMOKE_FAIL=%s: failing on request", fail)
+	}
+	if os.Getenv("VMLAB_SMOKE_POWEROFF") == "1" {
+		out, err := exec.Command("poweroff", "-f").CombinedOutput()
+		t.Fatalf("poweroff -f returned: %v %s", err, out)
+	}
+	if os.Getenv("VMLAB_SMOKE_PANIC") == "1" {
+		err := os.WriteFile("/proc/sysrq-trigger", []byte("c"), 0)
+		t.Fatalf("sysrq crash returned: %v", err)
 	}
 }
 
