@@ -55,6 +55,7 @@ type Daemon struct {
 	loaded    time.Time
 	reloadErr string
 	groups    map[string]*running
+	ipvs      *ipvsPart
 	pair      *pairLink
 	trackCh   <-chan track.LinkState
 	trackStop context.CancelFunc
@@ -122,6 +123,9 @@ func Run(ctx context.Context, opts Options) error {
 	if err := d.serveMetrics(ctx); err != nil {
 		return err
 	}
+	if err := d.startIPVS(ctx); err != nil {
+		return err
+	}
 	if err := d.startPair(ctx); err != nil {
 		return err
 	}
@@ -161,6 +165,9 @@ func Run(ctx context.Context, opts Options) error {
 
 func (d *Daemon) shutdown(hooksCancel context.CancelFunc, hooksDone chan struct{}) error {
 	d.stopGroups()
+	if d.ipvs != nil {
+		d.ipvs.stop()
+	}
 	hooksCancel()
 	<-hooksDone
 	d.log.Info("stopped")
@@ -202,9 +209,13 @@ func (d *Daemon) startGroup(ctx context.Context, site *conf.Site, node *conf.Nod
 	if err := g.open(); err != nil {
 		return err
 	}
-	g.onState = func(*group, vrrp.State) {
+	g.onState = func(_ *group, s vrrp.State) {
 		if d.pair != nil {
 			d.pair.notify()
+		}
+		if d.ipvs != nil {
+			// The group's own status is published after this hook.
+			d.ipvs.follow(s == vrrp.Master || d.anyMasterExcept(gc.Name))
 		}
 	}
 	gctx, cancel := context.WithCancel(ctx)
@@ -248,6 +259,22 @@ func (d *Daemon) reload(ctx context.Context) {
 	oldNode := d.node
 	d.reloadErr = ""
 	d.mu.Unlock()
+	if d.ipvs == nil && len(site.VirtualServers) > 0 {
+		d.log.Error("reload refused: virtual servers were added, which needs IPVS set up at start; restart havip")
+		d.mu.Lock()
+		d.reloadErr = "adding the first virtual servers needs a restart"
+		d.mu.Unlock()
+		return
+	}
+	if d.ipvs != nil {
+		if err := d.ipvs.setSite(site); err != nil {
+			d.mu.Lock()
+			d.reloadErr = err.Error()
+			d.mu.Unlock()
+			d.log.Error("reload refused; the running configuration stays", "err", err)
+			return
+		}
+	}
 	d.apply(site, node)
 
 	keep := map[string]bool{}
@@ -353,6 +380,9 @@ func (d *Daemon) status() *ctl.Status {
 	}
 	if d.pair != nil {
 		st.Peers = d.pair.status()
+	}
+	if d.ipvs != nil {
+		st.IPVS = d.ipvs.status(context.Background())
 	}
 	return st
 }

@@ -432,3 +432,6 @@ func (s *syncBuffer) String() string {
 }
 
 
+
+// Pid is the daemon's process id.
+func (n *Node) Pid() int { return n.cmd.Process.Pid }
