@@ -227,7 +227,7 @@ func testTunCycle(t *testing.T) {
 	want := map[string]string{
 		"net/ipv4/conf/all/arp_ignore": "1", "net/ipv4/conf/all/arp_announce": "2",
 		"net/ipv4/conf/lo/arp_ignore": "1", "net/ipv4/conf/lo/arp_announce": "2",
-		"net/ipv4/conf/all/rp_filter": "0",
+		"net/ipv4/conf/all/rp_filter":    "0",
 		"net/ipv4/conf/tunl0/arp_ignore": "1", "net/ipv4/conf/tunl0/arp_announce": "2", "net/ipv4/conf/tunl0/rp_filter": "0",
 	}
 	if diff := cmp.Diff(want, sysctls(t, tn...)); diff != "" {
