@@ -169,7 +169,6 @@ func (p *ipvsPart) status(ctx context.Context) *ctl.IPVSStatus {
 	return st
 }
 
-
 func (d *Daemon) anyMasterExcept(name string) bool {
 	for _, g := range d.runningGroups() {
 		if s := g.status.Load(); g.cfg.Name != name && s != nil && s.State == "MASTER" {

@@ -431,7 +431,5 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-
-
 // Pid is the daemon's process id.
 func (n *Node) Pid() int { return n.cmd.Process.Pid }

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/havip/havip/ctl"
+)
+
+func printStatus(w io.Writer, st *ctl.Status) {
+	fmt.Fprintf(w, "site %s  node %s (%s)  pid %d  up %s  version %s\n",
+		st.Site, st.Node, st.Address, st.PID, time.Since(st.Started).Round(time.Second), st.Version)
+	if st.ReloadError != "" {
+		fmt.Fprintf(w, "LAST RELOAD REFUSED (running config kept): %s\n", st.ReloadError)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nGROUP\tIFACE\tVRID\tVER\tSTATE\tPRIO\tMASTER\tPEER\tVIPS")
+	for _, g := range st.Groups {
+		state := g.State
+		if g.DualMaster {
+			state += " (DUAL MASTER!)"
+		}
+		if g.Fault != "" {
+			state += " (" + g.Fault + ")"
+		}
+		prio := fmt.Sprint(g.Priority)
+		if g.Priority != g.BasePriority {
+			prio = fmt.Sprintf("%d/%d", g.Priority, g.BasePriority)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", g.Name, g.Interface, g.VRID, g.Version,
+			state, prio, dash(g.MasterAddr), dash(g.PeerState), strings.Join(g.VIPs, ","))
+	}
+	tw.Flush()
+	for _, g := range st.Groups {
+		var parts []string
+		for _, t := range g.Tracks {
+			if t.Failing {
+				parts = append(parts, fmt.Sprintf("%s %s failing (weight %d)", t.Kind, t.Name, t.Weight))
+			}
+		}
+		reasons := make([]string, 0, len(g.Drops))
+		for r, n := range g.Drops {
+			reasons = append(reasons, fmt.Sprintf("%s=%d", r, n))
+		}
+		sort.Strings(reasons)
+		if len(reasons) > 0 {
+			parts = append(parts, "dropped: "+strings.Join(reasons, " "))
+		}
+		fmt.Fprintf(w, "  %s: adverts rx %d tx %d, transitions %d", g.Name, g.RxAdverts, g.TxAdverts, g.Transitions)
+		if len(parts) > 0 {
+			fmt.Fprintf(w, "; %s", strings.Join(parts, "; "))
+		}
+		fmt.Fprintln(w)
+	}
+	for _, p := range st.Peers {
+		state := "not heard"
+		if p.Alive {
+			state = fmt.Sprintf("alive (last %s ago)", time.Since(p.LastSeen).Round(time.Millisecond))
+		} else if !p.LastSeen.IsZero() {
+			state = fmt.Sprintf("silent since %s", p.LastSeen.Format(time.RFC3339))
+		}
+		fmt.Fprintf(w, "peer %s (%s): %s\n", p.Node, p.Address, state)
+	}
+	if st.IPVS != nil {
+		fmt.Fprintln(w)
+		if st.IPVS.Error != "" {
+			fmt.Fprintf(w, "IPVS: %s\n", st.IPVS.Error)
+		}
+		fmt.Fprint(w, st.IPVS.Table)
+		for _, s := range st.IPVS.Sync {
+			fmt.Fprintf(w, "sync daemon: %s on %s, sync id %d\n", s.Role, s.Interface, s.SyncID)
+		}
+	}
+}
+
+func printFailover(w io.Writer, res []ctl.FailoverResult) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "GROUP\tFROM\tTO\tHANDOVER\tGAP\tCLIENT-VISIBLE GAP\tERROR")
+	for _, r := range res {
+		seen := "no"
+		if r.GapSeen {
+			seen = "YES"
+		}
+		if r.Error != "" {
+			seen = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Group, r.From, dash(r.To), dash(r.Handover), dash(r.Gap), seen, dash(r.Error))
+	}
+	tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
