@@ -24,6 +24,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -453,5 +454,24 @@ func (h *Host) SetNeigh(t testing.TB, ifname string, ip netip.Addr, mac net.Hard
 	}
 	if err := h.nl.NeighSet(n); err != nil {
 		t.Fatalf("lab: %s: neighbour %s -> %s: %v", h.Name, ip, mac, err)
+	}
+}
+
+// WaitCarrier waits up to 5s until ifname is up and running (has carrier):
+// a new veth gets its carrier asynchronously, after the kernel's link
+// watch delay.
+func (h *Host) WaitCarrier(t testing.TB, ifname string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		l := h.link(t, ifname)
+		f := l.Attrs().RawFlags
+		if f&unix.IFF_UP != 0 && f&unix.IFF_RUNNING != 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lab: %s: %s has no carrier after 5s (flags %#x, operstate %v)", h.Name, ifname, f, l.Attrs().OperState)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
