@@ -82,7 +82,7 @@ func (p *parser) siteTable(root *table, s *Site) {
 	}
 	if v, ok := t.str("metrics"); ok {
 		if v != "" {
-			if err := checkHostPort(v, true); err != nil {
+			if err := checkHostPort(v, false); err != nil {
 				t.errorf("metrics", "%q: %v (write host:port, or \"\" to disable)", v, err)
 			}
 		}
@@ -176,13 +176,18 @@ func (p *parser) group(t *table) (Group, groupAux) {
 	}
 
 	t.require("vips")
-	if vips, ok := t.strings("vips"); ok {
+	if vips, ok := t.array("vips"); ok {
 		if len(vips) == 0 {
 			t.errorf("vips", "a group needs at least one VIP")
 		}
-		for i, v := range vips {
+		for i, e := range vips {
 			at := t.elemPos("vips", i)
 			path := index(t.keyPath("vips"), i)
+			v, ok := e.(string)
+			if !ok {
+				p.errorf(at, "%s: expected a string, got %s", path, typeName(e))
+				continue
+			}
 			pre, err := parseVIP(v)
 			if err != nil {
 				p.errorf(at, "%s: %v", path, err)
@@ -490,7 +495,7 @@ func (p *parser) check(t *table, topLevel bool) Check {
 			}
 			c.Target = v
 		} else if !t.has("target") && c.Type != "exec" && c.Type != "none" {
-			t.tableErrorf("a %s check needs target (host:port)", c.Type)
+			t.tableErrorf("type %s needs target (host:port)", c.Type)
 		}
 	} else if v, ok := t.intIn("port", 1, 65535); ok {
 		c.Port = uint16(v)
@@ -578,7 +583,7 @@ func (p *parser) check(t *table, topLevel bool) Check {
 	if c.Type != "none" {
 		for _, k := range checkKeysFor {
 			if t.has(k.key) && !slices.Contains(k.types, c.Type) {
-				t.warnf(k.key, "is ignored by a %s check", c.Type)
+				t.warnf(k.key, "ignored for type %s", c.Type)
 			}
 		}
 	}
@@ -629,7 +634,8 @@ func (p *parser) name(t *table) string {
 
 // notHere accepts key only to say it does not belong in this table.
 func (p *parser) notHere(t *table, key, why string) {
-	if _, ok := t.lookup(key); ok {
+	t.known[key] = true
+	if t.has(key) {
 		t.errorf(key, "%s", why)
 	}
 }

@@ -46,7 +46,13 @@ func Parse(file string, data []byte) (*Site, []Problem) {
 		p := Problem{File: file, Line: 1, Msg: err.Error()}
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			p.Line, p.Col, p.Msg = pe.Position.Line, pe.Position.Col, pe.Message
+			// The decoder's Line can be one past the offending byte; its
+			// byte offset is exact.
+			at := (&indexer{src: data, lines: lineStarts(data)}).posAt(pe.Position.Start)
+			if pe.Position.Start == 0 && pe.Position.Line > 1 {
+				at = pos{line: pe.Position.Line}
+			}
+			p.Line, p.Col, p.Msg = at.line, at.col, pe.Message
 		}
 		return nil, []Problem{p}
 	}

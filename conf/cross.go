@@ -48,13 +48,22 @@ func (p *parser) crossGroups(s *Site, groups []groupAux, nodeT []*table) {
 		gt[i] = groups[i].t
 	}
 	p.unique("vrrp group name", gt, "name", func(i int) string { return s.Groups[i].Name })
-	p.unique("vrid on interface", gt, "vrid", func(i int) string {
-		g := s.Groups[i]
+	type ifVRID struct {
+		ifname string
+		vrid   uint8
+	}
+	vrids := map[ifVRID]int{}
+	for i, g := range s.Groups {
 		if g.VRID == 0 || g.Interface == "" {
-			return ""
+			continue
 		}
-		return fmt.Sprintf("%d on %s", g.VRID, g.Interface)
-	})
+		k := ifVRID{g.Interface, g.VRID}
+		if j, dup := vrids[k]; dup {
+			gt[i].errorf("vrid", "vrid %d is already used on %s by vrrp group %q (line %d)", g.VRID, g.Interface, s.Groups[j].Name, gt[j].pos("vrid").line)
+			continue
+		}
+		vrids[k] = i
+	}
 
 	type vipAt struct {
 		group string
@@ -74,8 +83,8 @@ func (p *parser) crossGroups(s *Site, groups []groupAux, nodeT []*table) {
 		if g.Unicast && len(g.VIPs) > 0 {
 			for _, n := range s.Nodes {
 				if n.Address.IsValid() && n.Address.Is4() != g.VIPs[0].Addr().Is4() {
-					aux.t.errorf("unicast", "unicast adverts for %s VIPs need %s node addresses, but node %s has %s",
-						family(g.VIPs[0].Addr()), family(g.VIPs[0].Addr()), n.Name, n.Address)
+					aux.t.errorf("unicast", "unicast adverts for %s VIPs go to %s node addresses, but node %s has %s",
+						ipVersion(g.VIPs[0].Addr()), ipVersion(g.VIPs[0].Addr()), n.Name, n.Address)
 				}
 			}
 		}
@@ -115,9 +124,16 @@ func (p *parser) groupPriorities(s *Site, g *Group, aux groupAux, nodeT []*table
 		}
 		return false
 	}
-	for ni := range s.Nodes {
+	// Only nodes that are whole and not repeats: those already have errors.
+	var nodes []int
+	for ni, n := range s.Nodes {
+		if n.Name != "" && n.Address.IsValid() && s.node(n.Name) == &s.Nodes[ni] {
+			nodes = append(nodes, ni)
+		}
+	}
+	for _, ni := range nodes {
 		n := &s.Nodes[ni]
-		if n.Name == "" || g.PriorityOf(n) != 255 || owns(n.Address) {
+		if g.PriorityOf(n) != 255 || owns(n.Address) {
 			continue
 		}
 		if _, over := g.Priorities[n.Name]; over {
@@ -128,10 +144,10 @@ func (p *parser) groupPriorities(s *Site, g *Group, aux groupAux, nodeT []*table
 				n.Address, g.Name)
 		}
 	}
-	for i := range s.Nodes {
-		for j := i + 1; j < len(s.Nodes); j++ {
-			a, b := &s.Nodes[i], &s.Nodes[j]
-			if a.Name == "" || b.Name == "" || a.Name == b.Name || g.PriorityOf(a) != g.PriorityOf(b) {
+	for i, ni := range nodes {
+		for _, nj := range nodes[i+1:] {
+			a, b := &s.Nodes[ni], &s.Nodes[nj]
+			if g.PriorityOf(a) != g.PriorityOf(b) {
 				continue
 			}
 			at := aux.t.at
@@ -176,4 +192,11 @@ func (p *parser) crossVirtualServers(s *Site, vsT []*table) {
 			vsT[i].warnf("address", "%s is not a VIP of any [[vrrp]] group, so havip never holds it", vs.Address.Addr())
 		}
 	}
+}
+
+func ipVersion(a netip.Addr) string {
+	if a.Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
 }

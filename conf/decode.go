@@ -13,6 +13,9 @@ type parser struct {
 	file  string
 	ix    map[string]pos
 	probs []Problem
+	// tracer, when set, sees the path of every key the decoder asks for:
+	// tests use it to keep the reference example complete.
+	tracer func(path string)
 }
 
 func (p *parser) report(at pos, warn bool, format string, args ...any) {
@@ -85,14 +88,21 @@ func (t *table) has(key string) bool {
 }
 
 func (t *table) lookup(key string) (any, bool) {
-	t.known[key] = true
+	t.mark(key)
 	v, ok := t.m[key]
 	return v, ok
 }
 
+func (t *table) mark(key string) {
+	t.known[key] = true
+	if t.p.tracer != nil {
+		t.p.tracer(t.keyPath(key))
+	}
+}
+
 // require reports key as missing when it is absent.
 func (t *table) require(key string) {
-	t.known[key] = true
+	t.mark(key)
 	if !t.has(key) {
 		t.tableErrorf("%s is required", key)
 	}

@@ -44,14 +44,19 @@ func isBareKey(k string) bool {
 // this is a small scanner over text the decoder has already accepted; on
 // anything it does not understand it moves on, it never fails.
 func indexPositions(src []byte) map[string]pos {
-	x := &indexer{src: src, ix: map[string]pos{}, arrays: map[string]int{}, lines: []int{0}}
-	for i, c := range src {
-		if c == '\n' {
-			x.lines = append(x.lines, i+1)
-		}
-	}
+	x := &indexer{src: src, ix: map[string]pos{}, arrays: map[string]int{}, lines: lineStarts(src)}
 	x.run()
 	return x.ix
+}
+
+func lineStarts(src []byte) []int {
+	lines := []int{0}
+	for i, c := range src {
+		if c == '\n' {
+			lines = append(lines, i+1)
+		}
+	}
+	return lines
 }
 
 type indexer struct {

@@ -1,0 +1,537 @@
+package conf
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+// head is a valid site without groups: 9 lines, so a case's own text
+// starts at line 10.
+const head = `[site]
+name = "t"
+[[node]]
+name = "lb1"
+address = "10.0.0.1"
+priority = 150
+[[node]]
+name = "lb2"
+address = "10.0.0.2"
+`
+
+// group is a valid [[vrrp]] at lines 10-14, for cases about later tables.
+const group = `[[vrrp]]
+name = "g"
+interface = "eth0"
+vrid = 1
+vips = ["10.0.0.100/24"]
+`
+
+func problems(file, text string) []string {
+	s, ps := Parse(file, []byte(text))
+	out := make([]string, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.String())
+	}
+	if (s == nil) != HasErrors(ps) {
+		out = append(out, "BUG: site returned despite errors, or withheld without")
+	}
+	return out
+}
+
+// problemCases has one case per class of problem: the text of a site file
+// and every line that `havip check` prints for it.
+var problemCases = []struct {
+	name string
+	text string
+	want []string
+}{
+	{"syntax error", head + "[[vrrp]\n", []string{
+		"t.toml:10:7: expected end of table array name delimiter ']', but got '\\n' instead",
+	}},
+	{"unknown top-level key", "colour = \"red\"\n" + head, []string{
+		"t.toml:1:1: unknown key colour",
+	}},
+	{"unknown key with suggestion", head + group + "advret = \"2s\"\n", []string{
+		"t.toml:15:1: unknown key vrrp[0].advret (did you mean advert?)",
+	}},
+	{"unknown key lists the table's keys", head + group + "prioritty = 5\n", []string{
+		"t.toml:15:1: unknown key vrrp[0].prioritty (vrrp[0] takes accept, advert, garp_count, garp_interval, garp_refresh, interface, name, notify, notify_timeout, preempt, preempt_delay, priorities, track, unicast, version, vip_lifetime, vips, vrid)",
+	}},
+	{"unknown key in inline table", head + group + "track = [{ interface = \"eth1\", wieght = -10 }]\n", []string{
+		"t.toml:15:32: unknown key vrrp[0].track[0].wieght (did you mean weight?)",
+	}},
+	{"unknown key in dotted table", head + group + `[[virtual_server]]
+name = "v"
+address = "10.0.0.100:80"
+check.tipe = "tcp"
+`, []string{
+		"t.toml:15:1: warning: virtual_server[0]: no real servers",
+		"t.toml:18:1: unknown key virtual_server[0].check.tipe (did you mean type?)",
+	}},
+	{"type mismatch", head + `[[vrrp]]
+name = "g"
+interface = "eth0"
+vrid = "1"
+vips = ["10.0.0.100/24", 7]
+preempt = "yes"
+`, []string{
+		"t.toml:13:1: vrrp[0].vrid: expected an integer, got a string",
+		"t.toml:14:26: vrrp[0].vips[1]: expected a string, got an integer",
+		"t.toml:15:1: vrrp[0].preempt: expected a boolean, got a string",
+	}},
+	{"missing site", `[[node]]
+name = "a"
+address = "10.0.0.1"
+[[node]]
+name = "b"
+address = "10.0.0.2"
+priority = 99
+`, []string{
+		"t.toml:1: a [site] table with a name is required",
+	}},
+	{"missing required keys", head + `[[vrrp]]
+advert = "1s"
+`, []string{
+		"t.toml:10:1: vrrp[0]: name is required",
+		"t.toml:10:1: vrrp[0]: interface is required",
+		"t.toml:10:1: vrrp[0]: vrid is required",
+		"t.toml:10:1: vrrp[0]: vips is required",
+	}},
+	{"vrid out of range", head + `[[vrrp]]
+name = "g"
+interface = "eth0"
+vrid = 256
+vips = ["10.0.0.100/24"]
+`, []string{
+		"t.toml:13:1: vrrp[0].vrid: 256 is out of range 1..255",
+	}},
+	{"vrid duplicated on one interface", head + group + `[[vrrp]]
+name = "h"
+interface = "eth0"
+vrid = 1
+vips = ["10.0.0.101/24"]
+[[vrrp]]
+name = "i"
+interface = "eth1"
+vrid = 1
+vips = ["10.0.0.102/24"]
+`, []string{
+		"t.toml:18:1: vrrp[1].vrid: vrid 1 is already used on eth0 by vrrp group \"g\" (line 13)",
+	}},
+	{"node priority out of range", strings.Replace(head, "priority = 150", "priority = 0", 1), []string{
+		"t.toml:6:1: node[0].priority: 0 is out of range 1..255",
+	}},
+	{"priority 255 needs an address owner", strings.Replace(head, "priority = 150", "priority = 255", 1) + group + "priorities = { lb2 = 255 }\n", []string{
+		"t.toml:6:1: node[0].priority: priority 255 is only for an address owner, and 10.0.0.1 is not a VIP of vrrp group \"g\"; override it in that group's priorities",
+		"t.toml:15:16: vrrp[0].priorities.lb2: priority 255 is only for an address owner, and node lb2's address 10.0.0.2 is not a VIP of this group",
+		"t.toml:15:16: warning: vrrp[0]: nodes lb1 and lb2 both have priority 255 in this group; the higher address wins every election",
+	}},
+	{"priority 255 for the address owner", strings.Replace(head, "priority = 150", "priority = 255", 1) + `[[vrrp]]
+name = "g"
+interface = "eth0"
+vrid = 1
+vips = ["10.0.0.1/24"]
+`, nil},
+	{"priorities names an unknown node", head + group + "priorities = { lb1 = 120, lb3 = 90 }\n", []string{
+		"t.toml:15:27: vrrp[0].priorities.lb3: no [[node]] named \"lb3\"",
+	}},
+	{"equal priorities warn", head + group + "priorities = { lb2 = 150 }\n", []string{
+		"t.toml:15:16: warning: vrrp[0]: nodes lb1 and lb2 both have priority 150 in this group; the higher address wins every election",
+	}},
+	{"v3 advert", head + group + `advert = "15ms"
+[[vrrp]]
+name = "h"
+interface = "eth0"
+vrid = 2
+vips = ["10.0.0.101/24"]
+advert = "41s"
+vip_lifetime = "90s"
+`, []string{
+		"t.toml:15:1: vrrp[0].advert: 15ms cannot be carried by VRRPv3: it needs a multiple of 10ms in 10ms..40.95s",
+		"t.toml:21:1: vrrp[1].advert: 41s cannot be carried by VRRPv3: it needs a multiple of 10ms in 10ms..40.95s",
+	}},
+	{"v2 advert", head + group + `version = 2
+advert = "1500ms"
+`, []string{
+		"t.toml:16:1: vrrp[0].advert: 1.5s cannot be carried by VRRPv2: it needs whole seconds in 1s..255s",
+	}},
+	{"version", head + group + "version = 4\n", []string{
+		"t.toml:15:1: vrrp[0].version: 4 is not a VRRP version havip speaks (2 or 3)",
+	}},
+	{"vip without prefix length", head + `[[vrrp]]
+name = "g"
+interface = "eth0"
+vrid = 1
+vips = [
+  "10.0.0.100",
+  "2001:db8::1",
+  "nonsense",
+]
+`, []string{
+		"t.toml:15:3: vrrp[0].vips[0]: VIP \"10.0.0.100\" is not a prefix: write 10.0.0.100/32, or the prefix length of the interface's subnet",
+		"t.toml:16:3: vrrp[0].vips[1]: VIP \"2001:db8::1\" is not a prefix: write 2001:db8::1/128, or the prefix length of the interface's subnet",
+		"t.toml:17:3: vrrp[0].vips[2]: VIP \"nonsense\" is not an IP prefix like 192.168.0.210/24",
+	}},
+	{"mixed families in v3", head + `[[vrrp]]
+name = "g"
+interface = "eth0"
+vrid = 1
+vips = ["10.0.0.100/24", "2001:db8::1/64"]
+`, []string{
+		"t.toml:14:26: vrrp[0].vips[1]: VIP 2001:db8::1/64 mixes address families with 10.0.0.100/24; put IPv4 and IPv6 VIPs in separate groups",
+	}},
+	{"IPv6 with version 2", head + `[[vrrp]]
+name = "g"
+interface = "eth0"
+vrid = 1
+version = 2
+vips = ["2001:db8::1/64"]
+`, []string{
+		"t.toml:15:9: vrrp[0].vips[0]: IPv6 VIP 2001:db8::1/64 needs version = 3 (VRRPv2 is IPv4 only)",
+	}},
+	{"duplicate VIPs", head + group + `[[vrrp]]
+name = "h"
+interface = "eth0"
+vrid = 2
+vips = ["10.0.0.100/32", "10.0.0.101/24", "10.0.0.101/25"]
+`, []string{
+		"t.toml:19:9: vrrp[1].vips[0]: VIP 10.0.0.100 is also in vrrp group \"g\" (line 14)",
+		"t.toml:19:43: vrrp[1].vips[2]: VIP 10.0.0.101 is listed twice (also at line 19)",
+	}},
+	{"unicast family", head + `[[vrrp]]
+name = "g"
+interface = "eth0"
+vrid = 1
+unicast = true
+vips = ["2001:db8::1/64"]
+`, []string{
+		"t.toml:14:1: vrrp[0].unicast: unicast adverts for IPv6 VIPs go to IPv6 node addresses, but node lb1 has 10.0.0.1",
+		"t.toml:14:1: vrrp[0].unicast: unicast adverts for IPv6 VIPs go to IPv6 node addresses, but node lb2 has 10.0.0.2",
+	}},
+	{"node names and addresses", head + `[[node]]
+name = "lb1"
+address = "10.0.0.2"
+priority = 1
+[[node]]
+name = "lb4"
+address = "10.0.0.4/24"
+priority = 2
+[[node]]
+name = ""
+address = "224.0.0.1"
+priority = 3
+`, []string{
+		"t.toml:11:1: node[2].name: duplicate node name \"lb1\" (first at line 4)",
+		"t.toml:12:1: node[2].address: duplicate node address \"10.0.0.2\" (first at line 9)",
+		"t.toml:16:1: node[3].address: \"10.0.0.4/24\" is a prefix; write the address alone",
+		"t.toml:19:1: node[4].name: must not be empty",
+		"t.toml:20:1: node[4].address: 224.0.0.1 is not a director's unicast address",
+	}},
+	{"single node warns", `[site]
+name = "t"
+[[node]]
+name = "lb1"
+address = "10.0.0.1"
+`, []string{
+		"t.toml:3:1: warning: node[0]: only one [[node]]: there is no peer to fail over to",
+	}},
+	{"no nodes", `[site]
+name = "t"
+`, []string{
+		"t.toml:1: no [[node]]: list both directors of the pair",
+	}},
+	{"enums", head + group + `[[virtual_server]]
+name = "v"
+address = "10.0.0.100:80"
+protocol = "icmp"
+scheduler = "random"
+forward = "masq"
+on_failure = "panic"
+check = { type = "ping" }
+real_server = [{ address = "10.0.1.1:80", forward = "nat" }, { address = "10.0.1.2:80", forward = "gre" }]
+`, []string{
+		"t.toml:18:1: virtual_server[0].protocol: \"icmp\" is not one of tcp, udp, sctp",
+		"t.toml:19:1: virtual_server[0].scheduler: \"random\" is not one of rr, wrr, lc, wlc, sh, mh, sed, nq, dh, lblc, lblcr, fo, ovf",
+		"t.toml:20:1: virtual_server[0].forward: \"masq\" is not one of dr, tun, nat",
+		"t.toml:21:1: virtual_server[0].on_failure: \"panic\" is not one of remove, weight0",
+		"t.toml:22:11: virtual_server[0].check.type: \"ping\" is not one of tcp, http, https, udp, dns, exec, none",
+		"t.toml:23:89: virtual_server[0].real_server[1].forward: \"gre\" is not one of dr, tun, nat",
+	}},
+	{"durations", head + group + `preempt_delay = "1x"
+notify_timeout = "-1s"
+garp_interval = 5
+`, []string{
+		"t.toml:15:1: vrrp[0].preempt_delay: invalid duration \"1x\" (write e.g. \"1s\" or \"500ms\")",
+		"t.toml:16:1: vrrp[0].notify_timeout: duration -1s must not be negative",
+		"t.toml:17:1: vrrp[0].garp_interval: expected a string, got an integer",
+	}},
+	{"vip lifetime", head + group + `vip_lifetime = "1s"
+[[vrrp]]
+name = "h"
+interface = "eth0"
+vrid = 2
+vips = ["10.0.0.101/24"]
+advert = "3s"
+[[vrrp]]
+name = "i"
+interface = "eth0"
+vrid = 3
+vips = ["10.0.0.102/24"]
+advert = "3s"
+vip_lifetime = "6s"
+`, []string{
+		"t.toml:15:1: vrrp[0].vip_lifetime: 1s is too short: it must be at least 2s",
+		"t.toml:21:1: vrrp[1].advert: advert 3s needs vip_lifetime longer than 6s (the default is 5s)",
+		"t.toml:28:1: vrrp[2].vip_lifetime: 6s must be longer than two advert intervals (6s)",
+	}},
+	{"address or fwmark", head + group + `[[virtual_server]]
+name = "v"
+[[virtual_server]]
+name = "w"
+address = "10.0.0.100:80"
+fwmark = 1
+[[virtual_server]]
+name = "x"
+fwmark = 0
+family = "ipx"
+`, []string{
+		"t.toml:15:1: virtual_server[0]: a virtual server needs address (ip:port) or fwmark",
+		"t.toml:15:1: warning: virtual_server[0]: no real servers",
+		"t.toml:17:1: warning: virtual_server[1]: no real servers",
+		"t.toml:20:1: virtual_server[1].fwmark: a virtual server takes either address or fwmark, not both",
+		"t.toml:21:1: warning: virtual_server[2]: no real servers",
+		"t.toml:23:1: virtual_server[2].fwmark: 0 is out of range 1..4294967295",
+		"t.toml:24:1: virtual_server[2].family: \"ipx\" is not one of inet, inet6",
+	}},
+	{"real servers", head + group + `[[virtual_server]]
+name = "v"
+address = "10.0.0.100:80"
+quorum = 3
+[[virtual_server.real_server]]
+address = "10.0.1.1"
+[[virtual_server.real_server]]
+address = "10.0.1.2:80"
+weight = 65536
+[[virtual_server.real_server]]
+address = "10.0.1.2:80"
+[[virtual_server.real_server]]
+address = "[2001:db8::5]:80"
+[[virtual_server.real_server]]
+address = "10.0.1.3:8080"
+`, []string{
+		"t.toml:20:1: virtual_server[0].real_server[0].address: \"10.0.1.1\" needs a port: write 10.0.1.1:80",
+		"t.toml:23:1: virtual_server[0].real_server[1].weight: 65536 is out of range 0..65535",
+		"t.toml:25:1: virtual_server[0].real_server[2].address: real server 10.0.1.2:80 is listed twice (also at line 22)",
+		"t.toml:27:1: virtual_server[0].real_server[3].address: [2001:db8::5]:80 is not in the virtual server's family (inet); only forward = \"tun\" can cross families",
+		"t.toml:29:1: warning: virtual_server[0].real_server[4].address: forward = \"dr\" cannot change the port: packets arrive at port 80, not 8080",
+	}},
+	{"sorry server and persistence", head + group + `[[virtual_server]]
+name = "v"
+address = "10.0.0.100:80"
+sorry_server = "10.0.9.9"
+persistence = "1500ms"
+persistence_netmask = "255.0.255.0"
+real_server = [{ address = "10.0.1.1:80" }]
+`, []string{
+		"t.toml:18:1: virtual_server[0].sorry_server: \"10.0.9.9\" needs a port: write 10.0.9.9:80",
+		"t.toml:19:1: virtual_server[0].persistence: 1.5s: IPVS persistence is in whole seconds",
+		"t.toml:20:1: virtual_server[0].persistence_netmask: \"255.0.255.0\" is not a contiguous netmask",
+	}},
+	{"scheduler flags", head + group + `[[virtual_server]]
+name = "v"
+address = "10.0.0.100:80"
+scheduler = "sh"
+scheduler_flags = ["sh-port", "mh-port", "turbo"]
+real_server = [{ address = "10.0.1.1:80" }]
+`, []string{
+		"t.toml:19:31: virtual_server[0].scheduler_flags[1]: flag mh-port needs scheduler = \"mh\"",
+		"t.toml:19:42: virtual_server[0].scheduler_flags[2]: unknown scheduler flag \"turbo\" (one of sh-fallback, sh-port, mh-fallback, mh-port)",
+	}},
+	{"check timing", head + group + `[[virtual_server]]
+name = "v"
+address = "10.0.0.100:80"
+real_server = [{ address = "10.0.1.1:80" }]
+[virtual_server.check]
+interval = "1s"
+timeout = "1s"
+rise = 0
+fall = 0
+[[virtual_server]]
+name = "w"
+address = "10.0.0.100:81"
+real_server = [{ address = "10.0.1.1:81" }]
+check = { timeout = "0s" }
+`, []string{
+		"t.toml:20:1: virtual_server[0].check.interval: interval (1s) must be longer than timeout (1s)",
+		"t.toml:22:1: virtual_server[0].check.rise: 0 is out of range 1..1000",
+		"t.toml:23:1: virtual_server[0].check.fall: 0 is out of range 1..1000",
+		"t.toml:28:11: virtual_server[1].check.timeout: must be greater than 0",
+	}},
+	{"check types", head + group + `[[check]]
+name = "e"
+type = "exec"
+[[check]]
+name = "d"
+type = "dns"
+target = "10.0.0.53:53"
+[[check]]
+name = "h"
+type = "http"
+target = "http://10.0.0.80/"
+path = "healthz"
+expect_status = [200, 700]
+query = "x."
+[[check]]
+name = "t"
+type = "tcp"
+port = 80
+`, []string{
+		"t.toml:15:1: check[0]: type exec needs command (an argv array)",
+		"t.toml:18:1: check[1]: type dns needs query (the name to resolve)",
+		"t.toml:25:1: check[2].target: \"http://10.0.0.80/\": a URL is not a host:port (write host:port)",
+		"t.toml:26:1: check[2].path: \"healthz\" must start with /",
+		"t.toml:27:23: check[2].expect_status[1]: 700 is not an HTTP status (100..599)",
+		"t.toml:28:1: warning: check[2].query: ignored for type http",
+		"t.toml:29:1: check[3]: type tcp needs target (host:port)",
+		"t.toml:32:1: check[3].port: write the port in target (host:port)",
+	}},
+	{"virtual server check keys", head + group + `[[virtual_server]]
+name = "v"
+address = "10.0.0.100:80"
+real_server = [{ address = "10.0.1.1:80" }]
+[virtual_server.check]
+name = "c"
+target = "10.0.0.1:80"
+type = "exec"
+command = []
+`, []string{
+		"t.toml:20:1: virtual_server[0].check.name: only a top-level [[check]] has a name",
+		"t.toml:21:1: virtual_server[0].check.target: a virtual server's check probes each real server; use port to probe another port",
+		"t.toml:23:1: virtual_server[0].check.command: must name a program: an argv array like [\"/usr/local/bin/probe\", \"arg\"]",
+	}},
+	{"track", head + group + `[[vrrp.track]]
+[[vrrp.track]]
+interface = "eth1"
+check = "c"
+[[vrrp.track]]
+virtual_server = "nope"
+weight = -255
+[[vrrp.track]]
+check = "nope"
+[[vrrp.track]]
+interface = "this-name-is-too-long"
+`, []string{
+		"t.toml:15:1: vrrp[0].track[0]: a track needs one of interface, virtual_server or check",
+		"t.toml:16:1: vrrp[0].track[1]: a track takes only one of interface, virtual_server or check",
+		"t.toml:18:1: vrrp[0].track[1].check: no top-level [[check]] named \"c\"",
+		"t.toml:20:1: vrrp[0].track[2].virtual_server: no [[virtual_server]] named \"nope\"",
+		"t.toml:21:1: vrrp[0].track[2].weight: -255 is out of range -254..254",
+		"t.toml:23:1: vrrp[0].track[3].check: no top-level [[check]] named \"nope\"",
+		"t.toml:25:1: vrrp[0].track[4].interface: \"this-name-is-too-long\" is longer than the kernel's 15-byte limit",
+	}},
+	{"notify", head + group + `notify = "/bin/notify"
+[[vrrp]]
+name = "h"
+interface = "eth0"
+vrid = 2
+vips = ["10.0.0.101/24"]
+notify = ["/bin/notify", 1]
+[[vrrp]]
+name = "i"
+interface = "eth0"
+vrid = 3
+vips = ["10.0.0.102/24"]
+notify = []
+`, []string{
+		"t.toml:15:1: vrrp[0].notify: expected an array, got a string",
+		"t.toml:21:26: vrrp[1].notify[1]: expected a string, got an integer",
+		"t.toml:27:1: vrrp[2].notify: must name a program: an argv array like [\"/etc/havip/notify\"]",
+	}},
+	{"sync", head + `[sync]
+sync_id = 256
+group = "10.0.0.1"
+port = 0
+ttl = 0
+`, []string{
+		"t.toml:10:1: sync: interface is required",
+		"t.toml:11:1: sync.sync_id: 256 is out of range 0..255",
+		"t.toml:12:1: sync.group: 10.0.0.1 is not a multicast address",
+		"t.toml:13:1: sync.port: 0 is out of range 1..65535",
+		"t.toml:14:1: sync.ttl: 0 is out of range 1..255",
+	}},
+	{"site", `[site]
+name = ""
+control_socket = "havip.sock"
+state_dir = "var/lib"
+metrics = "localhost"
+pair_port = 70000
+[[node]]
+name = "lb1"
+address = "10.0.0.1"
+priority = 150
+[[node]]
+name = "lb2"
+address = "10.0.0.2"
+`, []string{
+		"t.toml:2:1: site.name: must not be empty",
+		"t.toml:3:1: site.control_socket: \"havip.sock\" must be an absolute path",
+		"t.toml:4:1: site.state_dir: \"var/lib\" must be an absolute path",
+		"t.toml:5:1: site.metrics: \"localhost\": not host:port (write host:port, or \"\" to disable)",
+		"t.toml:6:1: site.pair_port: 70000 is out of range 1..65535",
+	}},
+	{"unique names", head + group + `[[vrrp]]
+name = "g"
+interface = "eth0"
+vrid = 2
+vips = ["10.0.0.101/24"]
+[[virtual_server]]
+name = "v"
+address = "10.0.0.100:80"
+real_server = [{ address = "10.0.1.1:80" }]
+[[virtual_server]]
+name = "v"
+address = "10.0.0.100:80"
+real_server = [{ address = "10.0.1.1:80" }]
+[[check]]
+name = "c"
+target = "10.0.0.1:1"
+[[check]]
+name = "c"
+target = "10.0.0.1:2"
+`, []string{
+		"t.toml:16:1: vrrp[1].name: duplicate vrrp group name \"g\" (first at line 11)",
+		"t.toml:25:1: virtual_server[1].name: duplicate virtual server name \"v\" (first at line 21)",
+		"t.toml:26:1: virtual_server[1].address: duplicate virtual service \"tcp 10.0.0.100:80\" (first at line 22)",
+		"t.toml:32:1: check[1].name: duplicate check name \"c\" (first at line 29)",
+	}},
+	{"virtual server warnings", head + group + `[[virtual_server]]
+name = "v"
+address = "10.0.0.200:80"
+`, []string{
+		"t.toml:15:1: warning: virtual_server[0]: no real servers",
+		"t.toml:17:1: warning: virtual_server[0].address: 10.0.0.200 is not a VIP of any [[vrrp]] group, so havip never holds it",
+	}},
+}
+
+func TestProblems(t *testing.T) {
+	for _, tt := range problemCases {
+		t.Run(tt.name, func(t *testing.T) {
+			got := problems("t.toml", tt.text)
+			if diff := cmp.Diff(tt.want, got, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("problems (-want +got):\n%s\ntext:\n%s", diff, numbered(tt.text))
+			}
+		})
+	}
+}
+
+func numbered(text string) string {
+	var b strings.Builder
+	for i, l := range strings.Split(text, "\n") {
+		fmt.Fprintf(&b, "%3d| %s\n", i+1, l)
+	}
+	return b.String()
+}
