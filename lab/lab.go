@@ -166,7 +166,7 @@ func namespace(t testing.TB, name string) (netns.NsHandle, string, *netlink.Hand
 			t.Errorf("lab: cleanup: %v", err)
 		}
 	})
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		t.Fatalf("lab: netlink handle in %s: %v", name, err)
 	}

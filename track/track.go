@@ -59,7 +59,7 @@ func Watch(ctx context.Context, names []string, logger *slog.Logger) (<-chan Lin
 	if err != nil {
 		return nil, fmt.Errorf("track: current netns: %w", err)
 	}
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		ns.Close()
 		return nil, fmt.Errorf("track: netlink: %w", err)

@@ -128,7 +128,7 @@ func New(ifname string, vips []netip.Prefix, opt Options) (*Claimer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vip: current netns: %w", err)
 	}
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		ns.Close()
 		return nil, fmt.Errorf("vip: netlink: %w", err)
