@@ -216,7 +216,7 @@ func (p *parser) group(t *table) (Group, groupAux) {
 			}
 		}
 	}
-	if v, ok := t.strings("notify"); ok {
+	if v, ok := t.stringList("notify"); ok {
 		if len(v) == 0 || v[0] == "" {
 			t.errorf("notify", "must name a program: an argv array like [\"/etc/havip/notify\"]")
 		}
@@ -346,7 +346,7 @@ func (p *parser) virtualServer(t *table) VirtualServer {
 	if v, ok := p.enum(t, "scheduler", schedulers); ok {
 		vs.Scheduler = v
 	}
-	if v, ok := t.strings("scheduler_flags"); ok {
+	if v, ok := t.stringList("scheduler_flags"); ok {
 		for i, f := range v {
 			at, path := t.elemPos("scheduler_flags", i), index(t.keyPath("scheduler_flags"), i)
 			switch sched, known := schedFlags[f]; {
@@ -546,7 +546,7 @@ func (p *parser) check(t *table, topLevel bool) Check {
 	if v, ok := t.intIn("fall", 1, 1000); ok {
 		c.Fall = int(v)
 	}
-	if v, ok := t.strings("command"); ok {
+	if v, ok := t.stringList("command"); ok {
 		c.Command = v
 		if c.Type == "exec" && (len(v) == 0 || v[0] == "") {
 			t.errorf("command", "must name a program: an argv array like [\"/usr/local/bin/probe\", \"arg\"]")

@@ -214,9 +214,9 @@ func (t *table) array(key string) ([]any, bool) {
 	return nil, false
 }
 
-// strings reads an array of strings; a wrongly typed element is reported at
+// stringList reads an array of strings; a wrongly typed element is reported at
 // the element and the whole array is treated as absent.
-func (t *table) strings(key string) ([]string, bool) {
+func (t *table) stringList(key string) ([]string, bool) {
 	a, ok := t.array(key)
 	if !ok {
 		return nil, false
