@@ -63,9 +63,9 @@ if [ ! -f "$tree/.vmlab-complete" ]; then
 	deb="$(ls "$CACHE/${pkg}_"*.deb 2>/dev/null | head -n1 || true)"
 	if [ -z "$deb" ]; then
 		log "apt-get download $pkg"
-		if ! (cd "$CACHE" && apt-get download "$pkg" >&2); then
+		if ! (cd "$CACHE" && apt-get -o APT::Sandbox::User=root download "$pkg" >&2); then
 			apt_update
-			(cd "$CACHE" && apt-get download "$pkg" >&2) || die "apt-get download $pkg failed"
+			(cd "$CACHE" && apt-get -o APT::Sandbox::User=root download "$pkg" >&2) || die "apt-get download $pkg failed"
 		fi
 		deb="$(ls "$CACHE/${pkg}_"*.deb | head -n1)"
 	fi

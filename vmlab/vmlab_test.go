@@ -56,15 +56,18 @@ func runVM(t *testing.T, vmrun, root string, args ...string) (int, string) {
 }
 
 // TestSmokeVM is the harness end to end: build the smoke package's vmtest
-// binary, boot the VM, run it, and get rc=0 back through the console.
+// binary and havip, boot the VM, run it, and get rc=0 back through the
+// console.
 func TestSmokeVM(t *testing.T) {
 	vmrun, root := vmrunHarness(t)
-	rc, out := runVM(t, vmrun, root, "-pkg", "./vmlab/smoke", "-no-havip", "-timeout", "2m")
+	// The default path, as other packages use it: with ./cmd/havip built in.
+	rc, out := runVM(t, vmrun, root, "-pkg", "./vmlab/smoke", "-timeout", "2m")
 	if rc != 0 {
 		t.Fatalf("vmrun exit %d, want 0", rc)
 	}
 	for _, want := range []string{
 		"VMLAB-MODULES loaded=",
+		"HAVIP_BIN /bin/havip: havip ",
 		"--- PASS: TestProcNetIPVS",
 		"--- PASS: TestIPVSProgramAndReadBack",
 		"--- PASS: TestIPVSAdmRestore",
