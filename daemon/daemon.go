@@ -323,13 +323,24 @@ func (d *Daemon) startPair(ctx context.Context) error {
 	if len(peers) == 0 {
 		return nil
 	}
-	p, err := newPairLink(site.Name, node.Name, node.Address, site.PairPort, peers, d.localStates, d.log)
+	p, err := newPairLink(site.Name, node.Name, node.Address, site.PairPort, peers, d.localStates, d.dualGrace, d.log)
 	if err != nil {
 		return err
 	}
 	d.pair = p
 	go p.run(ctx)
 	return nil
+}
+
+// dualGrace is how long both directors may claim a group before it counts
+// as a dual master: enough for a normal election to settle.
+func (d *Daemon) dualGrace(group string) time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if g := d.site.Group(group); g != nil {
+		return time.Second + 3*g.Advert
+	}
+	return time.Second
 }
 
 func (d *Daemon) localStates() map[string]string {

@@ -26,9 +26,12 @@ type pairLink struct {
 	log        *slog.Logger
 	local      func() map[string]string // group -> state
 
-	mu    sync.Mutex
-	heard map[string]peerHeard // node -> last message
-	dual  map[string]bool      // group -> dual master seen
+	grace func(group string) time.Duration // how long a dual master may last before it is reported
+
+	mu        sync.Mutex
+	heard     map[string]peerHeard // node -> last message
+	dualSince map[string]time.Time // group -> both sides master since
+	dual      map[string]bool      // group -> dual master reported
 
 	drops atomic.Uint64
 	kick  chan struct{}
@@ -53,14 +56,14 @@ const (
 	pairAlive    = 2 * time.Second
 )
 
-func newPairLink(site, node string, self netip.Addr, port uint16, peers map[netip.Addr]string, local func() map[string]string, log *slog.Logger) (*pairLink, error) {
+func newPairLink(site, node string, self netip.Addr, port uint16, peers map[netip.Addr]string, local func() map[string]string, grace func(string) time.Duration, log *slog.Logger) (*pairLink, error) {
 	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(self, port)))
 	if err != nil {
 		return nil, fmt.Errorf("pair link: listen %s port %d: %w", self, port, err)
 	}
 	return &pairLink{
 		site: site, node: node, conn: c, peers: peers, port: port, log: log, local: local,
-		heard: map[string]peerHeard{}, dual: map[string]bool{},
+		grace: grace, heard: map[string]peerHeard{}, dual: map[string]bool{}, dualSince: map[string]time.Time{},
 		kick: make(chan struct{}, 1), recv: make(chan struct{}),
 	}, nil
 }
@@ -81,6 +84,7 @@ func (p *pairLink) run(ctx context.Context) {
 	for {
 		seq++
 		p.send(seq)
+		p.checkDual()
 		select {
 		case <-ctx.Done():
 			seq++
@@ -125,19 +129,37 @@ func (p *pairLink) readLoop() {
 }
 
 // checkDual logs the start and end of a dual-master episode once each.
+// Both sides being master for a moment is normal VRRP convergence (two
+// nodes starting together); only one that outlasts the grace is reported.
 func (p *pairLink) checkDual() {
 	local := p.local()
+	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	for g := range p.dualSince {
+		if _, ok := local[g]; !ok {
+			delete(p.dualSince, g)
+		}
+	}
 	for g, st := range local {
-		dual := st == "MASTER" && p.peerStateLocked(g) == "MASTER"
-		if dual != p.dual[g] {
-			p.dual[g] = dual
-			if dual {
-				p.log.Error("DUAL MASTER: the peer also holds this group; adverts are not crossing between the directors", "group", g)
-			} else {
+		both := st == "MASTER" && p.peerStateLocked(g) == "MASTER"
+		if !both {
+			delete(p.dualSince, g)
+			if p.dual[g] {
+				p.dual[g] = false
 				p.log.Info("dual master resolved", "group", g)
 			}
+			continue
+		}
+		since, ok := p.dualSince[g]
+		if !ok {
+			p.dualSince[g] = now
+			continue
+		}
+		if !p.dual[g] && now.Sub(since) >= p.grace(g) {
+			p.dual[g] = true
+			p.log.Error("DUAL MASTER: the peer also holds this group; adverts are not crossing between the directors",
+				"group", g, "for", now.Sub(since).Round(time.Millisecond))
 		}
 	}
 }
@@ -162,10 +184,12 @@ func (p *pairLink) peerState(g string) (string, <-chan struct{}) {
 	return p.peerStateLocked(g), p.recv
 }
 
+// dualMaster reports a dual master that is reported and still holds: the
+// peer must still be heard saying MASTER.
 func (p *pairLink) dualMaster(g string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.dual[g]
+	return p.dual[g] && p.peerStateLocked(g) == "MASTER"
 }
 
 func (p *pairLink) status() []ctl.PeerStatus {
