@@ -1,6 +1,6 @@
 #!/bin/sh
 # /init of the havip VM lab. Generated files in /etc/vmlab/ say what to do:
-#   modules  kernel modules to insmod, in dependency order
+#   modules  kernel modules to insmod (path and parameters), in dependency order
 #   env.sh   environment for the test binaries (HAVIP_VM, HAVIP_BIN, ...)
 #   tests.sh one "vmlab_run NAME DIR CMD..." line per test binary
 # Marker lines on the console (each on a line of its own) tell the host what
@@ -24,8 +24,9 @@ echo "VMLAB-BOOTED uptime=$(cut -d' ' -f1 /proc/uptime)"
 
 loaded=0
 failed=0
-while read -r ko; do
-	if insmod "$ko"; then
+while read -r ko params; do
+	# shellcheck disable=SC2086 # params are separate words
+	if insmod "$ko" $params; then
 		loaded=$((loaded + 1))
 	else
 		echo "VMLAB-MODULE-FAIL $ko"

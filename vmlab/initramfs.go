@@ -221,7 +221,8 @@ func addTree(a *cpioArchive, host, dst string) error {
 }
 
 // addModules adds the resolved modules under /lib/modules/KVER (decompressed)
-// with a modules.dep for busybox modprobe, and returns the insmod order.
+// with a modules.dep for busybox modprobe, and returns the insmod lines
+// (path and parameters) in load order.
 func addModules(a *cpioArchive, cfg *Config) ([]string, error) {
 	t0 := time.Now()
 	tree, err := openModuleTree(cfg.KernelTree)
@@ -243,7 +244,7 @@ func addModules(a *cpioArchive, cfg *Config) ([]string, error) {
 		}
 		rel := uncompressedPath(m.relPath)
 		a.AddFile(base+"/"+rel, 0o644, ko)
-		paths = append(paths, "/"+base+"/"+rel)
+		paths = append(paths, strings.TrimSpace("/"+base+"/"+rel+" "+moduleParams[m.name]))
 
 		deps, _ := tree.depsOf(m.name)
 		need := map[string]bool{}

@@ -28,6 +28,12 @@ var DefaultModules = []string{
 	"nf_tables?",
 }
 
+// moduleParams are insmod parameters for modules that would otherwise
+// create devices no test asked for.
+var moduleParams = map[string]string{
+	"dummy": "numdummies=0",
+}
+
 // ErrModule reports a requested module that the kernel tree neither builds in
 // nor ships.
 var ErrModule = errors.New("vmlab: kernel module not found")

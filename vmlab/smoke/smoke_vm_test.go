@@ -71,6 +71,23 @@ func TestModulesLoaded(t *testing.T) {
 	}
 }
 
+// TestOnlyLoopback: the VM has no NIC, and module loading adds only ipip's
+// fallback tunl0 (kept: LVS-TUN real servers in new namespaces rely on it),
+// so tests start from a known slate.
+func TestOnlyLoopback(t *testing.T) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, i := range ifs {
+		names = append(names, i.Name)
+	}
+	if diff := cmp.Diff([]string{"lo", "tunl0"}, names); diff != "" {
+		t.Errorf("interfaces (-want +got):\n%s", diff)
+	}
+}
+
 func TestIPVSProgramAndReadBack(t *testing.T) {
 	h, err := ipvs.New("")
 	if err != nil {
