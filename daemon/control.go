@@ -155,9 +155,12 @@ func (d *Daemon) drill(ctx context.Context, g *group) ctl.FailoverResult {
 			if at != nil {
 				res.To = ps.MasterAddr
 				res.Handover = at.Sub(start).Round(10 * time.Microsecond).String()
-				gap := at.Sub(released)
+				// The VIP had no owner from our release until the peer
+				// claimed it, just before its first advert; a peer that
+				// was faster than our release left no gap at all.
+				gap := max(at.Sub(released), 0)
 				res.Gap = gap.Round(10 * time.Microsecond).String()
-				res.GapSeen = gap > g.cfg.Advert
+				res.GapSeen = gap > 0
 				return res
 			}
 		}

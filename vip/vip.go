@@ -238,8 +238,17 @@ func (c *Claimer) Announce(ctx context.Context) {
 // Release stops any burst and deletes every VIP; VIPs already absent, or an
 // interface that no longer exists, are not errors.
 func (c *Claimer) Release() error {
+	// The VIPs go first: closing the burst's packet socket waits for an
+	// RCU grace period (tens of milliseconds), which must not delay them.
+	defer func() {
+		c.mu.Lock()
+		c.stopBurstLocked()
+		c.mu.Unlock()
+	}()
 	c.mu.Lock()
-	c.stopBurstLocked()
+	if c.cancel != nil {
+		c.cancel()
+	}
 	c.mu.Unlock()
 	l, err := c.link()
 	if errors.Is(err, ErrNoLink) {
