@@ -433,3 +433,26 @@ func (s *syncBuffer) String() string {
 
 // Pid is the daemon's process id.
 func (n *Node) Pid() int { return n.cmd.Process.Pid }
+
+// RunDaemonOnce starts havip run on n and returns its output and exit code
+// if it exits within two seconds, or -1 (and stops it) if it keeps running.
+func (n *Node) RunDaemonOnce() (string, int) {
+	n.t.Helper()
+	cmd := exec.Command(n.bin, "run", "-c", n.cfg, "--node", n.Name, "--socket", n.Sock,
+		"--state-dir", filepath.Dir(n.Sock), "--metrics", "")
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := n.Host.Start(cmd); err != nil {
+		n.t.Fatalf("harness: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+		return out.String(), cmd.ProcessState.ExitCode()
+	case <-time.After(2 * time.Second):
+		cmd.Process.Signal(syscall.SIGTERM)
+		<-done
+		return out.String(), -1
+	}
+}
