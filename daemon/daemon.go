@@ -327,9 +327,27 @@ func (d *Daemon) startPair(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	p.peerYielded = d.reannounce
 	d.pair = p
 	go p.run(ctx)
 	return nil
+}
+
+// reannounce sends gratuitous ARPs/NAs for a group we are master of.
+func (d *Daemon) reannounce(name string) {
+	for _, g := range d.runningGroups() {
+		if g.cfg.Name != name {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = g.do(ctx, func() {
+			if g.m.Status().State == vrrp.Master {
+				g.log.Info("peer stopped being master: re-announcing the VIPs")
+				g.claim.Announce(context.Background())
+			}
+		})
+		cancel()
+	}
 }
 
 // dualGrace is how long both directors may claim a group before it counts

@@ -27,6 +27,10 @@ type pairLink struct {
 	local      func() map[string]string // group -> state
 
 	grace func(group string) time.Duration // how long a dual master may last before it is reported
+	// peerYielded is called when the peer stops being master of a group
+	// we are master of: the end of a dual master, so we re-announce
+	// (the peer's last gratuitous ARPs may have been the ones clients kept).
+	peerYielded func(group string)
 
 	mu        sync.Mutex
 	heard     map[string]peerHeard // node -> last message
@@ -119,7 +123,14 @@ func (p *pairLink) readLoop() {
 			}
 			continue
 		}
+		local := p.local()
 		p.mu.Lock()
+		prev := p.heard[name]
+		for g, st := range prev.groups {
+			if st == "MASTER" && m.Groups[g] != "MASTER" && local[g] == "MASTER" && p.peerYielded != nil {
+				go p.peerYielded(g)
+			}
+		}
 		p.heard[name] = peerHeard{at: time.Now(), addr: from.Addr().Unmap(), groups: m.Groups}
 		close(p.recv)
 		p.recv = make(chan struct{})
