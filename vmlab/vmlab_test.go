@@ -43,7 +43,14 @@ func runVM(t *testing.T, vmrun, root string, args ...string) (int, string) {
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
-	t.Logf("vmrun %s:\n%s", strings.Join(args, " "), out.String())
+	// Shown only if the test fails, each line behind "| ": the VM's own
+	// "--- FAIL" lines must not look like results to go test -json.
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("vmrun %s:\n| %s", strings.Join(args, " "),
+				strings.ReplaceAll(strings.TrimRight(out.String(), "\n"), "\n", "\n| "))
+		}
+	})
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
