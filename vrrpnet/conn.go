@@ -79,6 +79,30 @@ func bindToDevice(c syscall.Conn, name string) error {
 	return serr
 }
 
+// multicaster is what ipv4.PacketConn and ipv6.PacketConn share.
+type multicaster interface {
+	SetMulticastLoopback(bool) error
+	SetMulticastInterface(*net.Interface) error
+	JoinGroup(*net.Interface, net.Addr) error
+}
+
+// joinVRRP sends multicast out of ifi without looping it back and, in
+// multicast mode, joins the VRRP group there.
+func joinVRRP(c multicaster, ifi *net.Interface, group netip.Addr, join bool) error {
+	if err := c.SetMulticastLoopback(false); err != nil {
+		return err
+	}
+	if err := c.SetMulticastInterface(ifi); err != nil {
+		return err
+	}
+	if join {
+		if err := c.JoinGroup(ifi, &net.IPAddr{IP: group.AsSlice()}); err != nil {
+			return fmt.Errorf("join %s: %w", group, err)
+		}
+	}
+	return nil
+}
+
 type conn4 struct {
 	ip  *net.IPConn
 	pc  *ipv4.PacketConn
@@ -112,18 +136,7 @@ func (c *conn4) setup(opt Options) error {
 	if err := c.pc.SetMulticastTTL(255); err != nil {
 		return err
 	}
-	if err := c.pc.SetMulticastLoopback(false); err != nil {
-		return err
-	}
-	if err := c.pc.SetMulticastInterface(c.ifi); err != nil {
-		return err
-	}
-	if opt.Multicast {
-		if err := c.pc.JoinGroup(c.ifi, &net.IPAddr{IP: Group4.AsSlice()}); err != nil {
-			return fmt.Errorf("join %s: %w", Group4, err)
-		}
-	}
-	return nil
+	return joinVRRP(c.pc, c.ifi, Group4, opt.Multicast)
 }
 
 func (c *conn4) ReadFrom(b []byte) (int, Meta, error) {
@@ -184,18 +197,7 @@ func (c *conn6) setup(opt Options) error {
 	if err := c.pc.SetMulticastHopLimit(255); err != nil {
 		return err
 	}
-	if err := c.pc.SetMulticastLoopback(false); err != nil {
-		return err
-	}
-	if err := c.pc.SetMulticastInterface(c.ifi); err != nil {
-		return err
-	}
-	if opt.Multicast {
-		if err := c.pc.JoinGroup(c.ifi, &net.IPAddr{IP: Group6.AsSlice()}); err != nil {
-			return fmt.Errorf("join %s: %w", Group6, err)
-		}
-	}
-	return nil
+	return joinVRRP(c.pc, c.ifi, Group6, opt.Multicast)
 }
 
 func (c *conn6) ReadFrom(b []byte) (int, Meta, error) {
