@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -46,23 +47,19 @@ type sender interface {
 
 // garpFrame builds a gratuitous ARP request: sender IP = target IP = ip,
 // sender MAC = mac, target MAC zero, Ethernet broadcast.
-//
-// The ARP body is built here: mdlayher/arp imports mdlayher/packet v1.0.0,
-// which does not build against the mdlayher/socket version the module
-// needs.
 func garpFrame(mac net.HardwareAddr, ip netip.Addr) (frame, error) {
 	if !ip.Is4() || len(mac) != 6 {
 		return frame{}, fmt.Errorf("vip: GARP for %s from %s: need IPv4 and a 6-byte MAC", ip, mac)
 	}
-	a := make([]byte, 0, 28)
-	a = binary.BigEndian.AppendUint16(a, 1)                              // hardware type Ethernet
-	a = binary.BigEndian.AppendUint16(a, uint16(ethernet.EtherTypeIPv4)) // protocol type
-	a = append(a, 6, 4)                                                  // address lengths
-	a = binary.BigEndian.AppendUint16(a, 1)                              // operation: request
-	a = append(a, mac...)
-	a = append(a, ip.AsSlice()...)
-	a = append(a, make([]byte, 6)...)
-	a = append(a, ip.AsSlice()...)
+	// Target MAC all zero, as RFC 5227 asks of an announcement.
+	p, err := arp.NewPacket(arp.OperationRequest, mac, ip, make(net.HardwareAddr, 6), ip)
+	if err != nil {
+		return frame{}, fmt.Errorf("vip: GARP for %s: %w", ip, err)
+	}
+	a, err := p.MarshalBinary()
+	if err != nil {
+		return frame{}, fmt.Errorf("vip: GARP for %s: %w", ip, err)
+	}
 	f := &ethernet.Frame{Destination: ethernet.Broadcast, Source: mac, EtherType: ethernet.EtherTypeARP, Payload: a}
 	b, err := f.MarshalBinary()
 	if err != nil {
@@ -200,8 +197,8 @@ func (c *Claimer) burst(ctx context.Context, s sender, fs []frame) {
 // packetSender sends through one AF_PACKET socket per EtherType, opened in
 // the Claimer's namespace and bound to the interface.
 //
-// It uses x/sys/unix directly: mdlayher/packet v1.0.0 does not build
-// against the mdlayher/socket version the module needs.
+// The sockets are protocol 0 and only send, so the kernel never queues
+// received frames on them; x/sys/unix is all that takes.
 type packetSender struct {
 	ifindex int
 	fds     map[ethernet.EtherType]int
