@@ -46,7 +46,15 @@ bench: deps build
 	$(GO) test -count=1 -timeout 30m -run '^$$' -bench . -benchtime 1x ./e2e/ ./vmlab/...
 
 demo: deps build
-	$(GO) test -count=1 -v -run TestDemo ./demo/ | grep -v -E "^(=== RUN|--- PASS|PASS$$|ok )"
+	HAVIP_BIN=$(CURDIR)/bin/havip $(GO) test -count=1 -v -run TestDemo ./demo/ | grep -v -E "^(=== RUN|--- PASS|PASS$$|ok )"
+	@echo; echo "== IPVS through the pair: DR, TUN and NAT, kill -9 of the master with 20 open connections =="
+	@if [ -e /proc/net/ip_vs ]; then \
+		echo "(this kernel has IPVS: running natively)"; \
+		$(GO) test -tags vmtest -count=1 -v -run TestLVS ./e2e/lvs/; \
+	else \
+		echo "(this kernel has no IPVS: running in the VM lab, Debian's cloud kernel under qemu)"; \
+		$(GO) run ./vmlab/vmrun -pkg ./e2e/lvs -run TestLVS; \
+	fi | grep -E "^(LVS through|mode |dr |tun |nat |\(takeover|--- (PASS|FAIL)|vmlab: (PASS|FAIL))"
 
 clean:
 	rm -rf bin

@@ -61,7 +61,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("havip failover exit %d", code)
 	}
 	lb2.WaitState("front", "MASTER", time.Second)
-	say("lb2 is master again; the drill's handover sticks until lb2 hands back or fails.")
+	say("lb2 is master now; the handover sticks until lb2 hands back (its own drill) or fails.")
 	if vip > bound+50*time.Millisecond {
 		t.Errorf("kill -9 failover took %s, more than Master_Down_Interval+50ms", vip)
 	}

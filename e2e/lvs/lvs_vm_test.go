@@ -226,6 +226,7 @@ func TestLVS(t *testing.T) {
 	defer resultsMu.Unlock()
 	fmt.Printf("\nLVS through a havip pair (real IPVS in the VM lab, scheduler rr, %d long-lived connections, kill -9 of the master):\n", nConns)
 	fmt.Printf("%-5s %-22s %-22s %-16s %-16s\n", "mode", "spread (20 requests)", "connections survived", "takeover", "table repaired")
+	defer fmt.Printf("(takeover bound: Master_Down_Interval %s at advert %s; repair: resync every 2s)\n", h.MasterDown(advert, 100), advert)
 	for _, r := range results {
 		fmt.Printf("%-5s %-22s %-22s %-16s %-16s\n", r.mode, fmt.Sprintf("rs1=%d rs2=%d", r.spread["rs1"], r.spread["rs2"]),
 			fmt.Sprintf("%d/%d", r.survived, r.total), r.takeover.Round(time.Millisecond), r.repair.Round(time.Millisecond))
