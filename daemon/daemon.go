@@ -78,9 +78,14 @@ func Load(path, node string) (*conf.Site, *conf.Node, error) {
 	if conf.HasErrors(problems) {
 		msg := ""
 		for _, p := range problems {
-			msg += "\n" + p.String()
+			if !p.Warning {
+				msg += "\n" + p.String()
+			}
 		}
 		return nil, nil, fmt.Errorf("%w: invalid site file:%s", ErrBadInput, msg)
+	}
+	for _, p := range problems {
+		slog.Warn("site file", "problem", p.String())
 	}
 	n, err := site.SelectNode(node)
 	if err != nil {

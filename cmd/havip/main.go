@@ -126,6 +126,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return exitInput
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	slog.SetDefault(log)
 	opts := daemon.Options{
 		ConfigPath: *cfg, Node: *node, Socket: *sock, StateDir: *state,
 		Version: version, Logger: log,

@@ -79,10 +79,11 @@ type Site struct {
 
 // Node is one director running havip.
 type Node struct {
-	Name string
-	Addr netip.Addr
-	Host *lab.Host
-	Sock string
+	Name    string
+	Addr    netip.Addr
+	Host    *lab.Host
+	Sock    string
+	Metrics string // metrics listen address inside the namespace; "" = off
 
 	t      testing.TB
 	bin    string
@@ -188,7 +189,7 @@ func (n *Node) Start() {
 	t.Helper()
 	n.stdout = &syncBuffer{}
 	n.cmd = exec.Command(n.bin, "run", "-c", n.cfg, "--node", n.Name, "--socket", n.Sock,
-		"--state-dir", filepath.Dir(n.Sock), "--metrics", "", "--log-level", "debug")
+		"--state-dir", filepath.Dir(n.Sock), "--metrics", n.Metrics, "--log-level", "debug")
 	n.cmd.Stdout, n.cmd.Stderr = n.stdout, n.stdout
 	if err := n.Host.Start(n.cmd); err != nil {
 		t.Fatalf("harness: start havip on %s: %v", n.Name, err)
