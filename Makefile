@@ -30,13 +30,15 @@ deps:
 test: deps
 	$(GO) vet ./...
 	$(GO) vet -tags vmtest ./...
-	$(GO) test -count=1 -timeout 25m ./...
+	@# One package at a time: the e2e tests measure failover in milliseconds,
+	@# and the VM lab's qemu would otherwise take both cores from them.
+	$(GO) test -count=1 -p 1 -timeout 25m ./...
 
 unit:
 	$(GO) test -short -count=1 ./conf/ ./vrrp/ ./ctl/ ./cmd/...
 
 vmtest: deps
-	$(GO) test -count=1 -timeout 15m -v ./vmlab/
+	$(GO) test -count=1 -p 1 -timeout 15m -v ./vmlab/ ./e2e/lvs/
 
 fuzz:
 	$(GO) test ./vrrp -run '^$$' -fuzz FuzzParse -fuzztime 60s
