@@ -13,7 +13,6 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"reflect"
 	"sort"
 	"sync"
 	"syscall"
@@ -261,7 +260,6 @@ func (d *Daemon) reload(ctx context.Context) {
 	}
 	d.mu.Lock()
 	old := d.site
-	oldNode := d.node
 	d.reloadErr = ""
 	d.mu.Unlock()
 	if d.ipvs == nil && len(site.VirtualServers) > 0 {
@@ -282,13 +280,26 @@ func (d *Daemon) reload(ctx context.Context) {
 	}
 	d.apply(site, node)
 
+	// A group whose settings (priorities aside) and peers are unchanged
+	// keeps running; a new priority is applied in place.
 	keep := map[string]bool{}
 	for _, gc := range site.Groups {
 		for _, oc := range old.Groups {
-			if oc.Name == gc.Name && reflect.DeepEqual(oc, gc) && oc.PriorityOf(oldNode) == gc.PriorityOf(node) && len(old.Nodes) == len(site.Nodes) {
+			if oc.Name == gc.Name && onlyPriorityChanged(oc, gc) && samePeers(old.Nodes, site.Nodes) {
 				keep[gc.Name] = true
 			}
 		}
+	}
+	for _, g := range d.runningGroups() {
+		if !keep[g.cfg.Name] {
+			continue
+		}
+		gc := *site.Group(g.cfg.Name)
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		if err := g.do(rctx, func() { g.repriority(gc, node) }); err != nil {
+			d.log.Error("reload: applying priorities", "group", gc.Name, "err", err)
+		}
+		cancel()
 	}
 	d.mu.Lock()
 	var stop []*running
@@ -309,6 +320,9 @@ func (d *Daemon) reload(ctx context.Context) {
 		}
 		if err := d.startGroup(ctx, site, node, gc); err != nil {
 			d.log.Error("reload: starting group", "group", gc.Name, "err", err)
+			d.mu.Lock()
+			d.reloadErr = fmt.Sprintf("group %s could not start: %v", gc.Name, err)
+			d.mu.Unlock()
 		}
 	}
 	if err := d.startTracking(ctx); err != nil {
@@ -336,6 +350,20 @@ func (d *Daemon) startPair(ctx context.Context) error {
 	d.pair = p
 	go p.run(ctx)
 	return nil
+}
+
+// samePeers reports whether two node lists name the same directors at the
+// same addresses (priorities may differ).
+func samePeers(a, b []conf.Node) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Name != b[i].Name || a[i].Address != b[i].Address {
+			return false
+		}
+	}
+	return true
 }
 
 // reannounce sends gratuitous ARPs/NAs for a group we are master of.

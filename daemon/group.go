@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -36,6 +37,8 @@ type group struct {
 	cmds    chan func()
 	tracks  map[string]*trackState
 	onState func(g *group, s vrrp.State) // pair link, sync daemons
+
+	base uint8 // configured priority; tracking moves the effective one
 
 	status     atomic.Pointer[ctl.GroupStatus]
 	sendErrors atomic.Uint64
@@ -80,12 +83,8 @@ func newGroup(site *conf.Site, node *conf.Node, cfg conf.Group, log *slog.Logger
 		}
 		g.src = ll
 	}
-	prio := cfg.PriorityOf(node)
-	for _, ip := range g.vips {
-		if ip == node.Address {
-			prio = 255 // address owner
-		}
-	}
+	prio := basePriority(cfg, node)
+	g.base = prio
 	m, err := vrrp.NewMachine(vrrp.Config{
 		VRID:         cfg.VRID,
 		Version:      uint8(cfg.Version),
@@ -128,6 +127,35 @@ func newGroup(site *conf.Site, node *conf.Node, cfg conf.Group, log *slog.Logger
 	}
 	g.publish(time.Now())
 	return g, nil
+}
+
+// basePriority is the node's configured priority in group cfg: 255 when
+// it owns one of the VIPs (RFC 5798 address owner).
+func basePriority(cfg conf.Group, node *conf.Node) uint8 {
+	for _, p := range cfg.VIPs {
+		if p.Addr() == node.Address {
+			return 255
+		}
+	}
+	return cfg.PriorityOf(node)
+}
+
+// repriority applies a reloaded configuration that differs from the
+// running one only in priorities, without restarting the group.
+func (g *group) repriority(cfg conf.Group, node *conf.Node) {
+	g.cfg.Priorities = cfg.Priorities // the only field that may differ; others are read elsewhere
+	if p := basePriority(cfg, node); p != g.base {
+		g.log.Info("priority changed by reload", "from", g.base, "to", p)
+		g.base = p
+		g.applyTracks(time.Now())
+	}
+}
+
+// onlyPriorityChanged reports whether a and b differ in nothing but the
+// per-node priority overrides.
+func onlyPriorityChanged(a, b conf.Group) bool {
+	b.Priorities = a.Priorities
+	return reflect.DeepEqual(a, b)
 }
 
 // open removes stale VIPs of a crashed run and opens the advert socket.
@@ -320,7 +348,7 @@ func (g *group) setTrack(key string, failing bool) {
 // applyTracks turns the tracked objects into an effective priority or FAULT.
 func (g *group) applyTracks(now time.Time) {
 	st := g.m.Status()
-	prio := int(st.BasePriority)
+	prio := int(g.base)
 	fault := ""
 	for key, ts := range g.tracks {
 		if !ts.Failing {
@@ -341,7 +369,7 @@ func (g *group) applyTracks(now time.Time) {
 	if st.State == vrrp.Fault {
 		g.exec(g.m.SetFault(now, false, ""))
 	}
-	if st.BasePriority != 255 {
+	if g.base != 255 {
 		prio = min(max(prio, 1), 254)
 		if uint8(prio) != g.m.Status().Priority {
 			g.exec(g.m.SetPriority(now, uint8(prio)))
@@ -381,7 +409,7 @@ func (g *group) publish(now time.Time) {
 		State:          st.State.String(),
 		Since:          st.Since,
 		Priority:       st.Priority,
-		BasePriority:   st.BasePriority,
+		BasePriority:   g.base,
 		Advert:         g.cfg.Advert.String(),
 		MasterPriority: st.MasterPriority,
 		Fault:          st.Fault,

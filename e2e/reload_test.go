@@ -59,6 +59,14 @@ func TestReload(t *testing.T) {
 	if st.ReloadError != "" || st.Groups[0].Priority != 200 {
 		t.Fatalf("after a good reload: error %q priority %d", st.ReloadError, st.Groups[0].Priority)
 	}
+	// A priority change is applied in place: lb1 never left the group
+	// (no INIT transition, no restart).
+	if strings.Contains(lb1.Log(), "to=INIT") {
+		t.Errorf("a priority-only reload restarted the group on lb1:\n%s", lb1.Log())
+	}
+	if !strings.Contains(lb2.Log(), "priority changed by reload") {
+		t.Errorf("lb2 did not log the new priority")
+	}
 }
 
 // A site with virtual servers on a kernel without IPVS: exit 2 and one
