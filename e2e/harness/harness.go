@@ -83,7 +83,8 @@ type Node struct {
 	Addr    netip.Addr
 	Host    *lab.Host
 	Sock    string
-	Metrics string // metrics listen address inside the namespace; "" = off
+	Metrics string   // metrics listen address inside the namespace; "" = off
+	Env     []string // extra environment for the daemon
 
 	t      testing.TB
 	bin    string
@@ -191,6 +192,7 @@ func (n *Node) Start() {
 	n.cmd = exec.Command(n.bin, "run", "-c", n.cfg, "--node", n.Name, "--socket", n.Sock,
 		"--state-dir", filepath.Dir(n.Sock), "--metrics", n.Metrics, "--log-level", "debug")
 	n.cmd.Stdout, n.cmd.Stderr = n.stdout, n.stdout
+	n.cmd.Env = append(os.Environ(), n.Env...)
 	if err := n.Host.Start(n.cmd); err != nil {
 		t.Fatalf("harness: start havip on %s: %v", n.Name, err)
 	}
