@@ -46,6 +46,28 @@ func TestSystemdNotifyAndSocket(t *testing.T) {
 			t.Fatalf("sd_notify messages seen: %v; want READY=1 and WATCHDOG=1", seen)
 		}
 	}
+	// Garbage and unknown commands on the control socket get an error
+	// answer; the daemon carries on.
+	for _, req := range []string{"garbage\n", `{"cmd":"selfdestruct"}` + "\n", ""} {
+		c, err := net.Dial("unix", n.Sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(7 * time.Second))
+		c.Write([]byte(req))
+		if req == "" {
+			c.(*net.UnixConn).CloseWrite()
+		}
+		b := make([]byte, 512)
+		k, _ := c.Read(b)
+		c.Close()
+		if !strings.Contains(string(b[:k]), `"error"`) {
+			t.Errorf("request %q: answer %q, want an error", req, b[:k])
+		}
+	}
+	if _, err := n.Status(); err != nil || n.ExitCode() != -1 {
+		t.Fatalf("daemon after bad requests: %v, exit %d", err, n.ExitCode())
+	}
 	fi, err := os.Stat(n.Sock)
 	if err != nil {
 		t.Fatal(err)
