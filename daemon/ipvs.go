@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -142,13 +143,18 @@ func (p *ipvsPart) status(ctx context.Context) *ctl.IPVSStatus {
 	var rows []ipvsync.ServiceStatus
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
+	var lastErr string
 	err := p.rec.Do(ctx, func(k ipvsync.Kernel) error {
+		lastErr = p.rec.LastError()
 		var err error
 		rows, err = ipvsync.Snapshot(k, t)
 		return err
 	})
+	if lastErr != "" {
+		st.Error = "last reconcile failed: " + lastErr
+	}
 	if err != nil {
-		st.Error = err.Error()
+		st.Error = strings.TrimSpace(st.Error + " " + err.Error())
 	} else {
 		st.Services, _ = json.Marshal(rows)
 		var b bytes.Buffer

@@ -416,6 +416,10 @@ func (r *Reconciler) Run(ctx context.Context, desired <-chan Table, resync time.
 	}
 }
 
+// LastError is the error of the last failed reconcile in Run, "" once one
+// succeeds. Call it only from a function passed to Do (Run's goroutine).
+func (r *Reconciler) LastError() string { return r.lastErr }
+
 // Do runs f with the kernel on Run's goroutine, so status readers never
 // share the handle with the reconciler concurrently. It blocks until Run
 // picks the request up or ctx is done.
