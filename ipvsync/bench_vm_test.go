@@ -30,18 +30,16 @@ import (
 //
 //	go run ./vmlab/vmrun -pkg ./ipvsync -run '^$' -bench VMIPVSScale -timeout 20m -- -test.benchtime=1x
 //
-// The default, 3000 services x 10 real servers and 3 repetitions, takes
-// about 3.5 minutes of TCG VM time, most of it in ipvsadm -R. The full
-// 10000 x 10 table with one repetition takes about 5 minutes:
+// The default, 10000 services x 10 real servers, one cold run of each tool
+// and 3 no-op and 4 weight-change runs, takes about 4 minutes of TCG VM
+// time (each further cold repetition about 1m50s, most of it ipvsadm -R).
 //
-//	go run ./vmlab/vmrun -pkg ./ipvsync -run '^$' -bench VMIPVSScale -timeout 20m \
-//		-env HAVIP_BENCH_SERVICES=10000 -env HAVIP_BENCH_REPS=1 -- -test.benchtime=1x
-//
-// Environment (vmrun -env KEY=VALUE): HAVIP_BENCH_SERVICES (3000),
-// HAVIP_BENCH_DESTS (10), HAVIP_BENCH_REPS (3); HAVIP_BENCH_AFTER_FLUSH=1
-// also times both tools refilling the table right after `ipvsadm -C` in the
-// same namespace (the destination trash full; about 80 s more at the
-// default size); HAVIP_BENCH_CPUPROFILE, a
+// Environment (vmrun -env KEY=VALUE): HAVIP_BENCH_SERVICES (10000),
+// HAVIP_BENCH_DESTS (10), HAVIP_BENCH_REPS (cold runs of each tool, 1),
+// HAVIP_BENCH_STEADY_REPS (no-op runs, 3; weight-change runs, the next even
+// number); HAVIP_BENCH_AFTER_FLUSH=1 also times both tools refilling the
+// table right after `ipvsadm -C` in the same namespace (the destination
+// trash full; several minutes at the default size); HAVIP_BENCH_CPUPROFILE, a
 // comma-separated subset of cold,weight,noop, profiles the first reconcile
 // of those phases and prints each profile, base64, between "PPROF-BEGIN
 // phase" and "PPROF-END" lines (decode them on the host).
@@ -51,16 +49,17 @@ import (
 // not asserted, as timings under TCG are noisy; the write counts are
 // asserted: exactly 1 for one weight change, 0 for a no-op.
 func BenchmarkVMIPVSScale(b *testing.B) {
-	nSvc := benchEnvInt(b, "HAVIP_BENCH_SERVICES", 3000)
+	nSvc := benchEnvInt(b, "HAVIP_BENCH_SERVICES", 10000)
 	nDst := benchEnvInt(b, "HAVIP_BENCH_DESTS", 10)
-	reps := benchEnvInt(b, "HAVIP_BENCH_REPS", 3)
+	reps := benchEnvInt(b, "HAVIP_BENCH_REPS", 1)
+	steady := benchEnvInt(b, "HAVIP_BENCH_STEADY_REPS", 3)
 	afterFlush := os.Getenv("HAVIP_BENCH_AFTER_FLUSH") == "1"
 	profile := strings.Split(os.Getenv("HAVIP_BENCH_CPUPROFILE"), ",")
 	if _, err := exec.LookPath("ipvsadm"); err != nil {
 		b.Fatalf("ipvsadm not in the VM: %v", err)
 	}
 	for range b.N {
-		benchScale(b, nSvc, nDst, reps, afterFlush, profile)
+		benchScale(b, nSvc, nDst, reps, steady, afterFlush, profile)
 	}
 }
 
@@ -322,7 +321,7 @@ func fmtDurs(ds []time.Duration) string {
 	return strings.Join(f, " ")
 }
 
-func benchScale(b *testing.B, nSvc, nDst, reps int, afterFlush bool, profile []string) {
+func benchScale(b *testing.B, nSvc, nDst, reps, steady int, afterFlush bool, profile []string) {
 	b.StopTimer()
 	enter := benchNetns(b)
 	tab, err := Desired(benchSite(nSvc, nDst), nil)
@@ -331,8 +330,8 @@ func benchScale(b *testing.B, nSvc, nDst, reps int, afterFlush bool, profile []s
 	}
 	rules := ipvsadmRules(tab)
 	total := nSvc * (1 + nDst)
-	fmt.Printf("\nIPVS scale benchmark: %d services x %d real servers (%d objects), %d reps, GOMAXPROCS %d\n",
-		nSvc, nDst, total, reps, runtime.GOMAXPROCS(0))
+	fmt.Printf("\nIPVS scale benchmark: %d services x %d real servers (%d objects), %d cold reps, %d steady reps, GOMAXPROCS %d\n",
+		nSvc, nDst, total, reps, steady, runtime.GOMAXPROCS(0))
 
 	checkTable := func(what string) {
 		b.Helper()
@@ -439,7 +438,7 @@ func benchScale(b *testing.B, nSvc, nDst, reps int, afterFlush bool, profile []s
 	changed.Services[mid].Dests[nDst/2].Weight = 2
 	var weight []time.Duration
 	var weightWrites []int
-	for rep := range 2 * reps {
+	for rep := range 2 * ((steady + 1) / 2) {
 		want := changed
 		if rep%2 == 1 {
 			want = tab
@@ -469,7 +468,7 @@ func benchScale(b *testing.B, nSvc, nDst, reps int, afterFlush bool, profile []s
 	// same table for comparison.
 	var noop, list []time.Duration
 	var noopWrites, noopDumps []int
-	for rep := range reps {
+	for rep := range steady {
 		k.reset()
 		runtime.GC()
 		stop := startProfile(b, rep == 0 && slices.Contains(profile, "noop"), "noop")
@@ -486,8 +485,8 @@ func benchScale(b *testing.B, nSvc, nDst, reps int, afterFlush bool, profile []s
 		noopWrites = append(noopWrites, k.writes)
 		noopDumps = append(noopDumps, k.svcDumps+k.destDumps)
 		fmt.Printf("  no-op rep %d: %v (%d writes; %s)\n", rep+1, d.Round(time.Millisecond), k.writes, k.split(d))
-		list = append(list, ipvsadm(b, nil, "-L", "-n"))
 	}
+	list = append(list, ipvsadm(b, nil, "-L", "-n"))
 
 	// 4. Repair after `ipvsadm -C` of the full table, in the same
 	// namespace: every destination is in the trash now.
