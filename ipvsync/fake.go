@@ -16,8 +16,9 @@ import (
 type FakeKernel struct {
 	svcs []*fakeService
 
-	// Writes counts successful and failed write calls.
-	Writes int
+	// Writes counts successful and failed write calls; Reads counts the
+	// read calls (each one netlink request).
+	Writes, Reads int
 	// Calls records every write call as "Op key [dest]".
 	Calls []string
 	// DumpErrs are returned, one each, by the next Services calls.
@@ -45,6 +46,7 @@ func (f *FakeKernel) find(s *ipvs.Service) (int, *fakeService) {
 }
 
 func (f *FakeKernel) Services() ([]*ipvs.Service, error) {
+	f.Reads++
 	if len(f.DumpErrs) > 0 {
 		err := f.DumpErrs[0]
 		f.DumpErrs = f.DumpErrs[1:]
@@ -63,7 +65,19 @@ func (f *FakeKernel) Services() ([]*ipvs.Service, error) {
 	return out, nil
 }
 
+func (f *FakeKernel) Service(s *ipvs.Service) (*ipvs.Service, error) {
+	f.Reads++
+	_, fs := f.find(s)
+	if fs == nil {
+		return nil, nil
+	}
+	c := fs.svc
+	c.Flags |= flagHashed
+	return &c, nil
+}
+
 func (f *FakeKernel) Destinations(s *ipvs.Service) ([]*ipvs.Destination, error) {
+	f.Reads++
 	_, fs := f.find(s)
 	if fs == nil {
 		return nil, unix.ESRCH
@@ -201,7 +215,7 @@ func (f *FakeKernel) SetConns(key ServiceKey, dest netip.AddrPort, active, inact
 }
 
 // ResetCounts forgets the recorded writes.
-func (f *FakeKernel) ResetCounts() { f.Writes, f.Calls = 0, nil }
+func (f *FakeKernel) ResetCounts() { f.Writes, f.Reads, f.Calls = 0, 0, nil }
 
 func cloneService(s *ipvs.Service) ipvs.Service {
 	c := *s

@@ -2,6 +2,7 @@ package ipvsync
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -14,6 +15,8 @@ import (
 // Kernel value must be used by one goroutine at a time.
 type Kernel interface {
 	Services() ([]*ipvs.Service, error)
+	// Service reads one service; (nil, nil) when the kernel has none.
+	Service(*ipvs.Service) (*ipvs.Service, error)
 	Destinations(*ipvs.Service) ([]*ipvs.Destination, error)
 	NewService(*ipvs.Service) error
 	UpdateService(*ipvs.Service) error
@@ -48,6 +51,13 @@ func OpenKernel(nsPath string) (*NetlinkKernel, error) {
 func (k *NetlinkKernel) Close() { k.h.Close() }
 
 func (k *NetlinkKernel) Services() ([]*ipvs.Service, error) { return k.h.GetServices() }
+func (k *NetlinkKernel) Service(s *ipvs.Service) (*ipvs.Service, error) {
+	got, err := k.h.GetService(s)
+	if errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT) {
+		return nil, nil
+	}
+	return got, err
+}
 func (k *NetlinkKernel) Destinations(s *ipvs.Service) ([]*ipvs.Destination, error) {
 	return k.h.GetDestinations(s)
 }
