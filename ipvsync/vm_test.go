@@ -369,3 +369,38 @@ func TestVMSyncDaemons(t *testing.T) {
 		t.Errorf("after Stop: %v", got)
 	}
 }
+
+// The targeted path against the real kernel: a service the kernel lacks
+// reads as absent and is created; a weight change is one write; a full
+// reconcile afterwards has nothing to do.
+func TestVMReconcileChangesRealKernel(t *testing.T) {
+	inNewNetns(t)
+	k := openKernel(t)
+	r, err := NewReconciler(k, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	site := vmSite()
+	tab, err := Desired(site, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Reconcile(Table{}); err != nil { // applied = empty table
+		t.Fatal(err)
+	}
+	if ch, err := r.ReconcileChanges(tab); err != nil || len(ch) == 0 {
+		t.Fatalf("targeted create: %v %v", ch, err)
+	}
+	site[0].RealServers[0].Weight += 5
+	tab2, err := Desired(site, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := r.ReconcileChanges(tab2)
+	if err != nil || len(ch) != 1 || ch[0].Op != OpUpdateDest {
+		t.Fatalf("targeted weight change: %v %v", ch, err)
+	}
+	if ch, err := r.Reconcile(tab2); err != nil || len(ch) != 0 {
+		t.Fatalf("full reconcile after targeted ones: %v %v", ch, err)
+	}
+}
