@@ -14,7 +14,7 @@ import (
 
 func TestUDPBetweenHosts(t *testing.T) {
 	if testing.Short() {
-		t.Skip("needs root and network namespaces")
+		t.Skip("skipped with -short: needs root and network namespaces")
 	}
 	RequireRoot(t)
 	sw := NewSwitch(t)
@@ -70,7 +70,7 @@ func TestUDPBetweenHosts(t *testing.T) {
 
 func TestCommandSeesOnlyItsNamespace(t *testing.T) {
 	if testing.Short() {
-		t.Skip("needs root and network namespaces")
+		t.Skip("skipped with -short: needs root and network namespaces")
 	}
 	RequireRoot(t)
 	sw := NewSwitch(t)
@@ -113,7 +113,7 @@ func TestCommandSeesOnlyItsNamespace(t *testing.T) {
 
 func TestAttachSysctlCleanup(t *testing.T) {
 	if testing.Short() {
-		t.Skip("needs root and network namespaces")
+		t.Skip("skipped with -short: needs root and network namespaces")
 	}
 	RequireRoot(t)
 	var paths []string

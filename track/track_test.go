@@ -204,7 +204,7 @@ func TestWatchNoNames(t *testing.T) {
 // TestWatchNamespace flaps, deletes and recreates real links.
 func TestWatchNamespace(t *testing.T) {
 	if testing.Short() {
-		t.Skip("needs root and network namespaces")
+		t.Skip("skipped with -short: needs root and network namespaces")
 	}
 	lab.RequireRoot(t)
 	sw := lab.NewSwitch(t)

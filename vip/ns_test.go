@@ -31,7 +31,7 @@ var (
 func pair(t *testing.T) (dir, peer *lab.Host) {
 	t.Helper()
 	if testing.Short() {
-		t.Skip("needs root and network namespaces")
+		t.Skip("skipped with -short: needs root and network namespaces")
 	}
 	lab.RequireRoot(t)
 	sw := lab.NewSwitch(t)
