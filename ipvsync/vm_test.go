@@ -9,16 +9,15 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/havip/havip/conf"
+	"github.com/havip/havip/lab"
 	"github.com/moby/ipvs"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,38 +25,8 @@ import (
 //
 //	go run ./vmlab/vmrun -pkg ./ipvsync
 
-// inNewNetns moves the test's goroutine, locked to its thread, into a
-// fresh network namespace (its own IPVS table and sync daemons) until the
-// test ends.
-func inNewNetns(t *testing.T) {
-	t.Helper()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatalf("current netns: %v", err)
-	}
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatalf("new netns: %v", err)
-	}
-	// Until the namespace has an address, the kernel classifies every IPv4
-	// destination as broadcast and refuses it (EINVAL): bring lo up.
-	lo, err := netlink.LinkByName("lo")
-	if err == nil {
-		err = netlink.LinkSetUp(lo)
-	}
-	if err != nil {
-		t.Fatalf("lo up: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := netns.Set(orig); err != nil {
-			t.Errorf("restore netns: %v", err)
-		}
-		ns.Close()
-		orig.Close()
-		runtime.UnlockOSThread()
-	})
-}
+// inNewNetns runs the rest of the test in a fresh network namespace.
+func inNewNetns(t *testing.T) { lab.EnterNewNetns(t) }
 
 func openKernel(t *testing.T) *NetlinkKernel {
 	t.Helper()

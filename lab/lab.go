@@ -475,3 +475,43 @@ func (h *Host) WaitCarrier(t testing.TB, ifname string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// EnterNewNetns locks the test goroutine to its thread and moves that
+// thread into a fresh network namespace, with lo up, until the test ends:
+// for tests of code that works on "the current namespace" (its own links,
+// /proc/sys/net and IPVS table). Goroutines the test starts stay outside.
+func EnterNewNetns(t testing.TB) {
+	t.Helper()
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Fatalf("lab: current netns: %v", err)
+	}
+	ns, err := netns.New()
+	if err != nil {
+		orig.Close()
+		runtime.UnlockOSThread()
+		t.Fatalf("lab: new netns (needs root): %v", err)
+	}
+	t.Cleanup(func() {
+		if err := netns.Set(orig); err != nil {
+			// Leave the thread locked: the runtime then discards it
+			// rather than reuse a thread in the wrong namespace.
+			t.Errorf("lab: restore netns: %v", err)
+			return
+		}
+		ns.Close()
+		orig.Close()
+		runtime.UnlockOSThread()
+	})
+	// Until the namespace has an address, the kernel refuses IPv4 IPVS
+	// destinations as broadcast: bring lo up.
+	lo, err := netlink.LinkByName("lo")
+	if err == nil {
+		err = netlink.LinkSetUp(lo)
+	}
+	if err != nil {
+		t.Fatalf("lab: lo up: %v", err)
+	}
+}
