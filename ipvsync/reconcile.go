@@ -255,13 +255,15 @@ func (r *Reconciler) ReconcileChanges(t Table) (Changes, error) {
 		return r.Reconcile(t)
 	}
 	only := map[ServiceKey]bool{}
+	inT := make(map[ServiceKey]bool, len(t.Services))
 	for _, s := range t.Services {
+		inT[s.Key] = true
 		if old, ok := r.applied[s.Key]; !ok || !reflect.DeepEqual(old, s) {
 			only[s.Key] = true
 		}
 	}
 	for k := range r.applied {
-		if !slices.ContainsFunc(t.Services, func(s Service) bool { return s.Key == k }) {
+		if !inT[k] {
 			only[k] = true
 		}
 	}
