@@ -271,6 +271,7 @@ func (g *group) stop() {
 	if err := g.claim.Release(); err != nil {
 		g.log.Warn("releasing VIPs", "err", err)
 	}
+	g.claim.Close()
 	g.conn.Close()
 	g.publish(time.Now())
 }

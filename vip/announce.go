@@ -136,23 +136,31 @@ func (c *Claimer) announce(ctx context.Context, l netlink.Link, vips []netip.Pre
 		c.log.Warn("announce failed", "reason", reasonSend, "err", err)
 		return
 	}
-	s, err := c.open(&net.Interface{Index: l.Attrs().Index, Name: l.Attrs().Name, HardwareAddr: mac, MTU: l.Attrs().MTU})
-	if err != nil {
-		c.errs.Add(1)
-		c.log.Warn("announce failed", "reason", reasonSocket, "err", err)
-		return
+	if c.snd != nil && c.sndIndex != l.Attrs().Index {
+		c.snd.close() // the interface was recreated
+		c.snd = nil
 	}
+	if c.snd == nil {
+		s, err := c.open(&net.Interface{Index: l.Attrs().Index, Name: l.Attrs().Name, HardwareAddr: mac, MTU: l.Attrs().MTU})
+		if err != nil {
+			c.errs.Add(1)
+			c.log.Warn("announce failed", "reason", reasonSocket, "err", err)
+			return
+		}
+		c.snd, c.sndIndex = s, l.Attrs().Index
+	}
+	s := c.snd
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	c.cancel, c.done = cancel, done
 	go func() {
 		defer close(done)
-		defer s.close()
 		c.burst(ctx, s, fs)
 	}()
 }
 
-// stopBurstLocked cancels the running burst and waits for it to end.
+// stopBurstLocked cancels the running burst and waits for it to end (at
+// most one frame's send: the socket stays open).
 func (c *Claimer) stopBurstLocked() {
 	if c.cancel == nil {
 		return

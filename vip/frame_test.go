@@ -295,26 +295,34 @@ func TestAnnounceCancelsRunningBurst(t *testing.T) {
 	link := fakeLink(testMAC)
 	c.announce(context.Background(), link, c.vips)
 	time.Sleep(20 * time.Millisecond)
+	c.mu.Lock()
+	firstDone := c.done
+	c.mu.Unlock()
 	c.announce(context.Background(), link, c.vips)
-	mu.Lock()
-	first := senders[0]
-	mu.Unlock()
-	first.mu.Lock()
-	n, closed := len(first.sent), first.closed
-	first.mu.Unlock()
-	if !closed {
+	select {
+	case <-firstDone:
+	default:
 		t.Error("first burst still running after a new Announce")
 	}
 	c.mu.Lock()
 	c.stopBurstLocked()
 	c.mu.Unlock()
-	time.Sleep(20 * time.Millisecond)
-	first.mu.Lock()
-	defer first.mu.Unlock()
-	if len(first.sent) != n {
-		t.Errorf("first burst sent %d more frames after being cancelled", len(first.sent)-n)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(senders) != 1 {
+		t.Fatalf("opened %d senders, want one kept across bursts", len(senders))
 	}
-	if !senders[1].closed {
-		t.Error("second sender not closed after stop")
+	s := senders[0]
+	s.mu.Lock()
+	n, closed := len(s.sent), s.closed
+	s.mu.Unlock()
+	time.Sleep(20 * time.Millisecond)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.sent) != n {
+		t.Errorf("%d frames sent after the bursts were stopped", len(s.sent)-n)
+	}
+	if closed {
+		t.Error("the sender was closed between bursts (that costs an RCU grace period)")
 	}
 }

@@ -87,6 +87,11 @@ type Claimer struct {
 	mu     sync.Mutex
 	cancel context.CancelFunc
 	done   chan struct{}
+	// snd is kept open between bursts: closing a packet socket waits for
+	// an RCU grace period (tens of milliseconds), which must never stall
+	// a state change. It is reopened when the interface index changes.
+	snd      sender
+	sndIndex int
 
 	garpSent, naSent, errs atomic.Uint64
 }
@@ -150,6 +155,10 @@ func New(ifname string, vips []netip.Prefix, opt Options) (*Claimer, error) {
 func (c *Claimer) Close() error {
 	c.mu.Lock()
 	c.stopBurstLocked()
+	if c.snd != nil {
+		c.snd.close()
+		c.snd = nil
+	}
 	c.mu.Unlock()
 	c.nl.Close()
 	return c.ns.Close()
@@ -238,17 +247,8 @@ func (c *Claimer) Announce(ctx context.Context) {
 // Release stops any burst and deletes every VIP; VIPs already absent, or an
 // interface that no longer exists, are not errors.
 func (c *Claimer) Release() error {
-	// The VIPs go first: closing the burst's packet socket waits for an
-	// RCU grace period (tens of milliseconds), which must not delay them.
-	defer func() {
-		c.mu.Lock()
-		c.stopBurstLocked()
-		c.mu.Unlock()
-	}()
 	c.mu.Lock()
-	if c.cancel != nil {
-		c.cancel()
-	}
+	c.stopBurstLocked()
 	c.mu.Unlock()
 	l, err := c.link()
 	if errors.Is(err, ErrNoLink) {
