@@ -469,11 +469,15 @@ func sortedAddrs(m map[netip.AddrPort]*ipvs.Destination) []netip.AddrPort {
 // every reconcile that made some. Failures are logged when they first
 // appear and when they change; the next resync retries.
 func (r *Reconciler) Run(ctx context.Context, desired <-chan Table, resync time.Duration, onChange func(Changes)) {
+	// The resync timer restarts after each full reconcile, at least ten
+	// times as long as that reconcile took: a huge table is re-read less
+	// often rather than keeping a core busy.
 	var tick <-chan time.Time
+	var timer *time.Timer
 	if resync > 0 {
-		t := time.NewTicker(resync)
-		defer t.Stop()
-		tick = t.C
+		timer = time.NewTimer(resync)
+		defer timer.Stop()
+		tick = timer.C
 	}
 	var table Table
 	have := false
@@ -492,6 +496,9 @@ func (r *Reconciler) Run(ctx context.Context, desired <-chan Table, resync time.
 			}
 			table, have, full = t, true, false
 		case <-tick:
+			if !have {
+				timer.Reset(resync)
+			}
 		}
 		if !have {
 			continue
@@ -500,7 +507,11 @@ func (r *Reconciler) Run(ctx context.Context, desired <-chan Table, resync time.
 		if !full {
 			reconcile = r.ReconcileChanges
 		}
+		t0 := time.Now()
 		ch, err := reconcile(table)
+		if full && timer != nil {
+			timer.Reset(max(resync, 10*time.Since(t0)))
+		}
 		if len(ch) > 0 && onChange != nil {
 			onChange(ch)
 		}
