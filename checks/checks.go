@@ -1,0 +1,306 @@
+// Package checks runs health checks: one goroutine per target, rise/fall
+// hysteresis, results as state changes. It owns probing only; it never
+// touches IPVS or VRRP: what a state means is the caller's business.
+//
+// Semantics:
+//
+//   - A target starts DOWN and needs rise consecutive successful probes to
+//     come up, unless Target.StartUp is set, in which case it starts UP
+//     and needs fall consecutive failures to go down (keepalived's
+//     behaviour for real servers without "alpha"). The caller chooses per
+//     target; the zero value is the conservative one. Either way the
+//     initial state is emitted at once, before any probe, so the caller
+//     learns that the target exists. A "none" check is always UP.
+//   - fall consecutive failures take an UP target down, rise consecutive
+//     successes bring a DOWN target up; an outcome that agrees with the
+//     state resets the count. Probes run every interval (measured from
+//     the start of one probe to the start of the next), each bounded by
+//     the timeout.
+//   - The first probe of each target is delayed by a random fraction of
+//     its interval so that a reload does not probe every real server at
+//     once (WithoutJitter disables this).
+package checks
+
+import (
+	"cmp"
+	"context"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"net/netip"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/havip/havip/conf"
+)
+
+// Target is one thing to probe.
+type Target struct {
+	Key   string         // caller's id, e.g. "web/192.168.0.175:80" or "check/dns1"
+	Check conf.Check     // type, interval, timeout, rise, fall and type-specific keys
+	Addr  netip.AddrPort // where to probe; Check.Port, when non-zero, overrides the port
+	// StartUp makes the target start UP (needing fall failures to go
+	// down) instead of DOWN (needing rise successes to come up).
+	StartUp bool
+}
+
+// Result is the state of one target.
+type Result struct {
+	Key    string
+	Up     bool
+	Reason string    // outcome of the probe that decided (Results) or of the latest probe (State, Snapshot)
+	At     time.Time // when that probe finished, or the target started
+	Since  time.Time // when Up took its current value
+}
+
+// FailureKey is what probe failures are counted by.
+type FailureKey struct {
+	Type   string // check type
+	Reason Failure
+}
+
+// Option configures a Runner.
+type Option func(*Runner)
+
+// WithoutJitter makes every target probe at once when it starts instead
+// of after a random fraction of its interval: for tests.
+func WithoutJitter() Option { return func(r *Runner) { r.jitter = false } }
+
+// withProbers replaces the probes: for tests.
+func withProbers(f func(Target) prober) Option { return func(r *Runner) { r.newProber = f } }
+
+// Runner runs the checks of a set of targets.
+type Runner struct {
+	log       *slog.Logger
+	jitter    bool
+	newProber func(Target) prober
+
+	mu      sync.Mutex // serialises Set and Stop; guards workers, gen, stopped
+	workers map[string]*worker
+	gen     uint64
+	stopped bool
+
+	fmu      sync.Mutex
+	failures map[FailureKey]uint64
+
+	wg         sync.WaitGroup // workers
+	in         chan message   // to the dispatcher
+	out        chan Result
+	done       chan struct{} // closed by Stop once the workers are gone
+	dispatched chan struct{} // closed when the dispatcher has exited
+	stopOnce   sync.Once
+}
+
+// message goes to the dispatcher: a result of worker generation gen, or
+// (live != nil) the generation of every current target.
+type message struct {
+	res  Result
+	gen  uint64
+	live map[string]uint64
+}
+
+// NewRunner returns a Runner with no targets; give it some with Set.
+func NewRunner(log *slog.Logger, opts ...Option) *Runner {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Runner{
+		log:        log,
+		jitter:     true,
+		newProber:  newProber,
+		workers:    make(map[string]*worker),
+		failures:   make(map[FailureKey]uint64),
+		in:         make(chan message),
+		out:        make(chan Result),
+		done:       make(chan struct{}),
+		dispatched: make(chan struct{}),
+	}
+	for _, o := range opts {
+		o(r)
+	}
+	go r.dispatch()
+	return r
+}
+
+// Results delivers the initial state of each target started by Set, then
+// each change of state. Per key, results arrive in order; a consumer that
+// falls behind gets only the latest result of each key, so it must treat
+// a Result as the current state, not as an edge. Results of targets that
+// Set removed or restarted are never delivered after Set returns. The
+// channel is closed by Stop.
+func (r *Runner) Results() <-chan Result { return r.out }
+
+// Set makes targets the running set: it starts new keys, stops keys that
+// are gone, and restarts keys whose Check or Addr changed. Unchanged keys
+// keep running with their state. A key restarted for a changed Check
+// with the same Addr keeps its current state (a reload that tunes a check
+// must not pull healthy servers); one whose Addr changed starts afresh.
+// Targets started here stop when ctx is done; pass a long-lived context.
+// Of duplicate keys the first wins.
+func (r *Runner) Set(ctx context.Context, targets []Target) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped {
+		r.log.Error("checks: Set after Stop ignored")
+		return
+	}
+	next := make(map[string]*worker, len(targets))
+	var start []*worker
+	for _, t := range targets {
+		if _, dup := next[t.Key]; dup {
+			r.log.Error("checks: duplicate target key ignored", "key", t.Key)
+			continue
+		}
+		old := r.workers[t.Key]
+		if old != nil && old.target.Addr == t.Addr && reflect.DeepEqual(old.target.Check, t.Check) {
+			next[t.Key] = old
+			continue
+		}
+		up, reason := t.StartUp || t.Check.Type == "none", "not probed yet"
+		if old != nil && old.target.Addr == t.Addr {
+			up, reason = old.up(), "check changed, state kept"
+		}
+		r.gen++
+		w := newWorker(t, r.gen, up, reason, time.Now())
+		next[t.Key] = w
+		start = append(start, w)
+	}
+	for k, w := range r.workers {
+		if next[k] != w {
+			w.cancel()
+		}
+	}
+	r.workers = next
+	live := make(map[string]uint64, len(next))
+	for k, w := range next {
+		live[k] = w.gen
+	}
+	// The dispatcher learns the new generations before any new worker
+	// can emit, and drops pending results of the old ones.
+	r.in <- message{live: live}
+	for _, w := range start {
+		wctx, cancel := context.WithCancel(ctx)
+		w.cancel = cancel
+		var delay time.Duration
+		if r.jitter && w.cfg.Check.Interval > 0 {
+			delay = rand.N(w.cfg.Check.Interval)
+		}
+		r.wg.Add(1)
+		go r.run(wctx, w, r.newProber(w.cfg), delay)
+	}
+}
+
+// State returns the current state of key.
+func (r *Runner) State(key string) (Result, bool) {
+	r.mu.Lock()
+	w := r.workers[key]
+	r.mu.Unlock()
+	if w == nil {
+		return Result{}, false
+	}
+	return w.result(), true
+}
+
+// Snapshot returns the state of every target, sorted by key.
+func (r *Runner) Snapshot() []Result {
+	r.mu.Lock()
+	ws := slices.Collect(maps.Values(r.workers))
+	r.mu.Unlock()
+	res := make([]Result, 0, len(ws))
+	for _, w := range ws {
+		res = append(res, w.result())
+	}
+	slices.SortFunc(res, func(a, b Result) int { return cmp.Compare(a.Key, b.Key) })
+	return res
+}
+
+// Failures returns how many probes have failed since NewRunner, by check
+// type and reason (including targets since removed).
+func (r *Runner) Failures() map[FailureKey]uint64 {
+	r.fmu.Lock()
+	defer r.fmu.Unlock()
+	return maps.Clone(r.failures)
+}
+
+// Stop stops every target, waits for their goroutines and closes the
+// Results channel. Stop may be called more than once.
+func (r *Runner) Stop() {
+	r.stopOnce.Do(func() {
+		r.mu.Lock()
+		r.stopped = true
+		for _, w := range r.workers {
+			w.cancel()
+		}
+		r.mu.Unlock()
+		r.wg.Wait()
+		close(r.done)
+		<-r.dispatched
+	})
+}
+
+// dispatch owns the queue between the workers and Results, so a slow
+// consumer never blocks a probe loop. The queue holds at most one result
+// per key (a newer result replaces a pending one in place).
+func (r *Runner) dispatch() {
+	defer close(r.dispatched)
+	defer close(r.out)
+	type entry struct {
+		res Result
+		gen uint64
+	}
+	live := map[string]uint64{}
+	pending := map[string]entry{}
+	var order []string
+	for {
+		var (
+			out  chan<- Result
+			head Result
+		)
+		if len(order) > 0 {
+			out, head = r.out, pending[order[0]].res
+		}
+		select {
+		case out <- head:
+			delete(pending, order[0])
+			order = order[1:]
+		case m := <-r.in:
+			if m.live != nil {
+				live = m.live
+				order = slices.DeleteFunc(order, func(k string) bool {
+					if live[k] != pending[k].gen {
+						delete(pending, k)
+						return true
+					}
+					return false
+				})
+				continue
+			}
+			k := m.res.Key
+			if live[k] != m.gen {
+				continue // from a worker Set has stopped
+			}
+			if _, queued := pending[k]; !queued {
+				order = append(order, k)
+			}
+			pending[k] = entry{m.res, m.gen}
+		case <-r.done:
+			return
+		}
+	}
+}
+
+// normalize fills what a hand-built Check may lack; conf already applies
+// the same defaults.
+func normalize(c conf.Check) conf.Check {
+	if c.Interval <= 0 {
+		c.Interval = 2 * time.Second
+	}
+	if c.Timeout <= 0 || c.Timeout > c.Interval {
+		c.Timeout = min(c.Interval, time.Second)
+	}
+	c.Rise = max(c.Rise, 1)
+	c.Fall = max(c.Fall, 1)
+	return c
+}
