@@ -68,14 +68,19 @@ type Option func(*Runner)
 // of after a random fraction of its interval: for tests.
 func WithoutJitter() Option { return func(r *Runner) { r.jitter = false } }
 
+// withQueueLimit sets how many results may wait before they are
+// coalesced by key: for tests.
+func withQueueLimit(n int) Option { return func(r *Runner) { r.queueLimit = max(n, 1) } }
+
 // withProbers replaces the probes: for tests.
 func withProbers(f func(Target) prober) Option { return func(r *Runner) { r.newProber = f } }
 
 // Runner runs the checks of a set of targets.
 type Runner struct {
-	log       *slog.Logger
-	jitter    bool
-	newProber func(Target) prober
+	log        *slog.Logger
+	jitter     bool
+	newProber  func(Target) prober
+	queueLimit int
 
 	mu      sync.Mutex // serialises Set and Stop; guards workers, gen, stopped
 	workers map[string]*worker
@@ -110,6 +115,7 @@ func NewRunner(log *slog.Logger, opts ...Option) *Runner {
 		log:        log,
 		jitter:     true,
 		newProber:  newProber,
+		queueLimit: 4096,
 		workers:    make(map[string]*worker),
 		failures:   make(map[FailureKey]uint64),
 		in:         make(chan message),
@@ -125,11 +131,11 @@ func NewRunner(log *slog.Logger, opts ...Option) *Runner {
 }
 
 // Results delivers the initial state of each target started by Set, then
-// each change of state. Per key, results arrive in order; a consumer that
-// falls behind gets only the latest result of each key, so it must treat
-// a Result as the current state, not as an edge. Results of targets that
-// Set removed or restarted are never delivered after Set returns. The
-// channel is closed by Stop.
+// each change of state, in order. A consumer that falls more than 4096
+// results behind loses older pending results of a key to its latest one,
+// so it should treat a Result as the current state rather than as an
+// edge. Results of targets that Set removed or restarted are never
+// delivered after Set returns. Stop closes the channel.
 func (r *Runner) Results() <-chan Result { return r.out }
 
 // Set makes targets the running set: it starts new keys, stops keys that
@@ -158,7 +164,10 @@ func (r *Runner) Set(ctx context.Context, targets []Target) {
 			next[t.Key] = old
 			continue
 		}
-		up, reason := t.StartUp || t.Check.Type == "none", "not probed yet"
+		up, reason := t.StartUp, "not probed yet"
+		if t.Check.Type == "none" {
+			up, reason = true, "no check"
+		}
 		if old != nil && old.target.Addr == t.Addr {
 			up, reason = old.up(), "check changed, state kept"
 		}
@@ -241,8 +250,9 @@ func (r *Runner) Stop() {
 }
 
 // dispatch owns the queue between the workers and Results, so a slow
-// consumer never blocks a probe loop. The queue holds at most one result
-// per key (a newer result replaces a pending one in place).
+// consumer never blocks a probe loop. Past queueLimit pending results,
+// a new result replaces the pending ones of its key, which bounds the
+// queue to about queueLimit plus one per key.
 func (r *Runner) dispatch() {
 	defer close(r.dispatched)
 	defer close(r.out)
@@ -251,40 +261,32 @@ func (r *Runner) dispatch() {
 		gen uint64
 	}
 	live := map[string]uint64{}
-	pending := map[string]entry{}
-	var order []string
+	var queue []entry
 	for {
 		var (
 			out  chan<- Result
 			head Result
 		)
-		if len(order) > 0 {
-			out, head = r.out, pending[order[0]].res
+		if len(queue) > 0 {
+			out, head = r.out, queue[0].res
 		}
 		select {
 		case out <- head:
-			delete(pending, order[0])
-			order = order[1:]
+			queue[0] = entry{}
+			queue = queue[1:]
 		case m := <-r.in:
 			if m.live != nil {
 				live = m.live
-				order = slices.DeleteFunc(order, func(k string) bool {
-					if live[k] != pending[k].gen {
-						delete(pending, k)
-						return true
-					}
-					return false
-				})
+				queue = slices.DeleteFunc(queue, func(e entry) bool { return live[e.res.Key] != e.gen })
 				continue
 			}
-			k := m.res.Key
-			if live[k] != m.gen {
+			if live[m.res.Key] != m.gen {
 				continue // from a worker Set has stopped
 			}
-			if _, queued := pending[k]; !queued {
-				order = append(order, k)
+			if len(queue) >= r.queueLimit {
+				queue = slices.DeleteFunc(queue, func(e entry) bool { return e.res.Key == m.res.Key })
 			}
-			pending[k] = entry{m.res, m.gen}
+			queue = append(queue, entry{m.res, m.gen})
 		case <-r.done:
 			return
 		}

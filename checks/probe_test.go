@@ -154,11 +154,11 @@ func TestProbeHTTP(t *testing.T) {
 		}
 	})
 	plain := httptest.NewServer(mux)
-	defer plain.Close()
+	t.Cleanup(plain.Close) // after the parallel subtests
 	secure := httptest.NewUnstartedServer(mux)
 	secure.Config.ErrorLog = log.New(io.Discard, "", 0) // the http-to-TLS case logs a handshake error
 	secure.StartTLS()
-	defer secure.Close()
+	t.Cleanup(secure.Close)
 	plainAddr := addrOf(t, plain.Listener.Addr())
 	secureAddr := addrOf(t, secure.Listener.Addr())
 
@@ -196,6 +196,7 @@ func TestProbeHTTP(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			if diff := cmp.Diff(tt.want, probeOnce(t, tt.tg)); diff != "" {
 				t.Errorf("probe (-want +got):\n%s", diff)
 			}
@@ -270,6 +271,7 @@ func TestProbeUDP(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			if diff := cmp.Diff(tt.want, probeOnce(t, tt.tg)); diff != "" {
 				t.Errorf("probe (-want +got):\n%s", diff)
 			}
@@ -382,6 +384,7 @@ func TestProbeDNS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			if diff := cmp.Diff(tt.want, probeOnce(t, tt.tg)); diff != "" {
 				t.Errorf("probe (-want +got):\n%s", diff)
 			}
@@ -420,6 +423,7 @@ func TestProbeExec(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			if diff := cmp.Diff(tt.want, probeOnce(t, tt.tg)); diff != "" {
 				t.Errorf("probe (-want +got):\n%s", diff)
 			}
