@@ -19,6 +19,18 @@
 //   - The first probe of each target is delayed by a random fraction of
 //     its interval so that a reload does not probe every real server at
 //     once (WithoutJitter disables this).
+//
+// Probe types (details at each probe function): tcp connects; http and
+// https GET Path (default "/") over a fresh connection, with Host as the
+// Host header (and TLS server name), pass when the status is in
+// ExpectStatus (default 200), follow no redirect, do not verify
+// certificates and read at most 64 KiB of body; udp sends Send and passes
+// on a reply containing Expect, or, with Expect empty, unless an ICMP port
+// unreachable arrives within the timeout; dns asks for the A records of
+// Query over UDP and passes on a NOERROR reply with at least one answer;
+// exec runs Command (argv, no shell) with HAVIP_CHECK_ADDR and
+// HAVIP_CHECK_PORT in its environment and passes on exit 0, its process
+// group killed at the timeout; none always passes.
 package checks
 
 import (
@@ -164,15 +176,17 @@ func (r *Runner) Set(ctx context.Context, targets []Target) {
 			next[t.Key] = old
 			continue
 		}
-		up, reason := t.StartUp, "not probed yet"
+		now := time.Now()
+		first := Result{Key: t.Key, Up: t.StartUp, Reason: "not probed yet", At: now, Since: now}
 		if t.Check.Type == "none" {
-			up, reason = true, "no check"
+			first.Up, first.Reason = true, "no check"
 		}
-		if old != nil && old.target.Addr == t.Addr {
-			up, reason = old.up(), "check changed, state kept"
+		if old != nil && old.target.Addr == t.Addr && t.Check.Type != "none" {
+			prev := old.result()
+			first.Up, first.Reason, first.Since = prev.Up, "check changed, state kept", prev.Since
 		}
 		r.gen++
-		w := newWorker(t, r.gen, up, reason, time.Now())
+		w := newWorker(t, r.gen, first)
 		next[t.Key] = w
 		start = append(start, w)
 	}
@@ -299,8 +313,11 @@ func normalize(c conf.Check) conf.Check {
 	if c.Interval <= 0 {
 		c.Interval = 2 * time.Second
 	}
-	if c.Timeout <= 0 || c.Timeout > c.Interval {
+	switch {
+	case c.Timeout <= 0:
 		c.Timeout = min(c.Interval, time.Second)
+	case c.Timeout > c.Interval:
+		c.Timeout = c.Interval
 	}
 	c.Rise = max(c.Rise, 1)
 	c.Fall = max(c.Fall, 1)

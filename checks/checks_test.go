@@ -214,11 +214,16 @@ func TestSet(t *testing.T) {
 	})
 
 	t.Run("check changed keeps state", func(t *testing.T) {
+		before, _ := r.State("a")
 		a.Check.Interval = 6 * time.Millisecond
 		r.Set(t.Context(), []Target{a})
+		got := next(t, r)
 		want := state{"a", true, "check changed, state kept"}
-		if diff := cmp.Diff(want, stateOf(next(t, r))); diff != "" {
+		if diff := cmp.Diff(want, stateOf(got)); diff != "" {
 			t.Errorf("result (-want +got):\n%s", diff)
+		}
+		if got.Since != before.Since {
+			t.Errorf("Since = %s, want the old %s", got.Since, before.Since)
 		}
 		quiet(t, r, 30*time.Millisecond) // still up: no change to report
 	})

@@ -20,7 +20,7 @@ type worker struct {
 	last Result
 }
 
-func newWorker(t Target, gen uint64, up bool, reason string, now time.Time) *worker {
+func newWorker(t Target, gen uint64, init Result) *worker {
 	cfg := t
 	cfg.Check = normalize(t.Check)
 	return &worker{
@@ -28,15 +28,9 @@ func newWorker(t Target, gen uint64, up bool, reason string, now time.Time) *wor
 		cfg:    cfg,
 		gen:    gen,
 		cancel: func() {},
-		h:      hysteresis{rise: cfg.Check.Rise, fall: cfg.Check.Fall, up: up},
-		last:   Result{Key: t.Key, Up: up, Reason: reason, At: now, Since: now},
+		h:      hysteresis{rise: cfg.Check.Rise, fall: cfg.Check.Fall, up: init.Up},
+		last:   init,
 	}
-}
-
-func (w *worker) up() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.h.up
 }
 
 func (w *worker) result() Result {
