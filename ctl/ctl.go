@@ -47,6 +47,16 @@ type Status struct {
 	Groups       []GroupStatus `json:"groups"`
 	Peers        []PeerStatus  `json:"peers"`
 	IPVS         *IPVSStatus   `json:"ipvs,omitempty"`
+	Checks       []CheckStatus `json:"checks,omitempty"`
+}
+
+// CheckStatus is one health-checked target: "rs/VS/ADDR" for a real
+// server, "check/NAME" for a named [[check]].
+type CheckStatus struct {
+	Key    string    `json:"key"`
+	Up     bool      `json:"up"`
+	Reason string    `json:"reason,omitempty"`
+	Since  time.Time `json:"since"`
 }
 
 // GroupStatus is one VRRP group as this node sees it.

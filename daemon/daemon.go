@@ -55,6 +55,7 @@ type Daemon struct {
 	reloadErr string
 	groups    map[string]*running
 	ipvs      *ipvsPart
+	health    *healthPart
 	pair      *pairLink
 	trackCh   <-chan track.LinkState
 	trackStop context.CancelFunc
@@ -127,6 +128,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err := d.serveMetrics(ctx); err != nil {
 		return err
 	}
+	d.startHealth(ctx)
 	if err := d.startIPVS(ctx); err != nil {
 		return err
 	}
@@ -140,6 +142,7 @@ func Run(ctx context.Context, opts Options) error {
 		d.stopGroups()
 		return err
 	}
+	d.pushHealthTracks()
 	log.Info("havip running", "site", site.Name, "node", node.Name, "groups", len(site.Groups), "version", opts.Version)
 	_, _ = sd.SdNotify(false, sd.SdNotifyReady)
 	go d.watchdog(ctx)
@@ -270,7 +273,7 @@ func (d *Daemon) reload(ctx context.Context) {
 		return
 	}
 	if d.ipvs != nil {
-		if err := d.ipvs.setSite(site); err != nil {
+		if err := d.ipvs.setSite(site, d.health); err != nil {
 			d.mu.Lock()
 			d.reloadErr = err.Error()
 			d.mu.Unlock()
@@ -279,6 +282,7 @@ func (d *Daemon) reload(ctx context.Context) {
 		}
 	}
 	d.apply(site, node)
+	d.health.runner.Set(ctx, targets(site))
 
 	// A group whose settings (priorities aside) and peers are unchanged
 	// keeps running; a new priority is applied in place.
@@ -328,6 +332,7 @@ func (d *Daemon) reload(ctx context.Context) {
 	if err := d.startTracking(ctx); err != nil {
 		d.log.Error("reload: link tracking", "err", err)
 	}
+	d.pushHealthTracks()
 	d.log.Info("reloaded", "kept", len(keep), "restarted", len(site.Groups)-len(keep))
 }
 
@@ -446,6 +451,7 @@ func (d *Daemon) status() *ctl.Status {
 	if d.ipvs != nil {
 		st.IPVS = d.ipvs.status(context.Background())
 	}
+	st.Checks = d.health.status()
 	return st
 }
 

@@ -57,7 +57,7 @@ func (d *Daemon) startIPVS(ctx context.Context) error {
 		return err
 	}
 	p := &ipvsPart{d: d, kernel: k, rec: rec, desired: make(chan ipvsync.Table, 1)}
-	if err := p.setSite(site); err != nil {
+	if err := p.setSite(site, d.health); err != nil {
 		k.Close()
 		return fmt.Errorf("%w: %v", ErrBadInput, err)
 	}
@@ -74,9 +74,10 @@ func (d *Daemon) startIPVS(ctx context.Context) error {
 	return p.follow(false)
 }
 
-// setSite computes the desired table and hands it to the reconciler.
-func (p *ipvsPart) setSite(site *conf.Site) error {
-	t, err := ipvsync.Desired(site.VirtualServers, nil)
+// setSite computes the desired table, with the real servers' health, and
+// hands it to the reconciler.
+func (p *ipvsPart) setSite(site *conf.Site, health ipvsync.Health) error {
+	t, err := ipvsync.Desired(site.VirtualServers, health)
 	if err != nil {
 		return err
 	}

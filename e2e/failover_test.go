@@ -17,6 +17,12 @@ const group = "front"
 // startPair starts both daemons and returns the pair once lb1 is master.
 func startPair(t *testing.T, s h.Site) *h.Pair {
 	p := h.NewPair(t, s)
+	startNodes(t, p)
+	return p
+}
+
+// startNodes starts both daemons of p and waits until lb1 is master.
+func startNodes(t *testing.T, p *h.Pair) {
 	p.Nodes[0].Start()
 	p.Nodes[1].Start()
 	timeout := 2*h.MasterDown(p.Site.Advert, 100) + 2*time.Second
@@ -24,7 +30,6 @@ func startPair(t *testing.T, s h.Site) *h.Pair {
 	p.Nodes[1].WaitState(group, "BACKUP", timeout)
 	// The client learns the VIP's MAC from the master.
 	p.Client.Ping(t, p.VIP)
-	return p
 }
 
 // (a) one master, and the VIP only on it.

@@ -65,6 +65,18 @@ func printStatus(w io.Writer, st *ctl.Status) {
 		}
 		fmt.Fprintf(w, "peer %s (%s): %s\n", p.Node, p.Address, state)
 	}
+	var down []string
+	for _, c := range st.Checks {
+		if !c.Up {
+			down = append(down, fmt.Sprintf("%s (%s, since %s)", c.Key, c.Reason, c.Since.Format(time.TimeOnly)))
+		}
+	}
+	if len(st.Checks) > 0 {
+		fmt.Fprintf(w, "health checks: %d, %d down\n", len(st.Checks), len(down))
+		for _, d := range down {
+			fmt.Fprintf(w, "  DOWN %s\n", d)
+		}
+	}
 	if st.IPVS != nil {
 		fmt.Fprintln(w)
 		if st.IPVS.Error != "" {

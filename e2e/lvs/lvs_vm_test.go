@@ -41,6 +41,7 @@ type realServer struct {
 	name string
 	host *lab.Host
 	addr netip.Addr
+	l    net.Listener
 }
 
 func (rs *realServer) serve(t *testing.T) {
@@ -52,6 +53,7 @@ func (rs *realServer) serve(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("%s: listen: %v", rs.name, err)
 	}
+	rs.l = l
 	t.Cleanup(func() { l.Close() })
 	go func() {
 		for {
@@ -96,7 +98,11 @@ protocol = "tcp"
 scheduler = "rr"
 forward = "%s"
 [virtual_server.check]
-type = "none"
+type = "tcp"
+interval = "300ms"
+timeout = "250ms"
+rise = 1
+fall = 2
 `, port, mode)
 	if mode == "nat" {
 		rs = []netip.Addr{netip.MustParseAddr("198.19.0.21"), netip.MustParseAddr("198.19.0.22")}
@@ -211,6 +217,8 @@ type result struct {
 	spread           map[string]int
 	survived, total  int
 	takeover, repair time.Duration
+	healthOut        time.Duration // rs1 stops listening -> out of the table
+	healthIn         time.Duration // rs1 listens again -> back in
 }
 
 var (
@@ -225,11 +233,12 @@ func TestLVS(t *testing.T) {
 	resultsMu.Lock()
 	defer resultsMu.Unlock()
 	fmt.Printf("\nLVS through a havip pair (real IPVS in the VM lab, scheduler rr, %d long-lived connections, kill -9 of the master):\n", nConns)
-	fmt.Printf("%-5s %-22s %-22s %-16s %-16s\n", "mode", "spread (20 requests)", "connections survived", "takeover", "table repaired")
-	defer fmt.Printf("(takeover bound: Master_Down_Interval %s at advert %s; repair: resync every 2s)\n", h.MasterDown(advert, 100), advert)
+	fmt.Printf("%-5s %-22s %-22s %-16s %-16s %-14s %-14s\n", "mode", "spread (20 requests)", "connections survived", "takeover", "table repaired", "rs down->out", "rs up->in")
+	defer fmt.Printf("(takeover bound: Master_Down_Interval %s at advert %s; repair: resync every 2s; tcp check every 300ms, fall 2, rise 1)\n", h.MasterDown(advert, 100), advert)
 	for _, r := range results {
-		fmt.Printf("%-5s %-22s %-22s %-16s %-16s\n", r.mode, fmt.Sprintf("rs1=%d rs2=%d", r.spread["rs1"], r.spread["rs2"]),
-			fmt.Sprintf("%d/%d", r.survived, r.total), r.takeover.Round(time.Millisecond), r.repair.Round(time.Millisecond))
+		fmt.Printf("%-5s %-22s %-22s %-16s %-16s %-14s %-14s\n", r.mode, fmt.Sprintf("rs1=%d rs2=%d", r.spread["rs1"], r.spread["rs2"]),
+			fmt.Sprintf("%d/%d", r.survived, r.total), r.takeover.Round(time.Millisecond), r.repair.Round(time.Millisecond),
+			r.healthOut.Round(time.Millisecond), r.healthIn.Round(time.Millisecond))
 	}
 }
 
@@ -344,6 +353,33 @@ func testMode(t *testing.T, mode string) {
 	if !strings.Contains(lb2.Log(), "ipvs: applied") {
 		t.Errorf("lb2 did not log the repair")
 	}
+	// (d) a real server that stops listening leaves the table (health
+	// check), and comes back when it listens again.
+	rs1 := tp.rss[0]
+	rs1.l.Close()
+	t2 := time.Now()
+	h.WaitUntil(t, 10*time.Second, "rs1 removed from lb2's table", func() bool {
+		out, _ := runIn(t, lb2.Host, "ipvsadm", "-Ln")
+		return !strings.Contains(out, rs1.addr.String()+":80")
+	})
+	res.healthOut = time.Since(t2)
+	for range 6 {
+		c, _, name, err := tp.dial(t)
+		if err != nil {
+			t.Fatalf("request with rs1 down: %v", err)
+		}
+		c.Close()
+		if name != "rs2" {
+			t.Errorf("request served by %s while rs1 is down", name)
+		}
+	}
+	rs1.serve(t)
+	h.WaitUntil(t, 10*time.Second, "rs1 back in lb2's table", func() bool {
+		out, _ := runIn(t, lb2.Host, "ipvsadm", "-Ln")
+		return strings.Contains(out, rs1.addr.String()+":80")
+	})
+	res.healthIn = time.Since(t2) - res.healthOut
+
 	st, err := lb2.Status()
 	if err != nil || st.IPVS == nil || !strings.Contains(st.IPVS.Table, "198.18.0.100:80") {
 		t.Errorf("havip status lacks the IPVS table: %v %+v", err, st)
