@@ -27,7 +27,6 @@ type healthPart struct {
 
 var _ ipvsync.Health = (*healthPart)(nil)
 
-
 // Up reports a real server's health; one without a check is up.
 func (h *healthPart) Up(vs string, rs netip.AddrPort) bool {
 	h.mu.Lock()
