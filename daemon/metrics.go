@@ -90,6 +90,22 @@ func (d *Daemon) writeMetrics(w io.Writer) {
 			fmt.Fprintf(w, "havip_vrrp_dropped_total{group=%q,reason=%q} %d\n", g.Name, r, g.Drops[r])
 		}
 	}
+	if len(st.Checks) > 0 {
+		fmt.Fprintln(w, "# HELP havip_check_up 1 while a health-checked target is up.")
+		fmt.Fprintln(w, "# TYPE havip_check_up gauge")
+		for _, c := range st.Checks {
+			v := 0
+			if c.Up {
+				v = 1
+			}
+			fmt.Fprintf(w, "havip_check_up{target=%q} %d\n", c.Key, v)
+		}
+	}
+	if st.IPVS != nil {
+		fmt.Fprintln(w, "# HELP havip_ipvs_changes_total IPVS writes made by the reconciler (including repairs).")
+		fmt.Fprintln(w, "# TYPE havip_ipvs_changes_total counter")
+		fmt.Fprintf(w, "havip_ipvs_changes_total %d\n", st.IPVS.Repairs)
+	}
 	if d.pair != nil {
 		fmt.Fprintln(w, "# TYPE havip_pair_dropped_total counter")
 		fmt.Fprintf(w, "havip_pair_dropped_total %d\n", d.pair.drops.Load())

@@ -12,7 +12,12 @@ import (
 
 // The Prometheus endpoint reports state, priority and counters.
 func TestMetrics(t *testing.T) {
-	p := h.NewPair(t, h.Site{})
+	p := h.NewPair(t, h.Site{Extra: `
+[[check]]
+name = "always"
+type = "exec"
+command = ["true"]
+`})
 	p.Nodes[0].Metrics = "127.0.0.1:9110"
 	p.Nodes[0].Start()
 	p.Nodes[1].Start()
@@ -45,6 +50,7 @@ func TestMetrics(t *testing.T) {
 		`havip_vrrp_priority{group="front"} 150`,
 		`havip_vrrp_dual_master{group="front"} 0`,
 		`havip_vrrp_adverts_sent_total{group="front"}`,
+		`havip_check_up{target="check/always"} 1`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q:\n%s", want, body)
