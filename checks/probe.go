@@ -263,17 +263,11 @@ func httpError(ctx context.Context, err error, timeout time.Duration) error {
 // silent service costs a full timeout per probe and a filtered port
 // (no ICMP) always looks up.
 func probeUDP(ctx context.Context, addr netip.AddrPort, payload, expect string, timeout time.Duration) (string, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "udp", addr.String())
+	c, done, err := dialUDP(ctx, addr, timeout)
 	if err != nil {
-		return "", netError(ctx, "connect", err, timeout)
+		return "", err
 	}
-	defer c.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
-	defer stop()
+	defer done()
 	if _, err := c.Write([]byte(payload)); err != nil {
 		return "", netError(ctx, "send", err, timeout)
 	}
@@ -302,6 +296,21 @@ func probeUDP(ctx context.Context, addr netip.AddrPort, payload, expect string, 
 	}
 }
 
+// dialUDP connects a UDP socket to addr whose reads and writes end with
+// ctx (its deadline, or its cancellation); done closes it.
+func dialUDP(ctx context.Context, addr netip.AddrPort, timeout time.Duration) (net.Conn, func(), error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "udp", addr.String())
+	if err != nil {
+		return nil, nil, netError(ctx, "connect", err, timeout)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	return c, func() { stop(); c.Close() }, nil
+}
+
 // probeDNS asks addr for the A records of name over UDP and succeeds when
 // the answer section is not empty. It builds the query itself rather than
 // using net.Resolver: the resolver reads /etc/hosts before asking (a
@@ -315,17 +324,11 @@ func probeDNS(ctx context.Context, addr netip.AddrPort, name dnsmessage.Name, ti
 	if err != nil {
 		return "", fail(FailConfig, "dns: build query: %v", err)
 	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "udp", addr.String())
+	c, done, err := dialUDP(ctx, addr, timeout)
 	if err != nil {
-		return "", netError(ctx, "connect", err, timeout)
+		return "", err
 	}
-	defer c.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
-	defer stop()
+	defer done()
 	if _, err := c.Write(query); err != nil {
 		return "", netError(ctx, "send", err, timeout)
 	}
