@@ -280,6 +280,8 @@ func (d *Daemon) reload(ctx context.Context) {
 			d.log.Error("reload refused; the running configuration stays", "err", err)
 			return
 		}
+		// A new or changed [sync] starts its daemons for the current role.
+		d.ipvs.follow(d.anyMasterExcept(""))
 	}
 	d.apply(site, node)
 	d.health.runner.Set(ctx, targets(site))

@@ -59,7 +59,7 @@ func (d *Daemon) startIPVS(ctx context.Context) error {
 	p := &ipvsPart{d: d, kernel: k, rec: rec, desired: make(chan ipvsync.Table, 1)}
 	if err := p.setSite(site, d.health); err != nil {
 		k.Close()
-		return fmt.Errorf("%w: %v", ErrBadInput, err)
+		return err // bad virtual servers: ErrBadInput; sync: runtime
 	}
 	d.ipvs = p
 	go func() {
@@ -79,21 +79,27 @@ func (d *Daemon) startIPVS(ctx context.Context) error {
 func (p *ipvsPart) setSite(site *conf.Site, health ipvsync.Health) error {
 	t, err := ipvsync.Desired(site.VirtualServers, health)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %v", ErrBadInput, err)
 	}
 	p.mu.Lock()
-	p.table = t
-	if site.Sync != nil && (p.scfg == nil || *p.scfg != *site.Sync) {
-		if p.sync != nil {
-			p.sync.Close()
-		}
+	switch {
+	case site.Sync == nil && p.sync != nil:
+		// [sync] removed: stop the kernel's daemons.
+		p.stopSyncLocked()
+	case site.Sync != nil && (p.scfg == nil || *p.scfg != *site.Sync):
+		// Open the new handle before dropping the old one, so a failure
+		// leaves the running sync untouched.
 		s, err := ipvsync.OpenSyncDaemons(*site.Sync)
 		if err != nil {
 			p.mu.Unlock()
-			return err
+			return fmt.Errorf("connection sync: %w", err)
+		}
+		if p.sync != nil {
+			p.sync.Close()
 		}
 		p.sync, p.scfg = s, site.Sync
 	}
+	p.table = t
 	p.mu.Unlock()
 	// The newest table replaces one the reconciler has not taken yet.
 	select {
@@ -123,6 +129,10 @@ func (p *ipvsPart) follow(master bool) error {
 func (p *ipvsPart) stop() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.stopSyncLocked()
+}
+
+func (p *ipvsPart) stopSyncLocked() {
 	if p.sync == nil {
 		return
 	}
@@ -132,7 +142,7 @@ func (p *ipvsPart) stop() {
 		}
 	}
 	p.sync.Close()
-	p.sync = nil
+	p.sync, p.scfg = nil, nil
 }
 
 func (p *ipvsPart) status(ctx context.Context) *ctl.IPVSStatus {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -384,6 +385,39 @@ func testMode(t *testing.T, mode string) {
 	if err != nil || st.IPVS == nil || !strings.Contains(st.IPVS.Table, "198.18.0.100:80") {
 		t.Errorf("havip status lacks the IPVS table: %v %+v", err, st)
 	}
+	// (e) reload: dropping [sync] stops the kernel's sync daemons, putting
+	// it back starts them for the current role (lb2 is master: both).
+	if mode == "dr" {
+		cfg, err := os.ReadFile(p.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		syncBlock := "\n[sync]\ninterface = \"eth0\"\nsync_id = 7\n"
+		if !strings.Contains(string(cfg), syncBlock) {
+			t.Fatalf("site file has no [sync] block to drop:\n%s", cfg)
+		}
+		syncRoles := func() []string {
+			st, err := lb2.Status()
+			if err != nil || st.IPVS == nil {
+				return nil
+			}
+			var roles []string
+			for _, d := range st.IPVS.Sync {
+				roles = append(roles, d.Role)
+			}
+			return roles
+		}
+		os.WriteFile(p.Config, []byte(strings.Replace(string(cfg), syncBlock, "\n", 1)), 0o644)
+		lb2.Signal(syscall.SIGHUP)
+		h.WaitUntil(t, 5*time.Second, "sync daemons stopped by reload", func() bool { return len(syncRoles()) == 0 })
+		os.WriteFile(p.Config, cfg, 0o644)
+		lb2.Signal(syscall.SIGHUP)
+		h.WaitUntil(t, 5*time.Second, "sync daemons back after reload", func() bool { return len(syncRoles()) == 2 })
+		if st, _ := lb2.Status(); st == nil || st.ReloadError != "" {
+			t.Errorf("reload error: %+v", st)
+		}
+	}
+
 	stOut, _ := lb2.Run("status")
 	t.Logf("havip status on the new master:\n%s", stOut)
 	for _, n := range p.Nodes {
