@@ -23,7 +23,7 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@command -v $(GO) >/dev/null || { echo "Go is not installed (need $(shell sed -n 's/^go //p' go.mod))"; exit 1; }
-	bash vmlab/setup.sh
+	bash test/vmlab/setup.sh
 
 # test runs every test: unit, fuzz seed corpora, namespace e2e, the keepalived
 # interop test and the IPVS VM lab. Needs root.
@@ -35,30 +35,30 @@ test: deps
 	$(GO) test -count=1 -p 1 -timeout 25m ./...
 
 unit:
-	$(GO) test -short -count=1 ./conf/ ./vrrp/ ./ctl/ ./cmd/...
+	$(GO) test -short -count=1 ./internal/conf/ ./internal/vrrp/ ./internal/ctl/ ./cmd/...
 
 vmtest: deps
-	$(GO) test -count=1 -p 1 -timeout 15m -v ./vmlab/ ./e2e/lvs/
+	$(GO) test -count=1 -p 1 -timeout 15m -v ./test/vmlab/ ./test/e2e/lvs/
 
 fuzz:
-	$(GO) test ./vrrp -run '^$$' -fuzz FuzzParse -fuzztime 60s
-	$(GO) test ./conf -run '^$$' -fuzz FuzzParse -fuzztime 60s
+	$(GO) test ./internal/vrrp -run '^$$' -fuzz FuzzParse -fuzztime 60s
+	$(GO) test ./internal/conf -run '^$$' -fuzz FuzzParse -fuzztime 60s
 
 # bench prints the failover figures (namespace lab) and the IPVS scale
 # figures (VM lab: 10,000 services x 10 real servers vs ipvsadm -R).
 bench: deps build
-	$(GO) test -count=1 -p 1 -timeout 30m -run '^$$' -bench . -benchtime 1x ./e2e/
-	$(GO) run ./vmlab/vmrun -pkg ./ipvsync -run '^$$' -bench . -timeout 25m -- -test.benchtime=1x
+	$(GO) test -count=1 -p 1 -timeout 30m -run '^$$' -bench . -benchtime 1x ./test/e2e/
+	$(GO) run ./test/vmlab/vmrun -pkg ./internal/ipvsync -run '^$$' -bench . -timeout 25m -- -test.benchtime=1x
 
 demo: deps build
-	HAVIP_BIN=$(CURDIR)/bin/havip $(GO) test -count=1 -v -run TestDemo ./demo/ | grep -v -E "^(=== RUN|--- PASS|PASS$$|ok )"
+	HAVIP_BIN=$(CURDIR)/bin/havip $(GO) test -count=1 -v -run TestDemo ./test/demo/ | grep -v -E "^(=== RUN|--- PASS|PASS$$|ok )"
 	@echo; echo "== IPVS through the pair: DR, TUN and NAT, kill -9 of the master with 20 open connections =="
 	@if [ -e /proc/net/ip_vs ]; then \
 		echo "(this kernel has IPVS: running natively)"; \
-		$(GO) test -tags vmtest -count=1 -v -run TestLVS ./e2e/lvs/; \
+		$(GO) test -tags vmtest -count=1 -v -run TestLVS ./test/e2e/lvs/; \
 	else \
 		echo "(this kernel has no IPVS: running in the VM lab, Debian's cloud kernel under qemu)"; \
-		$(GO) run ./vmlab/vmrun -pkg ./e2e/lvs -run TestLVS; \
+		$(GO) run ./test/vmlab/vmrun -pkg ./test/e2e/lvs -run TestLVS; \
 	fi | grep -E "^(LVS through|mode |dr |tun |nat |\(takeover|--- (PASS|FAIL)|vmlab: (PASS|FAIL))"
 
 clean:

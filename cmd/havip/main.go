@@ -16,10 +16,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/havip/havip/conf"
-	"github.com/havip/havip/ctl"
-	"github.com/havip/havip/daemon"
-	"github.com/havip/havip/realserver"
+	"github.com/havip/havip/internal/conf"
+	"github.com/havip/havip/internal/ctl"
+	"github.com/havip/havip/internal/daemon"
+	"github.com/havip/havip/internal/realserver"
 )
 
 // Set with -ldflags "-X main.version=... -X main.commit=... -X main.date=...".

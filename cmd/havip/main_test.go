@@ -53,12 +53,12 @@ func TestExitCodes(t *testing.T) {
 
 // Every problem of a broken file is printed as FILE:LINE:COL: message.
 func TestCheckPrintsEveryProblem(t *testing.T) {
-	code, _, errs := runCLI("check", "-c", "../../conf/testdata/broken.toml")
+	code, _, errs := runCLI("check", "-c", "../../internal/conf/testdata/broken.toml")
 	if code != 1 {
 		t.Fatalf("exit %d, want 1", code)
 	}
 	lines := strings.Split(strings.TrimSpace(errs), "\n")
-	re := regexp.MustCompile(`^\.\./\.\./conf/testdata/broken\.toml:\d+(:\d+)?: `)
+	re := regexp.MustCompile(`^\.\./\.\./internal/conf/testdata/broken\.toml:\d+(:\d+)?: `)
 	for _, l := range lines {
 		if !re.MatchString(l) {
 			t.Errorf("not FILE:LINE:COL: %q", l)

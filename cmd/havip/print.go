@@ -8,7 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/havip/havip/ctl"
+	"github.com/havip/havip/internal/ctl"
 )
 
 func printStatus(w io.Writer, st *ctl.Status) {

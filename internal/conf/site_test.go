@@ -1,0 +1,168 @@
+package conf
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestProblemString(t *testing.T) {
+	tests := []struct {
+		p    Problem
+		want string
+	}{
+		{Problem{File: "a.toml", Line: 3, Col: 7, Msg: "bad"}, "a.toml:3:7: bad"},
+		{Problem{File: "a.toml", Line: 3, Msg: "bad"}, "a.toml:3: bad"},
+		{Problem{File: "a.toml", Line: 1, Col: 2, Msg: "odd", Warning: true}, "a.toml:1:2: warning: odd"},
+	}
+	for _, tt := range tests {
+		if got := tt.p.String(); got != tt.want {
+			t.Errorf("String() = %q, want %q", got, tt.want)
+		}
+	}
+	if HasErrors([]Problem{{Warning: true}}) || !HasErrors([]Problem{{Warning: true}, {}}) || HasErrors(nil) {
+		t.Error("HasErrors does not tell warnings from errors")
+	}
+}
+
+func TestLoadIOError(t *testing.T) {
+	_, _, err := Load(filepath.Join(t.TempDir(), "missing.toml"))
+	if !errors.Is(err, os.ErrNotExist) || !strings.HasPrefix(err.Error(), "conf: ") {
+		t.Errorf("Load(missing) error = %v, want a wrapped ErrNotExist prefixed conf:", err)
+	}
+}
+
+func TestWarningsKeepTheSite(t *testing.T) {
+	s, ps := Parse("w.toml", []byte(head+group+"priorities = { lb2 = 150 }\n"))
+	if s == nil || len(ps) != 1 || !ps[0].Warning {
+		t.Fatalf("Parse = %v, %v; want a site and one warning", s, ps)
+	}
+	if s.File != "w.toml" {
+		t.Errorf("File = %q", s.File)
+	}
+}
+
+func TestSiteLookups(t *testing.T) {
+	s := mustLoad(t, filepath.Join("..", "..", "examples", "havip.toml"))
+
+	lb1, err := s.SelectNode("lb1")
+	if err != nil || lb1.Name != "lb1" {
+		t.Fatalf("SelectNode(lb1) = %v, %v", lb1, err)
+	}
+	_, err = s.SelectNode("lb9")
+	if !errors.Is(err, ErrNoNode) || !strings.Contains(err.Error(), "lb1, lb2") {
+		t.Errorf("SelectNode(lb9) error = %v, want ErrNoNode listing lb1, lb2", err)
+	}
+	if diff := cmp.Diff([]Node{s.Nodes[1]}, s.Peers("lb1"), netipCmp); diff != "" {
+		t.Errorf("Peers(lb1) (-want +got):\n%s", diff)
+	}
+
+	front, front6 := s.Group("front"), s.Group("front6")
+	if front == nil || front6 == nil || s.Group("nope") != nil {
+		t.Fatal("Group lookup broken")
+	}
+	lb2, _ := s.SelectNode("lb2")
+	prios := [][2]uint8{{front.PriorityOf(lb1), front.PriorityOf(lb2)}, {front6.PriorityOf(lb1), front6.PriorityOf(lb2)}}
+	if diff := cmp.Diff([][2]uint8{{150, 100}, {150, 200}}, prios); diff != "" {
+		t.Errorf("priorities (-want +got):\n%s", diff)
+	}
+	if vs := s.VirtualServer("shop"); vs == nil || vs.FWMark != 10 || s.VirtualServer("nope") != nil {
+		t.Errorf("VirtualServer lookup broken: %v", vs)
+	}
+	if c := s.Check("statsd"); c == nil || c.Type != "udp" || s.Check("nope") != nil {
+		t.Errorf("Check lookup broken: %v", c)
+	}
+}
+
+func TestSelectNodeByHostname(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, _, _ := strings.Cut(host, ".")
+	for _, name := range []string{host, short} {
+		text := strings.Replace(head, `name = "lb2"`, `name = "`+name+`"`, 1)
+		s, ps := Parse("h.toml", []byte(text))
+		if s == nil {
+			t.Fatalf("Parse: %v", ps)
+		}
+		n, err := s.SelectNode("")
+		if err != nil || n.Name != name {
+			t.Errorf("SelectNode(\"\") with a node named %q = %v, %v", name, n, err)
+		}
+	}
+	s, _ := Parse("h.toml", []byte(head))
+	if _, err := s.SelectNode(""); !errors.Is(err, ErrNoNode) || !strings.Contains(err.Error(), "--node") {
+		t.Errorf("SelectNode(\"\") without a matching node: %v", err)
+	}
+}
+
+// TestPositions checks the key index on the TOML forms that move keys
+// around: headers with arrays of tables, dotted and quoted keys, inline
+// tables, multi-line arrays and strings holding brackets and quotes.
+func TestPositions(t *testing.T) {
+	src := `# [not] = "a header"
+top = "a [b] = c" # comment [x]
+[[vrrp]]
+  name = 'x'
+  priorities = { lb1 = 1, "lb.2" = 2 }
+[[vrrp]]
+vips = [
+  "10.0.0.1/24", # one
+  "10.0.0.2/24",
+]
+notify = """
+[fake]
+key = 1"""
+  [[vrrp.track]]
+  interface = "eth0"
+  [[vrrp.track]]
+  check.name = "c"
+[vrrp.priorities]
+lb1 = 3
+[a . "b c" . d]
+e = [{ f = 1, g = [2, { h = 3 }] }, { f = 4 }]
+`
+	got := indexPositions([]byte(src))
+	want := map[string]pos{
+		"top":                         {2, 1},
+		"vrrp":                        {3, 1},
+		"vrrp[0]":                     {3, 1},
+		"vrrp[0].name":                {4, 3},
+		"vrrp[0].priorities":          {5, 3},
+		"vrrp[0].priorities.lb1":      {5, 18},
+		`vrrp[0].priorities."lb.2"`:   {5, 27},
+		"vrrp[1]":                     {6, 1},
+		"vrrp[1].vips":                {7, 1},
+		"vrrp[1].vips[0]":             {8, 3},
+		"vrrp[1].vips[1]":             {9, 3},
+		"vrrp[1].notify":              {11, 1},
+		"vrrp[1].track":               {14, 3},
+		"vrrp[1].track[0]":            {14, 3},
+		"vrrp[1].track[0].interface":  {15, 3},
+		"vrrp[1].track[1]":            {16, 3},
+		"vrrp[1].track[1].check":      {17, 3},
+		"vrrp[1].track[1].check.name": {17, 3},
+		"vrrp[1].priorities":          {18, 1},
+		"vrrp[1].priorities.lb1":      {19, 1},
+		"a":                           {20, 1},
+		`a."b c"`:                     {20, 1},
+		`a."b c".d`:                   {20, 1},
+		`a."b c".d.e`:                 {21, 1},
+		`a."b c".d.e[0]`:              {21, 6},
+		`a."b c".d.e[0].f`:            {21, 8},
+		`a."b c".d.e[0].g`:            {21, 15},
+		`a."b c".d.e[0].g[0]`:         {21, 20},
+		`a."b c".d.e[0].g[1]`:         {21, 23},
+		`a."b c".d.e[0].g[1].h`:       {21, 25},
+		`a."b c".d.e[1]`:              {21, 37},
+		`a."b c".d.e[1].f`:            {21, 39},
+	}
+	if diff := cmp.Diff(want, got, cmp.AllowUnexported(pos{})); diff != "" {
+		t.Errorf("indexPositions (-want +got):\n%s", diff)
+	}
+}

@@ -1,0 +1,185 @@
+package ipvsync
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/havip/havip/internal/conf"
+	"github.com/mdlayher/genetlink"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// fakeDaemonKernel answers the three daemon commands the way ip_vs_ctl.c
+// does, keeping one config per role.
+type fakeDaemonKernel struct {
+	running map[Role]DaemonStatus
+	cmds    []string
+}
+
+func (f *fakeDaemonKernel) Close() error { return nil }
+
+func (f *fakeDaemonKernel) Execute(m genetlink.Message, family uint16, flags netlink.HeaderFlags) ([]genetlink.Message, error) {
+	if family != 0x42 || m.Header.Version != ipvsGenlVersion {
+		return nil, unix.EINVAL
+	}
+	switch m.Header.Command {
+	case cmdGetDaemon:
+		if flags&netlink.Dump != netlink.Dump {
+			return nil, unix.EOPNOTSUPP
+		}
+		f.cmds = append(f.cmds, "get")
+		var out []genetlink.Message
+		for _, r := range []Role{RoleMaster, RoleBackup} {
+			d, ok := f.running[r]
+			if !ok {
+				continue
+			}
+			cfg := conf.Sync{Interface: d.Interface, SyncID: uint8(d.SyncID), MaxLen: int(d.MaxLen), Group: d.Group, Port: d.Port, TTL: d.TTL}
+			b, err := encodeDaemon(r, &cfg)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, genetlink.Message{Header: genetlink.Header{Command: cmdNewDaemon}, Data: b})
+		}
+		return out, nil
+	case cmdNewDaemon, cmdDelDaemon:
+		d, ok, err := parseDaemon(m.Data)
+		if err != nil || !ok || (d.Role != RoleMaster && d.Role != RoleBackup) {
+			return nil, unix.EINVAL
+		}
+		if m.Header.Command == cmdDelDaemon {
+			f.cmds = append(f.cmds, "del "+d.Role.String())
+			if _, ok := f.running[d.Role]; !ok {
+				return nil, unix.ESRCH
+			}
+			delete(f.running, d.Role)
+			return nil, nil
+		}
+		f.cmds = append(f.cmds, "new "+d.Role.String())
+		if d.Interface == "" {
+			return nil, unix.EINVAL
+		}
+		if _, ok := f.running[d.Role]; ok {
+			return nil, unix.EEXIST
+		}
+		// Kernel defaults for what was left out.
+		if !d.Group.IsValid() {
+			d.Group = netip.MustParseAddr("224.0.0.81")
+		}
+		if d.Port == 0 {
+			d.Port = 8848
+		}
+		if d.TTL == 0 {
+			d.TTL = 1
+		}
+		if d.MaxLen == 0 {
+			d.MaxLen = 1472
+		}
+		f.running[d.Role] = d
+		return nil, nil
+	}
+	return nil, unix.EINVAL
+}
+
+func TestSyncDaemonsFollow(t *testing.T) {
+	fk := &fakeDaemonKernel{running: map[Role]DaemonStatus{}}
+	cfg := conf.Sync{Interface: "eth1", SyncID: 51, Group: netip.MustParseAddr("224.0.0.81"), Port: 8848, TTL: 1}
+	s := &SyncDaemons{c: fk, family: 0x42, cfg: cfg}
+
+	steps := []struct {
+		master bool
+		cmds   []string
+		roles  []Role
+	}{
+		{false, []string{"get", "new backup", "del master"}, []Role{RoleBackup}},
+		{true, []string{"get", "get", "new master"}, []Role{RoleMaster, RoleBackup}},
+		{true, []string{"get", "get"}, []Role{RoleMaster, RoleBackup}}, // idempotent
+		{false, []string{"get", "del master"}, []Role{RoleBackup}},
+	}
+	for i, st := range steps {
+		fk.cmds = nil
+		if err := s.Follow(st.master); err != nil {
+			t.Fatalf("step %d: Follow(%v): %v", i, st.master, err)
+		}
+		if diff := cmp.Diff(st.cmds, fk.cmds); diff != "" {
+			t.Errorf("step %d: commands (-want +got):\n%s", i, diff)
+		}
+		got, err := s.Get()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var roles []Role
+		for _, d := range got {
+			roles = append(roles, d.Role)
+			if d.Interface != "eth1" || d.SyncID != 51 || d.Port != 8848 || d.Group != cfg.Group {
+				t.Errorf("step %d: daemon %+v does not carry the config", i, d)
+			}
+		}
+		if diff := cmp.Diff(st.roles, roles); diff != "" {
+			t.Errorf("step %d: running (-want +got):\n%s", i, diff)
+		}
+	}
+
+	// A changed config restarts the daemon.
+	fk.cmds = nil
+	cfg2 := cfg
+	cfg2.SyncID = 52
+	if err := s.Start(RoleBackup, cfg2); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"get", "del backup", "new backup"}, fk.cmds); diff != "" {
+		t.Errorf("restart commands (-want +got):\n%s", diff)
+	}
+	if err := s.Stop(RoleBackup); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Stop(RoleBackup); err != nil {
+		t.Errorf("stopping a stopped daemon: %v", err)
+	}
+}
+
+func TestEncodeDaemonAttributes(t *testing.T) {
+	b, err := encodeDaemon(RoleMaster, &conf.Sync{Interface: "eth1", SyncID: 7, Group: netip.MustParseAddr("239.1.2.3"), Port: 9000, TTL: 2, MaxLen: 1400})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ad, err := netlink.NewAttributeDecoder(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint16][]byte{}
+	for ad.Next() {
+		if ad.Type() != cmdAttrDaemon {
+			t.Fatalf("outer attribute %d, want IPVS_CMD_ATTR_DAEMON", ad.Type())
+		}
+		ad.Nested(func(n *netlink.AttributeDecoder) error {
+			for n.Next() {
+				got[n.Type()] = n.Bytes()
+			}
+			return nil
+		})
+	}
+	if err := ad.Err(); err != nil {
+		t.Fatal(err)
+	}
+	ne := func(v uint32, n int) []byte {
+		b := make([]byte, 4)
+		binary.NativeEndian.PutUint32(b, v)
+		return b[:n]
+	}
+	want := map[uint16][]byte{
+		daemonAttrState:      ne(1, 4),
+		daemonAttrMcastIfn:   []byte("eth1\x00"),
+		daemonAttrSyncID:     ne(7, 4),
+		daemonAttrSyncMaxLen: ne(1400, 2),
+		daemonAttrMcastGroup: {239, 1, 2, 3}, // network order, as nla_get_in_addr reads it
+		daemonAttrMcastPort:  ne(9000, 2),    // host order, as nla_get_u16 reads it
+		daemonAttrMcastTTL:   {2},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("attributes (-want +got):\n%s", diff)
+	}
+}

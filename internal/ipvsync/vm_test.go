@@ -1,0 +1,375 @@
+//go:build vmtest
+
+package ipvsync
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/havip/havip/internal/conf"
+	"github.com/havip/havip/test/lab"
+	"github.com/moby/ipvs"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// These tests program a real kernel's IPVS; run them in the vmlab VM:
+//
+//	go run ./test/vmlab/vmrun -pkg ./internal/ipvsync
+
+// inNewNetns runs the rest of the test in a fresh network namespace.
+func inNewNetns(t *testing.T) { lab.EnterNewNetns(t) }
+
+func openKernel(t *testing.T) *NetlinkKernel {
+	t.Helper()
+	k, err := OpenKernel("")
+	if err != nil {
+		t.Fatalf("OpenKernel: %v", err)
+	}
+	t.Cleanup(k.Close)
+	return k
+}
+
+func TestVMProbe(t *testing.T) {
+	if err := Probe(); err != nil {
+		t.Fatalf("Probe in the VM (IPVS loaded): %v", err)
+	}
+}
+
+func vmSite() []conf.VirtualServer {
+	return []conf.VirtualServer{
+		{
+			Name: "web", Address: netip.MustParseAddrPort("10.10.0.210:80"), Protocol: "tcp", Scheduler: "wrr", Forward: "dr",
+			Quorum: 1, OnFailure: "remove",
+			RealServers: []conf.RealServer{
+				{Address: netip.MustParseAddrPort("10.10.0.11:80"), Weight: 1},
+				{Address: netip.MustParseAddrPort("10.10.0.12:80"), Weight: 3, Forward: "tun"},
+				{Address: netip.MustParseAddrPort("10.10.0.13:8080"), Weight: 2, Forward: "nat"},
+			},
+		},
+		{
+			Name: "mark", FWMark: 5, Family: "inet", Scheduler: "sh", SchedFlags: []string{"sh-fallback", "sh-port"},
+			Forward: "dr", Persistence: time.Minute, PersistenceNetmask: netip.MustParsePrefix("0.0.0.0/24"),
+			RealServers: []conf.RealServer{{Address: netip.MustParseAddrPort("10.10.0.11:0"), Weight: 1}},
+		},
+		{
+			Name: "dns6", Address: netip.MustParseAddrPort("[2001:db8::53]:53"), Protocol: "udp", Scheduler: "mh",
+			SchedFlags: []string{"mh-port"}, Forward: "dr", Persistence: 30 * time.Second,
+			PersistenceNetmask: netip.MustParsePrefix("::/64"),
+			RealServers: []conf.RealServer{
+				{Address: netip.MustParseAddrPort("[2001:db8::11]:53"), Weight: 1},
+				{Address: netip.MustParseAddrPort("[2001:db8::12]:53"), Weight: 1},
+			},
+		},
+	}
+}
+
+func foreignService(t *testing.T, k Kernel) (*ipvs.Service, *ipvs.Destination) {
+	t.Helper()
+	s := &ipvs.Service{AddressFamily: unix.AF_INET, Protocol: unix.IPPROTO_TCP, Address: net.ParseIP("10.96.0.1").To4(),
+		Port: 443, SchedName: "rr", Netmask: 0xffffffff}
+	d := &ipvs.Destination{Address: net.ParseIP("10.0.0.5").To4(), Port: 6443, Weight: 1, ConnectionFlags: ipvs.ConnectionFlagMasq}
+	if err := k.NewService(s); err != nil {
+		t.Fatalf("create foreign service: %v", err)
+	}
+	if err := k.NewDestination(s, d); err != nil {
+		t.Fatalf("create foreign destination: %v", err)
+	}
+	return s, d
+}
+
+func checkForeign(t *testing.T, k Kernel, s *ipvs.Service) {
+	t.Helper()
+	ds, err := k.Destinations(s)
+	if err != nil {
+		t.Fatalf("foreign service gone: %v", err)
+	}
+	if len(ds) != 1 || ds[0].Weight != 1 || destAddr(ds[0]) != netip.MustParseAddrPort("10.0.0.5:6443") ||
+		ds[0].ConnectionFlags&ipvs.ConnectionFlagFwdMask != ipvs.ConnectionFlagMasq {
+		t.Fatalf("foreign service destinations changed: %+v", ds)
+	}
+}
+
+func procIPVSText(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/thread-self/net/ip_vs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestVMReconcileRealKernel(t *testing.T) {
+	inNewNetns(t)
+	k := openKernel(t)
+	other := openKernel(t) // another program's handle
+	fs, _ := foreignService(t, other)
+
+	tab, err := Desired(vmSite(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewReconciler(k, t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := r.Reconcile(tab)
+	if err != nil {
+		t.Fatalf("first reconcile: %v", err)
+	}
+	if len(ch) != 3+3+1+2 {
+		t.Errorf("first reconcile made %d changes, want 9: %v", len(ch), ops(ch))
+	}
+
+	// The real kernel reports HASHED, its own netmask encoding, seconds:
+	// reading it back must compare equal, or havip would write forever.
+	ch, err = r.Reconcile(tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ch) != 0 {
+		t.Fatalf("second reconcile against the real kernel was not a no-op: %v", ops(ch))
+	}
+	proc := procIPVSText(t)
+	// /proc shows the timeout in jiffies and the netmask as ntohl() of
+	// the stored value: FFFFFF00 proves the IPv4 mask is in network order,
+	// 40000000 that the IPv6 one is the plain prefix length 64.
+	for _, want := range []string{
+		`FWM  00000005 sh persistent \d+ FFFFFF00\n`,
+		`TCP  0A0A00D2:0050 wrr`,
+		`UDP  \[2001:0db8:0000:0000:0000:0000:0000:0053\]:0035 mh persistent \d+ 40000000\n`,
+	} {
+		if !regexp.MustCompile(want).MatchString(proc) {
+			t.Errorf("/proc/net/ip_vs lacks %q:\n%s", want, proc)
+		}
+	}
+	checkForeign(t, other, fs)
+
+	// A weight edited behind havip's back is one write to repair.
+	web := tab.Services[0].toKernel()
+	if err := other.UpdateDestination(web, Dest{Address: netip.MustParseAddrPort("10.10.0.11:80"), Weight: 9, Forward: "dr"}.toKernel()); err != nil {
+		t.Fatal(err)
+	}
+	ch, err = r.Reconcile(tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"update-dest tcp 10.10.0.210:80 (web) -> 10.10.0.11:80: weight 9->1"}, ops(ch)); diff != "" {
+		t.Errorf("repair of a weight (-want +got):\n%s", diff)
+	}
+
+	// ipvsadm -C (or a flush through another handle) wipes everything.
+	if path, err := exec.LookPath("ipvsadm"); err == nil {
+		if out, err := exec.Command(path, "-C").CombinedOutput(); err != nil {
+			t.Fatalf("ipvsadm -C: %v %s", err, out)
+		}
+	} else if err := other.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if svcs, _ := k.Services(); len(svcs) != 0 {
+		t.Fatalf("flush left %d services", len(svcs))
+	}
+	fs, _ = foreignService(t, other) // kube-proxy puts its own back
+	ch, err = r.Reconcile(tab)
+	if err != nil {
+		t.Fatalf("repair reconcile: %v", err)
+	}
+	if len(ch) != 9 {
+		t.Errorf("repair made %d changes, want 9: %v", len(ch), ops(ch))
+	}
+	checkForeign(t, other, fs)
+
+	rows, err := Snapshot(k, tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range rows {
+		if !s.InKernel {
+			t.Errorf("snapshot: %s not in kernel", s.Key)
+		}
+		for _, d := range s.Dests {
+			if !d.InKernel || d.Health != "up" {
+				t.Errorf("snapshot: %s -> %+v", s.Key, d)
+			}
+		}
+	}
+	var b strings.Builder
+	Format(&b, rows)
+	t.Logf("status:\n%s", b.String())
+
+	// The site drops everything: havip removes its services only.
+	if _, err := r.Reconcile(Table{}); err != nil {
+		t.Fatal(err)
+	}
+	svcs, err := k.Services()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(svcs) != 1 || keyOf(svcs[0]) != keyOf(fs) {
+		t.Errorf("after dropping the site, kernel has %d services: %v", len(svcs), svcs)
+	}
+	checkForeign(t, other, fs)
+}
+
+func TestVMRunRepairsFlush(t *testing.T) {
+	inNewNetns(t)
+	k := openKernel(t)
+	other := openKernel(t)
+	tab, err := Desired(vmSite()[:1], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewReconciler(k, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes := make(chan Changes, 8)
+	tables := make(chan Table, 1)
+	tables <- tab
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	defer func() { cancel(); <-done }()
+	// The socket was opened in the test's namespace, so Run may use it
+	// from any thread.
+	go func() {
+		defer close(done)
+		r.Run(ctx, tables, 100*time.Millisecond, func(c Changes) { changes <- c })
+	}()
+	wait := func(what string) Changes {
+		select {
+		case c := <-changes:
+			return c
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: no reconcile within 10s", what)
+		}
+		return nil
+	}
+	if c := wait("initial"); len(c) != 4 {
+		t.Fatalf("initial changes: %v", ops(c))
+	}
+	if err := other.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if c := wait("after flush"); len(c) != 4 {
+		t.Fatalf("repair changes: %v", ops(c))
+	}
+}
+
+func TestVMSyncDaemons(t *testing.T) {
+	inNewNetns(t)
+	// The master's sender binds to the interface's IPv4 address, so the
+	// interface needs one (and multicast: a veth has it, a dummy not).
+	la := netlink.NewLinkAttrs()
+	la.Name = "hvsync0"
+	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "hvsync1"}); err != nil {
+		t.Fatalf("add veth: %v", err)
+	}
+	for _, n := range []string{"lo", "hvsync0", "hvsync1"} {
+		l, err := netlink.LinkByName(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == "hvsync0" {
+			a, _ := netlink.ParseAddr("10.77.0.1/24")
+			if err := netlink.AddrAdd(l, a); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := netlink.LinkSetUp(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	cfg := conf.Sync{Interface: "hvsync0", SyncID: 51, Group: netip.MustParseAddr("224.0.0.81"), Port: 8848, TTL: 1}
+	s, err := OpenSyncDaemons(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	t.Cleanup(func() {
+		s.Stop(RoleMaster)
+		s.Stop(RoleBackup)
+	})
+
+	roles := func() []string {
+		t.Helper()
+		ds, err := s.Get()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, d := range ds {
+			if d.Interface != "hvsync0" || d.SyncID != 51 || d.Port != 8848 || d.Group != cfg.Group || d.TTL != 1 {
+				t.Errorf("daemon %+v does not carry the config", d)
+			}
+			out = append(out, d.Role.String())
+		}
+		return out
+	}
+	steps := []struct {
+		master bool
+		want   []string
+	}{
+		{false, []string{"backup"}},
+		{true, []string{"master", "backup"}},
+		{true, []string{"master", "backup"}},
+		{false, []string{"backup"}},
+	}
+	for i, st := range steps {
+		if err := s.Follow(st.master); err != nil {
+			t.Fatalf("step %d: Follow(%v): %v", i, st.master, err)
+		}
+		if diff := cmp.Diff(st.want, roles()); diff != "" {
+			t.Errorf("step %d: running daemons (-want +got):\n%s", i, diff)
+		}
+	}
+	if err := s.Stop(RoleBackup); err != nil {
+		t.Fatal(err)
+	}
+	if got := roles(); len(got) != 0 {
+		t.Errorf("after Stop: %v", got)
+	}
+}
+
+// The targeted path against the real kernel: a service the kernel lacks
+// reads as absent and is created; a weight change is one write; a full
+// reconcile afterwards has nothing to do.
+func TestVMReconcileChangesRealKernel(t *testing.T) {
+	inNewNetns(t)
+	k := openKernel(t)
+	r, err := NewReconciler(k, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	site := vmSite()
+	tab, err := Desired(site, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Reconcile(Table{}); err != nil { // applied = empty table
+		t.Fatal(err)
+	}
+	if ch, err := r.ReconcileChanges(tab); err != nil || len(ch) == 0 {
+		t.Fatalf("targeted create: %v %v", ch, err)
+	}
+	site[0].RealServers[0].Weight += 5
+	tab2, err := Desired(site, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := r.ReconcileChanges(tab2)
+	if err != nil || len(ch) != 1 || ch[0].Op != OpUpdateDest {
+		t.Fatalf("targeted weight change: %v %v", ch, err)
+	}
+	if ch, err := r.Reconcile(tab2); err != nil || len(ch) != 0 {
+		t.Fatalf("full reconcile after targeted ones: %v %v", ch, err)
+	}
+}

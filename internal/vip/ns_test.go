@@ -1,0 +1,370 @@
+package vip
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/havip/havip/test/lab"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+var discard = slog.New(slog.DiscardHandler)
+
+func fakeLink(mac net.HardwareAddr) netlink.Link {
+	return &netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth0", Index: 1, HardwareAddr: mac}}
+}
+
+var (
+	vip4 = netip.MustParsePrefix("10.0.0.100/24")
+	vip6 = netip.MustParsePrefix("fd00::100/64")
+)
+
+// pair builds a director and a peer on one switch.
+func pair(t *testing.T) (dir, peer *lab.Host) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("skipped with -short: needs root and network namespaces")
+	}
+	lab.RequireRoot(t)
+	sw := lab.NewSwitch(t)
+	dir = sw.AddHost(t, "dir", netip.MustParsePrefix("10.0.0.1/24"), netip.MustParsePrefix("fd00::1/64"))
+	peer = sw.AddHost(t, "peer", netip.MustParsePrefix("10.0.0.2/24"), netip.MustParsePrefix("fd00::2/64"))
+	return dir, peer
+}
+
+// newIn creates a Claimer bound to h's namespace.
+func newIn(t *testing.T, h *lab.Host, vips []netip.Prefix, opt Options) *Claimer {
+	t.Helper()
+	var c *Claimer
+	if err := h.Do(func() (err error) {
+		c, err = New("eth0", vips, opt)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// capture collects every frame arriving on h's eth0 until the test ends.
+type capture struct {
+	mu     sync.Mutex
+	frames [][]byte
+}
+
+func startCapture(t *testing.T, h *lab.Host) *capture {
+	t.Helper()
+	var fd int
+	if err := h.Do(func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+		if err != nil {
+			return err
+		}
+		l, err := h.Netlink().LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: l.Attrs().Index})
+	}); err != nil {
+		t.Fatalf("capture socket: %v", err)
+	}
+	tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+	c := &capture{}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			n, _, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil {
+				continue // timeout: check stop
+			}
+			c.mu.Lock()
+			c.frames = append(c.frames, append([]byte(nil), buf[:n]...))
+			c.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		close(stop)
+		<-done
+		unix.Close(fd)
+	})
+	return c
+}
+
+func (c *capture) snapshot() [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([][]byte(nil), c.frames...)
+}
+
+// waitFor polls cond every 20ms until it holds or d passes.
+func waitFor(d time.Duration, cond func() bool) (time.Duration, bool) {
+	start := time.Now()
+	for {
+		if cond() {
+			return time.Since(start), true
+		}
+		if time.Since(start) > d {
+			return time.Since(start), false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func findAddr(t *testing.T, h *lab.Host, ip netip.Addr) (netlink.Addr, bool) {
+	t.Helper()
+	for _, a := range h.AddrsOn(t, "eth0") {
+		if got, _ := netip.AddrFromSlice(a.IP); got.Unmap() == ip {
+			return a, true
+		}
+	}
+	return netlink.Addr{}, false
+}
+
+func TestClaimRefreshRelease(t *testing.T) {
+	dir, _ := pair(t)
+	c := newIn(t, dir, []netip.Prefix{vip4, vip6}, Options{Lifetime: 30 * time.Second, GARPCount: 1})
+	if err := c.Claim(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []netip.Prefix{vip4, vip6} {
+		a, ok := findAddr(t, dir, p.Addr())
+		if !ok {
+			t.Fatalf("%s not on eth0 after Claim", p)
+		}
+		ones, _ := a.Mask.Size()
+		if ones != p.Bits() {
+			t.Errorf("%s: prefix length %d, want %d", p, ones, p.Bits())
+		}
+		if a.ValidLft > 30 || a.ValidLft < 28 || a.PreferedLft > 30 || a.PreferedLft < 28 {
+			t.Errorf("%s: valid_lft %d preferred_lft %d, want about 30", p, a.ValidLft, a.PreferedLft)
+		}
+		if a.Flags&unix.IFA_F_PERMANENT != 0 {
+			t.Errorf("%s: permanent despite a lifetime (flags %#x)", p, a.Flags)
+		}
+		if p.Addr().Is6() && a.Flags&unix.IFA_F_NODAD == 0 {
+			t.Errorf("%s: no IFA_F_NODAD (flags %#x)", p, a.Flags)
+		}
+	}
+
+	// Refresh pushes the lifetime forward.
+	time.Sleep(2100 * time.Millisecond)
+	if a, _ := findAddr(t, dir, vip4.Addr()); a.ValidLft > 28 {
+		t.Fatalf("valid_lft %d after 2s, want it counting down", a.ValidLft)
+	}
+	if err := c.Refresh(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []netip.Prefix{vip4, vip6} {
+		if a, _ := findAddr(t, dir, p.Addr()); a.ValidLft < 29 {
+			t.Errorf("%s: valid_lft %d after Refresh, want 30", p, a.ValidLft)
+		}
+	}
+
+	if err := c.Release(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []netip.Prefix{vip4, vip6} {
+		if _, ok := findAddr(t, dir, p.Addr()); ok {
+			t.Errorf("%s still on eth0 after Release", p)
+		}
+	}
+	if !dir.HasAddr(t, "eth0", netip.MustParseAddr("10.0.0.1")) || !dir.HasAddr(t, "eth0", netip.MustParseAddr("fd00::1")) {
+		t.Error("Release removed an address that is not a VIP")
+	}
+	// Releasing again (VIPs absent) is fine.
+	if err := c.Release(); err != nil {
+		t.Errorf("second Release: %v", err)
+	}
+}
+
+func TestPermanentWithoutLifetime(t *testing.T) {
+	dir, _ := pair(t)
+	c := newIn(t, dir, []netip.Prefix{vip4}, Options{GARPCount: 1})
+	if err := c.Claim(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	a, ok := findAddr(t, dir, vip4.Addr())
+	if !ok || a.Flags&unix.IFA_F_PERMANENT == 0 {
+		t.Errorf("VIP without lifetime: present %v flags %#x, want permanent", ok, a.Flags)
+	}
+}
+
+func TestGARPUpdatesNeighbour(t *testing.T) {
+	dir, peer := pair(t)
+	old := net.HardwareAddr{0x02, 0xde, 0xad, 0xbe, 0xef, 0x01}
+	peer.SetNeigh(t, "eth0", vip4.Addr(), old)
+	if got := peer.Neigh(t, vip4.Addr()); got.String() != old.String() {
+		t.Fatalf("pre-populated entry %v, want %v", got, old)
+	}
+	cap := startCapture(t, peer)
+	c := newIn(t, dir, []netip.Prefix{vip4}, Options{Lifetime: 30 * time.Second, GARPCount: 5, GARPInterval: 300 * time.Millisecond})
+	if err := c.Claim(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	took, ok := waitFor(5*time.Second, func() bool { return peer.Neigh(t, vip4.Addr()).String() == dir.MAC.String() })
+	if !ok {
+		t.Fatalf("peer's entry for %s is %v after %v, want %v", vip4.Addr(), peer.Neigh(t, vip4.Addr()), took, dir.MAC)
+	}
+	t.Logf("peer's ARP entry switched to the claimer after %v", took)
+
+	waitFor(3*time.Second, func() bool { g, _, _ := c.Counters(); return g == 5 })
+	garp, na, errs := c.Counters()
+	if diff := cmp.Diff([3]uint64{5, 0, 0}, [3]uint64{garp, na, errs}); diff != "" {
+		t.Errorf("counters garp/na/errors (-want +got):\n%s", diff)
+	}
+	time.Sleep(100 * time.Millisecond)
+	var n int
+	for _, b := range cap.snapshot() {
+		got, ok := decodeARP(t, b)
+		if !ok || got.SndIP != vip4.Addr().String() {
+			continue
+		}
+		n++
+		if diff := cmp.Diff(wantARP(dir.MAC, vip4.Addr().String()), got); diff != "" {
+			t.Errorf("captured GARP (-want +got):\n%s", diff)
+		}
+	}
+	if n != 5 {
+		t.Errorf("captured %d GARPs for %s, want 5", n, vip4.Addr())
+	}
+}
+
+func TestNAUpdatesNeighbour(t *testing.T) {
+	dir, peer := pair(t)
+	old := net.HardwareAddr{0x02, 0xde, 0xad, 0xbe, 0xef, 0x02}
+	peer.SetNeigh(t, "eth0", vip6.Addr(), old)
+	cap := startCapture(t, peer)
+	c := newIn(t, dir, []netip.Prefix{vip6}, Options{Lifetime: 30 * time.Second, GARPCount: 2, GARPInterval: 200 * time.Millisecond})
+	if err := c.Claim(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	took, ok := waitFor(5*time.Second, func() bool { return peer.Neigh(t, vip6.Addr()).String() == dir.MAC.String() })
+	if !ok {
+		t.Fatalf("peer's entry for %s is %v after %v, want %v", vip6.Addr(), peer.Neigh(t, vip6.Addr()), took, dir.MAC)
+	}
+	t.Logf("peer's ND entry switched to the claimer after %v", took)
+	waitFor(3*time.Second, func() bool { _, n, _ := c.Counters(); return n == 2 })
+	time.Sleep(100 * time.Millisecond)
+	var n int
+	for _, b := range cap.snapshot() {
+		got, ok := decodeNA(t, b)
+		if !ok || got.Target != vip6.Addr().String() {
+			continue
+		}
+		n++
+		if diff := cmp.Diff(wantNA(dir.MAC, vip6.Addr().String()), got); diff != "" {
+			t.Errorf("captured NA (-want +got):\n%s", diff)
+		}
+	}
+	if n != 2 {
+		t.Errorf("captured %d NAs for %s, want 2", n, vip6.Addr())
+	}
+	// The VIP is reachable from the peer through the new entry.
+	peer.Ping(t, vip6.Addr())
+}
+
+// TestLifetimeExpiry measures how long the kernel takes to drop a VIP
+// whose lifetime ran out (the daemon relies on it after a SIGKILL).
+func TestLifetimeExpiry(t *testing.T) {
+	dir, _ := pair(t)
+	c := newIn(t, dir, []netip.Prefix{vip4, vip6}, Options{Lifetime: 2 * time.Second, GARPCount: 1})
+	start := time.Now()
+	if err := c.Claim(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Measured 2.02-2.25s on Linux 6.18; the bound is generous.
+	const bound = 6 * time.Second
+	gone := map[netip.Prefix]time.Duration{}
+	waitFor(bound, func() bool {
+		for _, p := range []netip.Prefix{vip4, vip6} {
+			if _, ok := findAddr(t, dir, p.Addr()); !ok && gone[p] == 0 {
+				gone[p] = time.Since(start)
+			}
+		}
+		return len(gone) == 2
+	})
+	for _, p := range []netip.Prefix{vip4, vip6} {
+		took, ok := gone[p]
+		if !ok {
+			t.Errorf("%s with a 2s lifetime still present after %v", p, bound)
+			continue
+		}
+		if took < 1500*time.Millisecond {
+			t.Errorf("%s gone after %v, before its 2s lifetime", p, took)
+		}
+		t.Logf("%s with a 2s lifetime expired after %v", p, took)
+	}
+}
+
+func TestRemoveStale(t *testing.T) {
+	dir, _ := pair(t)
+	dir.AddAddr(t, "eth0", vip4)
+	dir.AddAddr(t, "eth0", vip6)
+	other := netip.MustParsePrefix("10.0.0.50/24")
+	dir.AddAddr(t, "eth0", other)
+	extra := netip.MustParsePrefix("10.0.0.101/24") // ours, but not present
+	c := newIn(t, dir, []netip.Prefix{vip4, vip6, extra}, Options{})
+	n, err := c.RemoveStale()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Errorf("RemoveStale = %d, want 2", n)
+	}
+	for _, p := range []netip.Prefix{vip4, vip6} {
+		if _, ok := findAddr(t, dir, p.Addr()); ok {
+			t.Errorf("stale %s still present", p)
+		}
+	}
+	if _, ok := findAddr(t, dir, other.Addr()); !ok {
+		t.Error("RemoveStale removed an address that is not ours")
+	}
+	if n, err := c.RemoveStale(); n != 0 || err != nil {
+		t.Errorf("second RemoveStale = %d, %v; want 0, nil", n, err)
+	}
+}
+
+func TestMissingInterface(t *testing.T) {
+	dir, _ := pair(t)
+	var c *Claimer
+	if err := dir.Do(func() (err error) {
+		c, err = New("nosuch0", []netip.Prefix{vip4}, Options{})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Claim(context.Background()); !errors.Is(err, ErrNoLink) {
+		t.Errorf("Claim on a missing interface: %v, want ErrNoLink", err)
+	}
+	if _, err := c.RemoveStale(); !errors.Is(err, ErrNoLink) {
+		t.Errorf("RemoveStale on a missing interface: %v, want ErrNoLink", err)
+	}
+	if err := c.Release(); err != nil {
+		t.Errorf("Release on a missing interface: %v, want nil", err)
+	}
+	c.Announce(context.Background())
+	if _, _, errs := c.Counters(); errs != 1 {
+		t.Errorf("Announce on a missing interface counted %d errors, want 1", errs)
+	}
+}

@@ -1,0 +1,461 @@
+// Package harness runs real havip daemons in lab namespaces for end-to-end
+// tests, on the host and inside the VM lab: a switch, two directors, a
+// client, and helpers to watch the kernel's address and neighbour tables
+// with netlink timestamps.
+package harness
+
+import (
+	"bytes"
+
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/havip/havip/internal/ctl"
+	"github.com/havip/havip/test/lab"
+)
+
+// Binary returns the havip binary to test: $HAVIP_BIN, or one built once
+// from this checkout.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if p := os.Getenv("HAVIP_BIN"); p != "" {
+			built = p
+			return
+		}
+		dir, err := os.MkdirTemp("", "havip-e2e-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		out := filepath.Join(dir, "havip")
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..", "..")
+		cmd := exec.Command("go", "build", "-o", out, "./cmd/havip")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, b)
+			return
+		}
+		built = out
+	})
+	if buildErr != nil {
+		t.Fatalf("harness: building havip: %v", buildErr)
+	}
+	return built
+}
+
+var (
+	buildOnce sync.Once
+	built     string
+	buildErr  error
+)
+
+// Site describes the two-director site a test runs.
+type Site struct {
+	Version      int           // 3 (default) or 2
+	Advert       time.Duration // default 100ms
+	Unicast      bool
+	Preempt      *bool // default true
+	VIPs         []string
+	VRID         int
+	ExtraGroup   string // raw TOML appended to the [[vrrp]] table
+	Extra        string // raw TOML appended to the file
+	Prio1, Prio2 int    // default 150, 100
+}
+
+// Node is one director running havip.
+type Node struct {
+	Name    string
+	Addr    netip.Addr
+	Host    *lab.Host
+	Sock    string
+	Metrics string   // metrics listen address inside the namespace; "" = off
+	Env     []string // extra environment for the daemon
+
+	t      testing.TB
+	bin    string
+	cfg    string
+	stdout *syncBuffer
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// Pair is a switch with two directors and a client.
+type Pair struct {
+	Switch *lab.Switch
+	Client *lab.Host
+	Nodes  [2]*Node
+	Config string
+	VIP    netip.Addr
+	Site   Site
+}
+
+// Lab addresses: the benchmarking range, only ever inside test namespaces.
+var (
+	Addr1      = netip.MustParseAddr("198.18.0.11")
+	Addr2      = netip.MustParseAddr("198.18.0.12")
+	ClientAddr = netip.MustParseAddr("198.18.0.50")
+	DefaultVIP = "198.18.0.100/24"
+)
+
+// NewPair builds the topology and writes the site file; daemons are not
+// started yet.
+func NewPair(t testing.TB, s Site) *Pair {
+	t.Helper()
+	lab.RequireRoot(t)
+	if s.Advert == 0 {
+		s.Advert = 100 * time.Millisecond
+	}
+	if s.Version == 0 {
+		s.Version = 3
+	}
+	if len(s.VIPs) == 0 {
+		s.VIPs = []string{DefaultVIP}
+	}
+	if s.VRID == 0 {
+		s.VRID = 51
+	}
+	if s.Prio1 == 0 {
+		s.Prio1 = 150
+	}
+	if s.Prio2 == 0 {
+		s.Prio2 = 100
+	}
+	preempt := true
+	if s.Preempt != nil {
+		preempt = *s.Preempt
+	}
+	sw := lab.NewSwitch(t)
+	p := &Pair{Switch: sw, Site: s, VIP: netip.MustParsePrefix(s.VIPs[0]).Addr()}
+	p.Client = sw.AddHost(t, "cli", netip.PrefixFrom(ClientAddr, 24))
+	bin := Binary(t)
+	dir := t.TempDir()
+	p.Config = filepath.Join(dir, "havip.toml")
+	vips := `"` + strings.Join(s.VIPs, `", "`) + `"`
+	cfg := fmt.Sprintf(`[site]
+name = "lab"
+
+[[node]]
+name = "lb1"
+address = "%s"
+priority = %d
+
+[[node]]
+name = "lb2"
+address = "%s"
+priority = %d
+
+[[vrrp]]
+name = "front"
+interface = "eth0"
+vrid = %d
+advert = "%s"
+version = %d
+unicast = %t
+preempt = %t
+vips = [%s]
+garp_interval = "20ms"
+%s
+%s
+`, Addr1, s.Prio1, Addr2, s.Prio2, s.VRID, s.Advert, s.Version, s.Unicast, preempt, vips, s.ExtraGroup, s.Extra)
+	if err := os.WriteFile(p.Config, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range []netip.Addr{Addr1, Addr2} {
+		name := fmt.Sprintf("lb%d", i+1)
+		h := sw.AddHost(t, name, netip.PrefixFrom(a, 24))
+		p.Nodes[i] = &Node{Name: name, Addr: a, Host: h, t: t, bin: bin, cfg: p.Config,
+			Sock: filepath.Join(dir, name+".sock")}
+	}
+	return p
+}
+
+// Start starts havip run on n and waits until its control socket answers.
+func (n *Node) Start() {
+	t := n.t
+	t.Helper()
+	n.stdout = &syncBuffer{}
+	n.cmd = exec.Command(n.bin, "run", "-c", n.cfg, "--node", n.Name, "--socket", n.Sock,
+		"--state-dir", filepath.Dir(n.Sock), "--metrics", n.Metrics, "--log-level", "debug")
+	n.cmd.Stdout, n.cmd.Stderr = n.stdout, n.stdout
+	n.cmd.Env = append(os.Environ(), n.Env...)
+	if err := n.Host.Start(n.cmd); err != nil {
+		t.Fatalf("harness: start havip on %s: %v", n.Name, err)
+	}
+	n.exited = make(chan struct{})
+	cmd, exited := n.cmd, n.exited
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(5 * time.Second):
+				cmd.Process.Kill()
+				<-exited
+			}
+		}
+		if t.Failed() {
+			t.Logf("--- havip log of %s ---\n%s", n.Name, n.stdout.String())
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := ctl.Call(n.Sock, ctl.Request{Cmd: ctl.CmdPing}, time.Second); err == nil {
+			return
+		}
+		select {
+		case <-exited:
+			t.Fatalf("harness: havip on %s exited at start:\n%s", n.Name, n.stdout.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("harness: havip on %s did not open its control socket:\n%s", n.Name, n.stdout.String())
+}
+
+// Signal sends sig and, for SIGKILL/SIGTERM, waits for the process to end.
+func (n *Node) Signal(sig syscall.Signal) {
+	n.t.Helper()
+	if err := n.cmd.Process.Signal(sig); err != nil {
+		n.t.Fatalf("harness: signal %s: %v", n.Name, err)
+	}
+	if sig == syscall.SIGKILL || sig == syscall.SIGTERM {
+		select {
+		case <-n.exited:
+		case <-time.After(10 * time.Second):
+			n.t.Fatalf("harness: %s did not exit after %s", n.Name, sig)
+		}
+	}
+}
+
+// ExitCode is the daemon's exit code once it ended (-1 while running).
+func (n *Node) ExitCode() int {
+	select {
+	case <-n.exited:
+		return n.cmd.ProcessState.ExitCode()
+	default:
+		return -1
+	}
+}
+
+// Log returns what the daemon logged so far.
+func (n *Node) Log() string { return n.stdout.String() }
+
+// Status asks the daemon for its status.
+func (n *Node) Status() (*ctl.Status, error) {
+	resp, err := ctl.Call(n.Sock, ctl.Request{Cmd: ctl.CmdStatus}, 2*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Status, nil
+}
+
+// State returns the daemon's state of group, or "" when unreachable.
+func (n *Node) State(group string) string {
+	st, err := n.Status()
+	if err != nil {
+		return ""
+	}
+	for _, g := range st.Groups {
+		if g.Name == group {
+			return g.State
+		}
+	}
+	return ""
+}
+
+// WaitState waits until group reaches state on n.
+func (n *Node) WaitState(group, state string, timeout time.Duration) {
+	n.t.Helper()
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for time.Now().Before(deadline) {
+		if last = n.State(group); last == state {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	n.t.Fatalf("harness: %s: group %s is %q, want %q after %s\n%s", n.Name, group, last, state, timeout, n.Log())
+}
+
+// HasVIP reports whether the VIP is configured on n's eth0.
+func (n *Node) HasVIP(ip netip.Addr) bool { return n.Host.HasAddr(n.t, "eth0", ip) }
+
+// Run runs a havip subcommand inside n's namespace against its socket.
+func (n *Node) Run(args ...string) (string, int) {
+	args = append(args, "--socket", n.Sock)
+	cmd := exec.Command(n.bin, args...)
+	var b bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &b, &b
+	if err := n.Host.Start(cmd); err != nil {
+		n.t.Fatalf("harness: %v", err)
+	}
+	err := cmd.Wait()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		n.t.Fatalf("harness: %v", err)
+	}
+	return b.String(), code
+}
+
+// Masters lists the nodes that are MASTER of group.
+func (p *Pair) Masters(group string) []*Node {
+	var out []*Node
+	for _, n := range p.Nodes {
+		if n.ExitCode() == -1 && n.State(group) == "MASTER" {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// WaitAddr returns a channel that receives the time the kernel of h
+// reports ip added (true) or removed (false) on any interface. It is
+// subscribed before it returns, so nothing that happens after is missed.
+func WaitAddr(t testing.TB, h *lab.Host, ip netip.Addr, added bool) <-chan time.Time {
+	t.Helper()
+	updates := make(chan netlink.AddrUpdate, 64)
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	ns := h.NS
+	if err := netlink.AddrSubscribeWithOptions(updates, done, netlink.AddrSubscribeOptions{Namespace: &ns}); err != nil {
+		t.Fatalf("harness: address subscription in %s: %v", h.Name, err)
+	}
+	out := make(chan time.Time, 1)
+	go func() {
+		for u := range updates {
+			if a, ok := netip.AddrFromSlice(u.LinkAddress.IP); ok && a.Unmap() == ip && u.NewAddr == added {
+				out <- time.Now()
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// WaitNeigh returns a channel that receives the time h's neighbour entry
+// for ip first points at mac.
+func WaitNeigh(t testing.TB, h *lab.Host, ip netip.Addr, mac net.HardwareAddr) <-chan time.Time {
+	t.Helper()
+	updates := make(chan netlink.NeighUpdate, 64)
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	ns := h.NS
+	if err := netlink.NeighSubscribeWithOptions(updates, done, netlink.NeighSubscribeOptions{Namespace: &ns}); err != nil {
+		t.Fatalf("harness: neighbour subscription in %s: %v", h.Name, err)
+	}
+	out := make(chan time.Time, 1)
+	go func() {
+		for u := range updates {
+			if a, ok := netip.AddrFromSlice(u.IP); ok && a.Unmap() == ip && bytes.Equal(u.HardwareAddr, mac) {
+				out <- time.Now()
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// Within waits for a time on ch, failing the test after timeout.
+func Within(t testing.TB, ch <-chan time.Time, timeout time.Duration, what string) time.Time {
+	t.Helper()
+	select {
+	case at := <-ch:
+		return at
+	case <-time.After(timeout):
+		t.Fatalf("harness: %s did not happen within %s", what, timeout)
+		return time.Time{}
+	}
+}
+
+// MasterDown is RFC 5798's Master_Down_Interval for a backup of priority prio.
+func MasterDown(advert time.Duration, prio int) time.Duration {
+	return 3*advert + time.Duration(256-prio)*advert/256
+}
+
+// Nft runs an nft script inside h's namespace.
+func Nft(t testing.TB, h *lab.Host, script string) {
+	t.Helper()
+	cmd := exec.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	var b bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &b, &b
+	if err := h.Start(cmd); err != nil {
+		t.Fatalf("harness: nft: %v", err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("harness: nft in %s: %v\n%s", h.Name, err, b.String())
+	}
+}
+
+// WaitUntil polls cond every 5ms until it holds or timeout passes.
+func WaitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("harness: %s: not true after %s", what, timeout)
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Pid is the daemon's process id.
+func (n *Node) Pid() int { return n.cmd.Process.Pid }
+
+// RunDaemonOnce starts havip run on n and returns its output and exit code
+// if it exits within two seconds, or -1 (and stops it) if it keeps running.
+func (n *Node) RunDaemonOnce() (string, int) {
+	n.t.Helper()
+	cmd := exec.Command(n.bin, "run", "-c", n.cfg, "--node", n.Name, "--socket", n.Sock,
+		"--state-dir", filepath.Dir(n.Sock), "--metrics", "")
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := n.Host.Start(cmd); err != nil {
+		n.t.Fatalf("harness: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+		return out.String(), cmd.ProcessState.ExitCode()
+	case <-time.After(2 * time.Second):
+		cmd.Process.Signal(syscall.SIGTERM)
+		<-done
+		return out.String(), -1
+	}
+}

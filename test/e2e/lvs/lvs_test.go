@@ -1,0 +1,71 @@
+//go:build !vmtest
+
+package lvs
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// vmPackages are the packages whose vmtest tests need a kernel with IPVS.
+var vmPackages = []string{"./test/e2e/lvs", "./internal/ipvsync", "./internal/realserver"}
+
+// TestVMLab boots the VM lab once and runs every VM-only test in it: DR,
+// TUN and NAT through a havip pair, the reconciler and sync daemons
+// against the real kernel, and the real-server side. It fails (never
+// skips) when the VM cannot be set up.
+func TestVMLab(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a VM; skipped with -short")
+	}
+	root, err := filepath.Abs(filepath.Join("..", "..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("bash", filepath.Join(root, "test", "vmlab", "setup.sh")).CombinedOutput(); err != nil {
+		t.Fatalf("vmlab/setup.sh: %v\n%s", err, out)
+	}
+	args := []string{"run", "./test/vmlab/vmrun", "-timeout", "8m"}
+	for _, p := range vmPackages {
+		args = append(args, "-pkg", p)
+	}
+	cmd := exec.Command("go", args...)
+	cmd.Dir = root
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err = cmd.Run()
+	log := out.String()
+	if dir := os.Getenv("HAVIP_VMLOG"); dir != "" {
+		_ = os.WriteFile(filepath.Join(dir, "vmlab.log"), out.Bytes(), 0o644)
+	}
+	// The LVS results table, for the record.
+	if i := strings.Index(log, "LVS through a havip pair"); i >= 0 {
+		table := log[i:]
+		if j := strings.Index(table, "--- "); j >= 0 {
+			table = table[:j]
+		}
+		t.Logf("\n%s", table)
+	}
+	if err != nil {
+		t.Fatalf("vmrun: %v\n%s", err, log)
+	}
+	for _, p := range vmPackages {
+		name := strings.TrimPrefix(p, "./")
+		if !regexp.MustCompile(`VMLAB-RESULT ` + regexp.QuoteMeta(name) + ` rc=0`).MatchString(log) {
+			t.Errorf("no passing result for %s in the VM output", name)
+		}
+	}
+	for _, want := range []string{"--- PASS: TestLVS/dr", "--- PASS: TestLVS/tun", "--- PASS: TestLVS/nat", "--- PASS: TestQuorumSorryServer"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("VM output lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("VM output:\n%s", log)
+	}
+}

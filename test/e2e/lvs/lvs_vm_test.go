@@ -1,0 +1,430 @@
+//go:build vmtest
+
+package lvs
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	h "github.com/havip/havip/test/e2e/harness"
+	"github.com/havip/havip/test/lab"
+)
+
+// Back-end segment of the NAT topology (benchmarking range, VM-only).
+var (
+	backGW = netip.MustParseAddr("198.19.0.1")
+	back1  = netip.MustParseAddr("198.19.0.11")
+	back2  = netip.MustParseAddr("198.19.0.12")
+)
+
+const (
+	port   = 80
+	nConns = 20
+	// Software emulation (TCG) can stall a process for a few hundred
+	// milliseconds, which 100ms adverts would read as a dead master.
+	advert = 500 * time.Millisecond
+)
+
+// realServer is a TCP server in a real-server namespace: it greets each
+// connection with its name and then echoes lines.
+type realServer struct {
+	name string
+	host *lab.Host
+	addr netip.Addr
+	l    net.Listener
+}
+
+func (rs *realServer) serve(t *testing.T) {
+	var l net.Listener
+	if err := rs.host.Do(func() error {
+		var err error
+		l, err = net.Listen("tcp4", fmt.Sprintf(":%d", port))
+		return err
+	}); err != nil {
+		t.Fatalf("%s: listen: %v", rs.name, err)
+	}
+	rs.l = l
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				fmt.Fprintf(c, "%s\n", rs.name)
+				sc := bufio.NewScanner(c)
+				for sc.Scan() {
+					fmt.Fprintf(c, "%s %s\n", rs.name, sc.Text())
+				}
+			}()
+		}
+	}()
+}
+
+type topo struct {
+	mode string
+	pair *h.Pair
+	rss  []*realServer
+}
+
+// newTopo builds client, two directors and two real servers for mode, and
+// starts havip on both directors.
+func newTopo(t *testing.T, mode string) *topo {
+	lab.RequireRoot(t)
+	tp := &topo{mode: mode}
+	rs := []netip.Addr{netip.MustParseAddr("198.18.0.21"), netip.MustParseAddr("198.18.0.22")}
+	groupExtra := ""
+	extra := fmt.Sprintf(`
+[sync]
+interface = "eth0"
+sync_id = 7
+
+[[virtual_server]]
+name = "web"
+address = "198.18.0.100:%d"
+protocol = "tcp"
+scheduler = "rr"
+forward = "%s"
+[virtual_server.check]
+type = "tcp"
+interval = "300ms"
+timeout = "250ms"
+rise = 1
+fall = 2
+`, port, mode)
+	if mode == "nat" {
+		rs = []netip.Addr{netip.MustParseAddr("198.19.0.21"), netip.MustParseAddr("198.19.0.22")}
+		groupExtra = `[[vrrp.track]]
+interface = "eth1"
+weight = 0
+`
+		extra += fmt.Sprintf(`
+[[vrrp]]
+name = "back"
+interface = "eth1"
+vrid = 52
+advert = "%s"
+vips = ["%s/24"]
+garp_interval = "20ms"
+[[vrrp.track]]
+interface = "eth0"
+weight = 0
+`, advert, backGW)
+	}
+	for _, a := range rs {
+		extra += fmt.Sprintf("\n[[virtual_server.real_server]]\naddress = \"%s:%d\"\nweight = 1\n", a, port)
+	}
+	// The [[virtual_server.real_server]] tables must follow their
+	// virtual server; move the NAT back group before it.
+	if mode == "nat" {
+		i := strings.Index(extra, "\n[[vrrp]]")
+		j := strings.Index(extra, "\n[[virtual_server.real_server]]")
+		extra = extra[:i] + extra[j:] + extra[i:j]
+	}
+	p := h.NewPair(t, h.Site{ExtraGroup: groupExtra, Extra: extra, Advert: advert})
+	tp.pair = p
+	segment := p.Switch
+	if mode == "nat" {
+		segment = lab.NewSwitch(t)
+		for i, n := range p.Nodes {
+			segment.Attach(t, n.Host, "eth1", netip.PrefixFrom([]netip.Addr{back1, back2}[i], 24))
+			n.Host.Sysctl(t, "net.ipv4.ip_forward", "1")
+			n.Host.Sysctl(t, "net.ipv4.conf.all.send_redirects", "0")
+		}
+	}
+	for i, a := range rs {
+		name := fmt.Sprintf("rs%d", i+1)
+		host := segment.AddHost(t, name, netip.PrefixFrom(a, 24))
+		r := &realServer{name: name, host: host, addr: a}
+		switch mode {
+		case "dr", "tun":
+			out, code := runIn(t, host, h.Binary(t), "realserver", "up", "--mode", mode, "--vip", p.VIP.String(), "--state-dir", t.TempDir())
+			if code != 0 {
+				t.Fatalf("havip realserver up on %s: exit %d\n%s", name, code, out)
+			}
+		case "nat":
+			if err := host.Netlink().RouteAdd(defaultVia(t, host, backGW)); err != nil {
+				t.Fatalf("%s: default route: %v", name, err)
+			}
+		}
+		r.serve(t)
+		tp.rss = append(tp.rss, r)
+	}
+	p.Nodes[0].Start()
+	p.Nodes[1].Start()
+	p.Nodes[0].WaitState("front", "MASTER", 10*time.Second)
+	p.Nodes[1].WaitState("front", "BACKUP", 2*time.Second)
+	if mode == "nat" {
+		p.Nodes[0].WaitState("back", "MASTER", 5*time.Second)
+	}
+	return tp
+}
+
+func runIn(t *testing.T, host *lab.Host, bin string, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var b strings.Builder
+	cmd.Stdout, cmd.Stderr = &b, &b
+	if err := host.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return b.String(), ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String(), 0
+}
+
+// dial opens a TCP connection from the client namespace to the VIP and
+// returns it with the greeting (the real server's name).
+func (tp *topo) dial(t *testing.T) (net.Conn, *bufio.Reader, string, error) {
+	var c net.Conn
+	err := tp.pair.Client.Do(func() error {
+		var err error
+		c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(tp.pair.VIP, port).String(), 3*time.Second)
+		return err
+	})
+	if err != nil {
+		return nil, nil, "", err
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(c)
+	name, err := r.ReadString('\n')
+	if err != nil {
+		c.Close()
+		return nil, nil, "", err
+	}
+	return c, r, strings.TrimSpace(name), nil
+}
+
+type result struct {
+	mode             string
+	spread           map[string]int
+	survived, total  int
+	takeover, repair time.Duration
+	healthOut        time.Duration // rs1 stops listening -> out of the table
+	healthIn         time.Duration // rs1 listens again -> back in
+}
+
+var (
+	resultsMu sync.Mutex
+	results   []result
+)
+
+func TestLVS(t *testing.T) {
+	for _, mode := range []string{"dr", "tun", "nat"} {
+		t.Run(mode, func(t *testing.T) { testMode(t, mode) })
+	}
+	resultsMu.Lock()
+	defer resultsMu.Unlock()
+	fmt.Printf("\nLVS through a havip pair (real IPVS in the VM lab, scheduler rr, %d long-lived connections, kill -9 of the master):\n", nConns)
+	fmt.Printf("%-5s %-22s %-22s %-16s %-16s %-14s %-14s\n", "mode", "spread (20 requests)", "connections survived", "takeover", "table repaired", "rs down->out", "rs up->in")
+	defer fmt.Printf("(takeover bound: Master_Down_Interval %s at advert %s; repair: resync every 2s; tcp check every 300ms, fall 2, rise 1)\n", h.MasterDown(advert, 100), advert)
+	for _, r := range results {
+		fmt.Printf("%-5s %-22s %-22s %-16s %-16s %-14s %-14s\n", r.mode, fmt.Sprintf("rs1=%d rs2=%d", r.spread["rs1"], r.spread["rs2"]),
+			fmt.Sprintf("%d/%d", r.survived, r.total), r.takeover.Round(time.Millisecond), r.repair.Round(time.Millisecond),
+			r.healthOut.Round(time.Millisecond), r.healthIn.Round(time.Millisecond))
+	}
+}
+
+func testMode(t *testing.T, mode string) {
+	tp := newTopo(t, mode)
+	p := tp.pair
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	res := result{mode: mode, spread: map[string]int{}, total: nConns}
+	defer func() {
+		resultsMu.Lock()
+		results = append(results, res)
+		resultsMu.Unlock()
+	}()
+
+	// Both directors carry the same table, whatever their VRRP state.
+	for _, n := range p.Nodes {
+		h.WaitUntil(t, 5*time.Second, n.Name+" has the IPVS service", func() bool {
+			out, _ := runIn(t, n.Host, "ipvsadm", "-Ln")
+			return strings.Contains(out, "198.18.0.100:80") && strings.Count(out, "->") >= 3
+		})
+	}
+
+	// (a) requests are spread over both real servers, round robin.
+	for range 20 {
+		c, _, name, err := tp.dial(t)
+		if err != nil {
+			t.Fatalf("request through the VIP: %v\n%s", err, lb1.Log())
+		}
+		c.Close()
+		res.spread[name]++
+	}
+	if res.spread["rs1"] != 10 || res.spread["rs2"] != 10 {
+		t.Errorf("rr spread = %v, want 10 each", res.spread)
+	}
+
+	// (b) long-lived connections survive a kill -9 of the master.
+	type conn struct {
+		c    net.Conn
+		r    *bufio.Reader
+		name string
+	}
+	var conns []conn
+	for range nConns {
+		c, r, name, err := tp.dial(t)
+		if err != nil {
+			t.Fatalf("long-lived connection: %v", err)
+		}
+		t.Cleanup(func() { c.Close() })
+		conns = append(conns, conn{c, r, name})
+	}
+	echo := func(cn conn, msg string) error {
+		cn.c.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := fmt.Fprintf(cn.c, "%s\n", msg); err != nil {
+			return err
+		}
+		line, err := cn.r.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if want := cn.name + " " + msg + "\n"; line != want {
+			return fmt.Errorf("got %q, want %q", line, want)
+		}
+		return nil
+	}
+	// A few packets each, so the master's sync daemon sends them over.
+	for i := range 4 {
+		for _, cn := range conns {
+			if err := echo(cn, fmt.Sprintf("before-%d", i)); err != nil {
+				t.Fatalf("echo before failover: %v", err)
+			}
+		}
+	}
+	// The master sync daemon sends a partly filled buffer after 2s
+	// (IPVS_SYNC_FLUSH_TIME); give it that and a check period.
+	time.Sleep(3500 * time.Millisecond)
+	out, _ := runIn(t, lb2.Host, "ipvsadm", "-Lnc")
+	t.Logf("backup's synced connections:\n%s", out)
+
+	added := h.WaitAddr(t, lb2.Host, p.VIP, true)
+	t0 := time.Now()
+	lb1.Signal(syscall.SIGKILL)
+	res.takeover = h.Within(t, added, 5*time.Second, "VIP on the backup").Sub(t0)
+	lb2.WaitState("front", "MASTER", 2*time.Second)
+	if mode == "nat" {
+		lb2.WaitState("back", "MASTER", 2*time.Second)
+	}
+	for _, cn := range conns {
+		if err := echo(cn, "after"); err == nil {
+			res.survived++
+		} else {
+			t.Logf("connection to %s lost: %v", cn.name, err)
+		}
+	}
+	if res.survived != nConns {
+		t.Errorf("%d of %d connections survived the failover", res.survived, nConns)
+	}
+	// New connections work through the new master.
+	if c, _, _, err := tp.dial(t); err != nil {
+		t.Errorf("new connection after failover: %v", err)
+	} else {
+		c.Close()
+	}
+
+	// (c) the table cleared behind havip's back is repaired.
+	runIn(t, lb2.Host, "ipvsadm", "-C")
+	t1 := time.Now()
+	h.WaitUntil(t, 10*time.Second, "IPVS table repaired on lb2", func() bool {
+		out, _ := runIn(t, lb2.Host, "ipvsadm", "-Ln")
+		return strings.Count(out, "->") >= 3
+	})
+	res.repair = time.Since(t1)
+	if !strings.Contains(lb2.Log(), "ipvs: applied") {
+		t.Errorf("lb2 did not log the repair")
+	}
+	// (d) a real server that stops listening leaves the table (health
+	// check), and comes back when it listens again.
+	rs1 := tp.rss[0]
+	rs1.l.Close()
+	t2 := time.Now()
+	h.WaitUntil(t, 10*time.Second, "rs1 removed from lb2's table", func() bool {
+		out, _ := runIn(t, lb2.Host, "ipvsadm", "-Ln")
+		return !strings.Contains(out, rs1.addr.String()+":80")
+	})
+	res.healthOut = time.Since(t2)
+	for range 6 {
+		c, _, name, err := tp.dial(t)
+		if err != nil {
+			t.Fatalf("request with rs1 down: %v", err)
+		}
+		c.Close()
+		if name != "rs2" {
+			t.Errorf("request served by %s while rs1 is down", name)
+		}
+	}
+	rs1.serve(t)
+	h.WaitUntil(t, 10*time.Second, "rs1 back in lb2's table", func() bool {
+		out, _ := runIn(t, lb2.Host, "ipvsadm", "-Ln")
+		return strings.Contains(out, rs1.addr.String()+":80")
+	})
+	res.healthIn = time.Since(t2) - res.healthOut
+
+	st, err := lb2.Status()
+	if err != nil || st.IPVS == nil || !strings.Contains(st.IPVS.Table, "198.18.0.100:80") {
+		t.Errorf("havip status lacks the IPVS table: %v %+v", err, st)
+	}
+	// (e) reload: dropping [sync] stops the kernel's sync daemons, putting
+	// it back starts them for the current role (lb2 is master: both).
+	if mode == "dr" {
+		cfg, err := os.ReadFile(p.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		syncBlock := "\n[sync]\ninterface = \"eth0\"\nsync_id = 7\n"
+		if !strings.Contains(string(cfg), syncBlock) {
+			t.Fatalf("site file has no [sync] block to drop:\n%s", cfg)
+		}
+		syncRoles := func() []string {
+			st, err := lb2.Status()
+			if err != nil || st.IPVS == nil {
+				return nil
+			}
+			var roles []string
+			for _, d := range st.IPVS.Sync {
+				roles = append(roles, d.Role)
+			}
+			return roles
+		}
+		os.WriteFile(p.Config, []byte(strings.Replace(string(cfg), syncBlock, "\n", 1)), 0o644)
+		lb2.Signal(syscall.SIGHUP)
+		h.WaitUntil(t, 5*time.Second, "sync daemons stopped by reload", func() bool { return len(syncRoles()) == 0 })
+		os.WriteFile(p.Config, cfg, 0o644)
+		lb2.Signal(syscall.SIGHUP)
+		h.WaitUntil(t, 5*time.Second, "sync daemons back after reload", func() bool { return len(syncRoles()) == 2 })
+		if st, _ := lb2.Status(); st == nil || st.ReloadError != "" {
+			t.Errorf("reload error: %+v", st)
+		}
+	}
+
+	stOut, _ := lb2.Run("status")
+	t.Logf("havip status on the new master:\n%s", stOut)
+	for _, n := range p.Nodes {
+		t.Logf("--- log of %s ---\n%s", n.Name, n.Log())
+	}
+}
+
+func defaultVia(t *testing.T, host *lab.Host, gw netip.Addr) *netlink.Route {
+	return &netlink.Route{Gw: gw.AsSlice()}
+}
