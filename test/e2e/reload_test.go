@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	h "github.com/havip/havip/test/e2e/harness"
 	"github.com/havip/havip/internal/ipvsync"
+	h "github.com/havip/havip/test/e2e/harness"
 )
 
 // SIGHUP with a broken file keeps the running config; a good file applies.
