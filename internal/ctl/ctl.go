@@ -17,6 +17,7 @@ const (
 	CmdStatus   = "status"
 	CmdFailover = "failover"
 	CmdPing     = "ping"
+	CmdReload   = "reload"
 )
 
 // Request is what the client sends.
@@ -31,6 +32,20 @@ type Response struct {
 	Error    string           `json:"error,omitempty"`
 	Status   *Status          `json:"status,omitempty"`
 	Failover []FailoverResult `json:"failover,omitempty"`
+	Reload   *ReloadResult    `json:"reload,omitempty"`
+}
+
+// ReloadResult is the outcome of a reload: what changed, or why the new
+// file was refused (the running configuration then stays whole).
+type ReloadResult struct {
+	File        string   `json:"file"`
+	Applied     bool     `json:"applied"`
+	OldRevision string   `json:"old_revision"`
+	Revision    string   `json:"revision"`           // of the file read; the running one when refused
+	Changes     []string `json:"changes,omitempty"`  // one line per change, e.g. "group front: vips +198.18.0.101/24"
+	Problems    []string `json:"problems,omitempty"` // refusals, each FILE:LINE: message (or "reload: message")
+	Warnings    []string `json:"warnings,omitempty"`
+	Took        string   `json:"took,omitempty"` // request to applied
 }
 
 // Status is the whole daemon's state.
@@ -43,7 +58,9 @@ type Status struct {
 	Started      time.Time     `json:"started"`
 	ConfigFile   string        `json:"config_file"`
 	ConfigLoaded time.Time     `json:"config_loaded"`
+	Revision     string        `json:"revision"` // of the running site file
 	ReloadError  string        `json:"reload_error,omitempty"`
+	LastReload   *ReloadResult `json:"last_reload,omitempty"`
 	Groups       []GroupStatus `json:"groups"`
 	Peers        []PeerStatus  `json:"peers"`
 	IPVS         *IPVSStatus   `json:"ipvs,omitempty"`
@@ -101,7 +118,8 @@ type PeerStatus struct {
 	Address  string            `json:"address"`
 	Alive    bool              `json:"alive"`
 	LastSeen time.Time         `json:"last_seen,omitempty"`
-	Groups   map[string]string `json:"groups,omitempty"` // group -> state
+	Groups   map[string]string `json:"groups,omitempty"`   // group -> state
+	Revision string            `json:"revision,omitempty"` // the peer's site file revision
 }
 
 // IPVSStatus is the live IPVS table and connection-sync state.
@@ -133,6 +151,10 @@ type FailoverResult struct {
 
 // ErrNotRunning means nothing listens on the control socket.
 var ErrNotRunning = errors.New("ctl: the havip daemon is not running")
+
+// ErrPermission means the control socket exists but this user may not use
+// it (it is root only).
+var ErrPermission = errors.New("ctl: permission denied (the control socket is root only)")
 
 // Call sends one request to the daemon at socket and returns its response.
 func Call(socket string, req Request, timeout time.Duration) (*Response, error) {
