@@ -102,6 +102,12 @@ type GroupStatus struct {
 	Transitions    uint64            `json:"transitions"`
 	Drops          map[string]uint64 `json:"drops"`
 	SendErrors     uint64            `json:"send_errors"`
+	ReadErrors     uint64            `json:"read_errors"`
+	Reopens        uint64            `json:"socket_opens"`           // advert socket opened (first time included)
+	Socket         string            `json:"socket_error,omitempty"` // why there is no advert socket now
+	ClaimError     string            `json:"claim_error,omitempty"`  // the last VIP claim or refresh failure
+	Advertising    []string          `json:"advertising,omitempty"`  // set while advertising the peer's list (rolling push)
+	Revision       string            `json:"revision"`               // site file revision the group runs
 }
 
 // TrackStatus is one tracked object of a group.
@@ -129,6 +135,7 @@ type IPVSStatus struct {
 	Table    string          `json:"table,omitempty"` // ipvsadm-like rendering
 	Sync     []SyncDaemon    `json:"sync,omitempty"`
 	Repairs  uint64          `json:"repairs"`
+	AsOf     time.Time       `json:"as_of"` // when the reconciler last read the kernel
 }
 
 // SyncDaemon is one kernel connection-sync daemon.
