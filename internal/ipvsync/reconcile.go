@@ -14,8 +14,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/havip/havip/internal/statefile"
 	"github.com/moby/ipvs"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
@@ -80,9 +82,13 @@ type Reconciler struct {
 	stateFile string // "" = keep ownership in memory only
 	log       *slog.Logger
 	owned     map[ServiceKey]bool
+	unsaved   bool // owned differs from the state file
 	reqs      chan func()
 	lastErr   string
 	applied   map[ServiceKey]Service // the table last applied without error; nil = unknown
+
+	mu       sync.Mutex
+	stateErr string // why the state file is behind owned; "" = current
 
 	// DumpRetries counts dumps thrown away because they were interrupted
 	// or inconsistent.
@@ -91,7 +97,11 @@ type Reconciler struct {
 
 // NewReconciler returns a reconciler over k. If stateDir is not empty, the
 // set of services havip owns is loaded from and saved to a file there, so a
-// restarted daemon still removes services dropped from the site file.
+// restarted daemon still removes services dropped from the site file. An
+// empty or unreadable file (a power cut while it was written) is moved
+// aside and logged, and the reconciler starts owning nothing: it then
+// touches only the services the site declares. Other errors reading the
+// file are returned.
 func NewReconciler(k Kernel, stateDir string, log *slog.Logger) (*Reconciler, error) {
 	if log == nil {
 		log = slog.Default()
@@ -99,19 +109,18 @@ func NewReconciler(k Kernel, stateDir string, log *slog.Logger) (*Reconciler, er
 	r := &Reconciler{k: k, log: log, owned: make(map[ServiceKey]bool), reqs: make(chan func())}
 	if stateDir != "" {
 		r.stateFile = filepath.Join(stateDir, ownedFile)
-		b, err := os.ReadFile(r.stateFile)
-		switch {
-		case errors.Is(err, os.ErrNotExist):
-		case err != nil:
-			return nil, fmt.Errorf("ipvsync: read owned services: %w", err)
-		default:
+		_, err := statefile.Read(r.stateFile, log, func(b []byte) error {
 			var st ownedState
 			if err := json.Unmarshal(b, &st); err != nil {
-				return nil, fmt.Errorf("ipvsync: parse %s: %w", r.stateFile, err)
+				return err
 			}
 			for _, k := range st.Services {
 				r.owned[k] = true
 			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("ipvsync: read owned services: %w", err)
 		}
 	}
 	return r, nil
@@ -131,14 +140,42 @@ type ownedState struct {
 	Services []ServiceKey `json:"services"`
 }
 
-func (r *Reconciler) setOwned(owned map[ServiceKey]bool) error {
-	if maps.Equal(owned, r.owned) {
-		return nil
+// setOwned makes owned the set of services havip owns and saves it.
+func (r *Reconciler) setOwned(owned map[ServiceKey]bool) {
+	if !maps.Equal(owned, r.owned) {
+		r.owned = maps.Clone(owned)
+		r.unsaved = r.stateFile != ""
 	}
-	r.owned = maps.Clone(owned)
-	if r.stateFile == "" {
-		return nil
+	r.save()
+}
+
+// save writes the owned set to the state file if the file is behind it.
+// A failure does not stop reconciling: the set stays in memory, every
+// later reconcile tries again, and StateError says why meanwhile. It is
+// logged when it first appears or changes, and when it clears.
+func (r *Reconciler) save() {
+	if !r.unsaved {
+		return
 	}
+	err := r.writeOwned()
+	r.unsaved = err != nil
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	r.mu.Lock()
+	prev := r.stateErr
+	r.stateErr = msg
+	r.mu.Unlock()
+	switch {
+	case err != nil && msg != prev:
+		r.log.Error("ipvsync: cannot save the owned services; reconciling from memory and retrying", "file", r.stateFile, "err", err)
+	case err == nil && prev != "":
+		r.log.Info("ipvsync: owned services saved again", "file", r.stateFile)
+	}
+}
+
+func (r *Reconciler) writeOwned() error {
 	b, err := json.MarshalIndent(ownedState{Services: r.Owned()}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("ipvsync: encode owned services: %w", err)
@@ -146,14 +183,19 @@ func (r *Reconciler) setOwned(owned map[ServiceKey]bool) error {
 	if err := os.MkdirAll(filepath.Dir(r.stateFile), 0o755); err != nil {
 		return fmt.Errorf("ipvsync: save owned services: %w", err)
 	}
-	tmp := r.stateFile + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("ipvsync: save owned services: %w", err)
-	}
-	if err := os.Rename(tmp, r.stateFile); err != nil {
+	if err := statefile.Write(r.stateFile, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("ipvsync: save owned services: %w", err)
 	}
 	return nil
+}
+
+// StateError is why the state file does not hold the services havip owns
+// (the last write failed), or "" when it does. It is safe for concurrent
+// use.
+func (r *Reconciler) StateError() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stateErr
 }
 
 type kernelService struct {
@@ -234,8 +276,13 @@ func dumpOnce(k Kernel) (map[ServiceKey]*kernelService, error) {
 // Reconcile makes the kernel hold t: it reads the table, and writes only
 // what differs. Services neither declared by t nor owned by havip are left
 // alone. It returns the writes that succeeded; the error joins the ones that
-// failed (the next reconcile retries them).
+// failed (the next reconcile retries them). A state file that cannot be
+// written is not among them: see StateError.
 func (r *Reconciler) Reconcile(t Table) (Changes, error) {
+	return r.finish(r.reconcileFull(t))
+}
+
+func (r *Reconciler) reconcileFull(t Table) (Changes, error) {
 	cur, err := r.dump()
 	if err != nil {
 		r.applied = nil
@@ -254,6 +301,17 @@ func (r *Reconciler) ReconcileChanges(t Table) (Changes, error) {
 	if r.applied == nil {
 		return r.Reconcile(t)
 	}
+	return r.finish(r.reconcileTargeted(t))
+}
+
+// finish ends every reconcile: a state file behind the owned set is
+// retried whatever the kernel said.
+func (r *Reconciler) finish(ch Changes, err error) (Changes, error) {
+	r.save()
+	return ch, err
+}
+
+func (r *Reconciler) reconcileTargeted(t Table) (Changes, error) {
 	only := map[ServiceKey]bool{}
 	inT := make(map[ServiceKey]bool, len(t.Services))
 	for _, s := range t.Services {
@@ -325,10 +383,11 @@ func (r *Reconciler) apply(t Table, cur map[ServiceKey]*kernelService, only map[
 		owned[s.Key] = true
 	}
 	// Record ownership before creating anything, so a crash in between
-	// cannot leave a service nobody will clean up.
-	if err := r.setOwned(owned); err != nil {
-		return nil, err
-	}
+	// cannot leave a service nobody will clean up. If the state file
+	// cannot be written the kernel is reconciled all the same: a service
+	// not reaching it could be left behind by a crash, but a director that
+	// stops following the site is worse.
+	r.setOwned(owned)
 
 	var ch Changes
 	var errs []error
@@ -404,9 +463,7 @@ func (r *Reconciler) apply(t Table, cur map[ServiceKey]*kernelService, only map[
 		}
 		delete(owned, k)
 	}
-	if err := r.setOwned(owned); err != nil {
-		errs = append(errs, err)
-	}
+	r.setOwned(owned)
 	r.applied = nil
 	if len(errs) == 0 {
 		r.applied = make(map[ServiceKey]Service, len(t.Services))

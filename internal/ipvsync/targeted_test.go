@@ -1,7 +1,6 @@
 package ipvsync
 
 import (
-	"net/netip"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -12,9 +11,7 @@ func TestReconcileChangesIsTargeted(t *testing.T) {
 	k := &FakeKernel{}
 	foreign(t, k)
 	r := newRec(t, k, "")
-	other := web()
-	other.Name = "web2"
-	other.Address = netip.AddrPortFrom(other.Address.Addr(), 8080) // a second service of ours
+	other := web2()
 	reconcile(t, r, mustDesired(t, nil, web(), other))
 
 	// Same table again: nothing read, nothing written.
