@@ -82,23 +82,24 @@ type Reconciler struct {
 	stateFile string // "" = keep ownership in memory only
 	log       *slog.Logger
 	owned     map[ServiceKey]bool
-	unsaved   bool // owned differs from the state file
-	reqs      chan func()
-	lastErr   string
+	unsaved   bool                   // owned differs from the state file
 	applied   map[ServiceKey]Service // the table last applied without error; nil = unknown
 
-	mu       sync.Mutex
-	stateErr string // why the state file is behind owned; "" = current
+	// What the next Published reports, kept by the reconciling goroutine.
+	rows        []ServiceStatus
+	rowsAt      time.Time
+	dumpRetries int
+	writes      uint64
 
-	// DumpRetries counts dumps thrown away because they were interrupted
-	// or inconsistent.
-	DumpRetries int
+	mu       sync.Mutex // guards what other goroutines read:
+	stateErr string     // why the state file is behind owned; "" = current
+	pub      Published
 }
 
 // NewReconciler returns a reconciler over k. If stateDir is not empty, the
 // set of services havip owns is loaded from and saved to a file there, so a
 // restarted daemon still removes services dropped from the site file. An
-// empty or unreadable file (a power cut while it was written) is moved
+// empty or undecodable file (a power cut while it was written) is moved
 // aside and logged, and the reconciler starts owning nothing: it then
 // touches only the services the site declares. Other errors reading the
 // file are returned.
@@ -106,7 +107,7 @@ func NewReconciler(k Kernel, stateDir string, log *slog.Logger) (*Reconciler, er
 	if log == nil {
 		log = slog.Default()
 	}
-	r := &Reconciler{k: k, log: log, owned: make(map[ServiceKey]bool), reqs: make(chan func())}
+	r := &Reconciler{k: k, log: log, owned: make(map[ServiceKey]bool)}
 	if stateDir != "" {
 		r.stateFile = filepath.Join(stateDir, ownedFile)
 		_, err := statefile.Read(r.stateFile, log, func(b []byte) error {
@@ -225,7 +226,7 @@ func (r *Reconciler) dump() (map[ServiceKey]*kernelService, error) {
 		if !retryable(err) {
 			return nil, err
 		}
-		r.DumpRetries++
+		r.dumpRetries++
 	}
 	return nil, fmt.Errorf("ipvsync: IPVS dump failed %d times: %w", dumpAttempts, err)
 }
@@ -277,7 +278,8 @@ func dumpOnce(k Kernel) (map[ServiceKey]*kernelService, error) {
 // what differs. Services neither declared by t nor owned by havip are left
 // alone. It returns the writes that succeeded; the error joins the ones that
 // failed (the next reconcile retries them). A state file that cannot be
-// written is not among them: see StateError.
+// written is not among them: see StateError. Like ReconcileChanges, it
+// ends by publishing what it read and wrote (Published).
 func (r *Reconciler) Reconcile(t Table) (Changes, error) {
 	return r.finish(r.reconcileFull(t))
 }
@@ -288,7 +290,9 @@ func (r *Reconciler) reconcileFull(t Table) (Changes, error) {
 		r.applied = nil
 		return nil, err
 	}
-	return r.apply(t, cur, nil)
+	ch, err := r.apply(t, cur, nil)
+	r.rows, r.rowsAt = statusRows(t, cur, nil, nil), time.Now()
+	return ch, err
 }
 
 // ReconcileChanges makes the kernel hold t reading and writing only the
@@ -305,9 +309,18 @@ func (r *Reconciler) ReconcileChanges(t Table) (Changes, error) {
 }
 
 // finish ends every reconcile: a state file behind the owned set is
-// retried whatever the kernel said.
+// retried whatever the kernel said, and the outcome is published.
 func (r *Reconciler) finish(ch Changes, err error) (Changes, error) {
 	r.save()
+	r.writes += uint64(len(ch))
+	p := Published{At: r.rowsAt, Rows: r.rows, DumpRetries: r.dumpRetries, Writes: r.writes}
+	if err != nil {
+		p.LastError = err.Error()
+	}
+	r.mu.Lock()
+	p.StateError = r.stateErr
+	r.pub = p
+	r.mu.Unlock()
 	return ch, err
 }
 
@@ -345,7 +358,9 @@ func (r *Reconciler) reconcileTargeted(t Table) (Changes, error) {
 			}
 		}
 	}
-	return r.apply(t, cur, only)
+	ch, err := r.apply(t, cur, only)
+	r.rows, r.rowsAt = statusRows(t, cur, only, r.rows), time.Now()
+	return ch, err
 }
 
 // readOne reads one service and its real servers into cur (nothing when
@@ -370,8 +385,9 @@ func (r *Reconciler) readOne(cur map[ServiceKey]*kernelService, want *ipvs.Servi
 	return nil
 }
 
-// apply writes what t needs over the kernel state cur. With only set, it
-// looks at those services alone (cur holds just them).
+// apply writes what t needs over the kernel state cur, and updates cur
+// with each write that succeeds. With only set, it looks at those services
+// alone (cur holds just them).
 func (r *Reconciler) apply(t Table, cur map[ServiceKey]*kernelService, only map[ServiceKey]bool) (Changes, error) {
 	want := make(map[ServiceKey]bool, len(t.Services))
 	owned := make(map[ServiceKey]bool, len(t.Services)+len(r.owned))
@@ -411,14 +427,21 @@ func (r *Reconciler) apply(t Table, cur map[ServiceKey]*kernelService, only map[
 			if !do(Change{Op: OpAddService, Service: s.Key, Name: s.Name, Detail: s.Scheduler}, func() error { return r.k.NewService(ksvc) }) {
 				continue
 			}
+			ks = &kernelService{svc: ksvc, dests: make(map[netip.AddrPort]*ipvs.Destination, len(s.Dests))}
+			cur[s.Key] = ks
 			for _, d := range s.Dests {
-				do(Change{Op: OpAddDest, Service: s.Key, Name: s.Name, Dest: d.Address, Detail: destDetail(d)},
-					func() error { return r.k.NewDestination(ksvc, d.toKernel()) })
+				wd := d.toKernel()
+				if do(Change{Op: OpAddDest, Service: s.Key, Name: s.Name, Dest: d.Address, Detail: destDetail(d)},
+					func() error { return r.k.NewDestination(ksvc, wd) }) {
+					ks.dests[d.Address] = wd
+				}
 			}
 			continue
 		}
 		if why := serviceDiff(ks.svc, ksvc); why != "" {
-			do(Change{Op: OpUpdateService, Service: s.Key, Name: s.Name, Detail: why}, func() error { return r.k.UpdateService(ksvc) })
+			if do(Change{Op: OpUpdateService, Service: s.Key, Name: s.Name, Detail: why}, func() error { return r.k.UpdateService(ksvc) }) {
+				ks.svc = ksvc
+			}
 		}
 		// Add and update before deleting, so a replaced real server never
 		// leaves the service empty in between.
@@ -429,17 +452,25 @@ func (r *Reconciler) apply(t Table, cur map[ServiceKey]*kernelService, only map[
 			wd := d.toKernel()
 			switch {
 			case kd == nil:
-				do(Change{Op: OpAddDest, Service: s.Key, Name: s.Name, Dest: d.Address, Detail: destDetail(d)},
-					func() error { return r.k.NewDestination(ksvc, wd) })
+				if do(Change{Op: OpAddDest, Service: s.Key, Name: s.Name, Dest: d.Address, Detail: destDetail(d)},
+					func() error { return r.k.NewDestination(ksvc, wd) }) {
+					ks.dests[d.Address] = wd
+				}
 			case destDiff(kd, wd) != "":
-				do(Change{Op: OpUpdateDest, Service: s.Key, Name: s.Name, Dest: d.Address, Detail: destDiff(kd, wd)},
-					func() error { return r.k.UpdateDestination(ksvc, wd) })
+				if do(Change{Op: OpUpdateDest, Service: s.Key, Name: s.Name, Dest: d.Address, Detail: destDiff(kd, wd)},
+					func() error { return r.k.UpdateDestination(ksvc, wd) }) {
+					nd := *wd // the connections stay
+					nd.ActiveConnections, nd.InactiveConnections = kd.ActiveConnections, kd.InactiveConnections
+					ks.dests[d.Address] = &nd
+				}
 			}
 		}
 		for _, a := range sortedAddrs(ks.dests) {
 			if !keep[a] {
 				kd := ks.dests[a]
-				do(Change{Op: OpDelDest, Service: s.Key, Name: s.Name, Dest: a}, func() error { return r.k.DelDestination(ksvc, kd) })
+				if do(Change{Op: OpDelDest, Service: s.Key, Name: s.Name, Dest: a}, func() error { return r.k.DelDestination(ksvc, kd) }) {
+					delete(ks.dests, a)
+				}
 			}
 		}
 	}
@@ -460,6 +491,7 @@ func (r *Reconciler) apply(t Table, cur map[ServiceKey]*kernelService, only map[
 			if !do(Change{Op: OpDelService, Service: k}, func() error { return r.k.DelService(ks.svc) }) {
 				continue // still ours: retry next time
 			}
+			delete(cur, k)
 		}
 		delete(owned, k)
 	}
@@ -524,7 +556,9 @@ func sortedAddrs(m map[netip.AddrPort]*ipvs.Destination) []netip.AddrPort {
 // every resync period (which repairs edits made behind havip's back, such
 // as `ipvsadm -C`), until ctx is done. onChange, if set, gets the writes of
 // every reconcile that made some. Failures are logged when they first
-// appear and when they change; the next resync retries.
+// appear and when they change; the next resync retries. Each reconcile
+// publishes what status needs (Published), so nothing else ever has to
+// read the kernel through the handle Run owns.
 func (r *Reconciler) Run(ctx context.Context, desired <-chan Table, resync time.Duration, onChange func(Changes)) {
 	// The resync timer restarts after each full reconcile, at least ten
 	// times as long as that reconcile took: a huge table is re-read less
@@ -538,14 +572,12 @@ func (r *Reconciler) Run(ctx context.Context, desired <-chan Table, resync time.
 	}
 	var table Table
 	have := false
+	var failing string // the error last logged
 	for {
 		full := true
 		select {
 		case <-ctx.Done():
 			return
-		case req := <-r.reqs:
-			req()
-			continue
 		case t, ok := <-desired:
 			if !ok {
 				desired = nil
@@ -573,35 +605,13 @@ func (r *Reconciler) Run(ctx context.Context, desired <-chan Table, resync time.
 			onChange(ch)
 		}
 		switch {
-		case err != nil && err.Error() != r.lastErr:
+		case err != nil && err.Error() != failing:
 			r.log.Error("ipvsync: reconcile failed", "err", err)
-			r.lastErr = err.Error()
-		case err == nil && r.lastErr != "":
+			failing = err.Error()
+		case err == nil && failing != "":
 			r.log.Info("ipvsync: reconcile succeeded again")
-			r.lastErr = ""
+			failing = ""
 		}
-	}
-}
-
-// LastError is the error of the last failed reconcile in Run, "" once one
-// succeeds. Call it only from a function passed to Do (Run's goroutine).
-func (r *Reconciler) LastError() string { return r.lastErr }
-
-// Do runs f with the kernel on Run's goroutine, so status readers never
-// share the handle with the reconciler concurrently. It blocks until Run
-// picks the request up or ctx is done.
-func (r *Reconciler) Do(ctx context.Context, f func(Kernel) error) error {
-	done := make(chan error, 1)
-	select {
-	case r.reqs <- func() { done <- f(r.k) }:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 

@@ -114,6 +114,10 @@ func TestStateWriteFailureKeepsReconciling(t *testing.T) {
 				t.Fatalf("StateError = %q", serr)
 			}
 			t.Logf("StateError: %s", serr)
+			if p := r.Published(); p.StateError != serr || p.LastError != "" || len(p.Rows) != 2 {
+				t.Errorf("Published: StateError %q, LastError %q, %d rows; want the state error, no reconcile error, 2 rows",
+					p.StateError, p.LastError, len(p.Rows))
+			}
 
 			// The owned set lives on in memory: dropping web2 removes it.
 			ch = reconcile(t, r, mustDesired(t, nil, web()))
@@ -133,8 +137,8 @@ func TestStateWriteFailureKeepsReconciling(t *testing.T) {
 			if ch, err := r.ReconcileChanges(mustDesired(t, nil, web())); err != nil || len(ch) != 0 || k.Writes != 0 {
 				t.Fatalf("ReconcileChanges of an applied table: %v %v, %d writes", ops(ch), err, k.Writes)
 			}
-			if e := r.StateError(); e != "" {
-				t.Errorf("StateError after the obstacle went = %q", e)
+			if e, p := r.StateError(), r.Published(); e != "" || p.StateError != "" {
+				t.Errorf("after the obstacle went: StateError %q, published %q", e, p.StateError)
 			}
 			if diff := cmp.Diff([]string{"tcp 192.168.0.210:80"}, readOwnedFile(t, dir)); diff != "" {
 				t.Errorf("state file (-want +got):\n%s", diff)

@@ -187,10 +187,7 @@ func TestVMReconcileRealKernel(t *testing.T) {
 	}
 	checkForeign(t, other, fs)
 
-	rows, err := Snapshot(k, tab)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rows := r.Published().Rows
 	for _, s := range rows {
 		if !s.InKernel {
 			t.Errorf("snapshot: %s not in kernel", s.Key)
