@@ -451,7 +451,7 @@ func (d *Daemon) status() *ctl.Status {
 		st.Peers = d.pair.status()
 	}
 	if d.ipvs != nil {
-		st.IPVS = d.ipvs.status(context.Background())
+		st.IPVS = d.ipvs.status()
 	}
 	st.Checks = d.health.status()
 	return st

@@ -29,10 +29,9 @@ type ipvsPart struct {
 	desired chan ipvsync.Table
 	repairs atomic.Uint64
 
-	mu    sync.Mutex
-	table ipvsync.Table
-	sync  *ipvsync.SyncDaemons
-	scfg  *conf.Sync
+	mu   sync.Mutex
+	sync *ipvsync.SyncDaemons
+	scfg *conf.Sync
 }
 
 // startIPVS is a no-op for a VRRP-only site. With virtual servers, a kernel
@@ -99,7 +98,6 @@ func (p *ipvsPart) setSite(site *conf.Site, health ipvsync.Health) error {
 		}
 		p.sync, p.scfg = s, site.Sync
 	}
-	p.table = t
 	p.mu.Unlock()
 	// The newest table replaces one the reconciler has not taken yet.
 	select {
@@ -145,33 +143,24 @@ func (p *ipvsPart) stopSyncLocked() {
 	p.sync, p.scfg = nil, nil
 }
 
-func (p *ipvsPart) status(ctx context.Context) *ctl.IPVSStatus {
+func (p *ipvsPart) status() *ctl.IPVSStatus {
 	st := &ctl.IPVSStatus{Repairs: p.repairs.Load()}
 	p.mu.Lock()
-	t := p.table
 	sd := p.sync
 	p.mu.Unlock()
-	var rows []ipvsync.ServiceStatus
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	var lastErr string
-	err := p.rec.Do(ctx, func(k ipvsync.Kernel) error {
-		lastErr = p.rec.LastError()
-		var err error
-		rows, err = ipvsync.Snapshot(k, t)
-		return err
-	})
-	if lastErr != "" {
-		st.Error = "last reconcile failed: " + lastErr
+	// What the reconciler last read and wrote: status never dumps the
+	// kernel itself.
+	pub := p.rec.Published()
+	if pub.LastError != "" {
+		st.Error = "last reconcile failed: " + pub.LastError
 	}
-	if err != nil {
-		st.Error = strings.TrimSpace(st.Error + " " + err.Error())
-	} else {
-		st.Services, _ = json.Marshal(rows)
-		var b bytes.Buffer
-		_ = ipvsync.Format(&b, rows)
-		st.Table = b.String()
+	if pub.StateError != "" {
+		st.Error = strings.TrimSpace(st.Error + " state file: " + pub.StateError)
 	}
+	st.Services, _ = json.Marshal(pub.Rows)
+	var b bytes.Buffer
+	_ = ipvsync.Format(&b, pub.Rows)
+	st.Table = b.String()
 	if sd != nil {
 		p.mu.Lock()
 		ds, err := sd.Get()

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 
 	"github.com/moby/ipvs"
 	"golang.org/x/sys/unix"
@@ -12,8 +13,11 @@ import (
 
 // FakeKernel is an in-memory Kernel that refuses what the real one
 // refuses (duplicates, missing services, a zero netmask or family) and
-// counts writes, for tests here and in the daemon.
+// counts writes, for tests here and in the daemon. Its methods are safe
+// for concurrent use, so a test can break the table while Run reads it;
+// its fields are not.
 type FakeKernel struct {
+	mu   sync.Mutex
 	svcs []*fakeService
 
 	// Writes counts successful and failed write calls; Reads counts the
@@ -46,6 +50,8 @@ func (f *FakeKernel) find(s *ipvs.Service) (int, *fakeService) {
 }
 
 func (f *FakeKernel) Services() ([]*ipvs.Service, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.Reads++
 	if len(f.DumpErrs) > 0 {
 		err := f.DumpErrs[0]
@@ -66,6 +72,8 @@ func (f *FakeKernel) Services() ([]*ipvs.Service, error) {
 }
 
 func (f *FakeKernel) Service(s *ipvs.Service) (*ipvs.Service, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.Reads++
 	_, fs := f.find(s)
 	if fs == nil {
@@ -77,6 +85,8 @@ func (f *FakeKernel) Service(s *ipvs.Service) (*ipvs.Service, error) {
 }
 
 func (f *FakeKernel) Destinations(s *ipvs.Service) ([]*ipvs.Destination, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.Reads++
 	_, fs := f.find(s)
 	if fs == nil {
@@ -113,6 +123,8 @@ func checkService(s *ipvs.Service) error {
 }
 
 func (f *FakeKernel) NewService(s *ipvs.Service) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.write("NewService", s, nil)
 	if err := checkService(s); err != nil {
 		return err
@@ -125,6 +137,8 @@ func (f *FakeKernel) NewService(s *ipvs.Service) error {
 }
 
 func (f *FakeKernel) UpdateService(s *ipvs.Service) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.write("UpdateService", s, nil)
 	if err := checkService(s); err != nil {
 		return err
@@ -138,6 +152,8 @@ func (f *FakeKernel) UpdateService(s *ipvs.Service) error {
 }
 
 func (f *FakeKernel) DelService(s *ipvs.Service) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.write("DelService", s, nil)
 	i, fs := f.find(s)
 	if fs == nil {
@@ -152,6 +168,8 @@ func (f *FakeKernel) findDest(fs *fakeService, d *ipvs.Destination) int {
 }
 
 func (f *FakeKernel) NewDestination(s *ipvs.Service, d *ipvs.Destination) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.write("NewDestination", s, d)
 	_, fs := f.find(s)
 	if fs == nil {
@@ -165,6 +183,8 @@ func (f *FakeKernel) NewDestination(s *ipvs.Service, d *ipvs.Destination) error 
 }
 
 func (f *FakeKernel) UpdateDestination(s *ipvs.Service, d *ipvs.Destination) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.write("UpdateDestination", s, d)
 	_, fs := f.find(s)
 	if fs == nil {
@@ -181,6 +201,8 @@ func (f *FakeKernel) UpdateDestination(s *ipvs.Service, d *ipvs.Destination) err
 }
 
 func (f *FakeKernel) DelDestination(s *ipvs.Service, d *ipvs.Destination) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.write("DelDestination", s, d)
 	_, fs := f.find(s)
 	if fs == nil {
@@ -196,10 +218,16 @@ func (f *FakeKernel) DelDestination(s *ipvs.Service, d *ipvs.Destination) error 
 
 // Flush empties the fake table like `ipvsadm -C`; it is not counted as a
 // write by havip.
-func (f *FakeKernel) Flush() { f.svcs = nil }
+func (f *FakeKernel) Flush() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.svcs = nil
+}
 
 // SetConns sets the connection counters of a destination, as traffic would.
 func (f *FakeKernel) SetConns(key ServiceKey, dest netip.AddrPort, active, inactive int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	for _, fs := range f.svcs {
 		if keyOf(&fs.svc) != key {
 			continue
@@ -215,7 +243,11 @@ func (f *FakeKernel) SetConns(key ServiceKey, dest netip.AddrPort, active, inact
 }
 
 // ResetCounts forgets the recorded writes.
-func (f *FakeKernel) ResetCounts() { f.Writes, f.Reads, f.Calls = 0, 0, nil }
+func (f *FakeKernel) ResetCounts() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.Writes, f.Reads, f.Calls = 0, 0, nil
+}
 
 func cloneService(s *ipvs.Service) ipvs.Service {
 	c := *s

@@ -14,8 +14,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/havip/havip/internal/statefile"
 	"github.com/moby/ipvs"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
@@ -80,38 +82,46 @@ type Reconciler struct {
 	stateFile string // "" = keep ownership in memory only
 	log       *slog.Logger
 	owned     map[ServiceKey]bool
-	reqs      chan func()
-	lastErr   string
+	unsaved   bool                   // owned differs from the state file
 	applied   map[ServiceKey]Service // the table last applied without error; nil = unknown
 
-	// DumpRetries counts dumps thrown away because they were interrupted
-	// or inconsistent.
-	DumpRetries int
+	// What the next Published reports, kept by the reconciling goroutine.
+	rows        []ServiceStatus
+	rowsAt      time.Time
+	dumpRetries int
+	writes      uint64
+
+	mu       sync.Mutex // guards what other goroutines read:
+	stateErr string     // why the state file is behind owned; "" = current
+	pub      Published
 }
 
 // NewReconciler returns a reconciler over k. If stateDir is not empty, the
 // set of services havip owns is loaded from and saved to a file there, so a
-// restarted daemon still removes services dropped from the site file.
+// restarted daemon still removes services dropped from the site file. An
+// empty or undecodable file (a power cut while it was written) is moved
+// aside and logged, and the reconciler starts owning nothing: it then
+// touches only the services the site declares. Other errors reading the
+// file are returned.
 func NewReconciler(k Kernel, stateDir string, log *slog.Logger) (*Reconciler, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	r := &Reconciler{k: k, log: log, owned: make(map[ServiceKey]bool), reqs: make(chan func())}
+	r := &Reconciler{k: k, log: log, owned: make(map[ServiceKey]bool)}
 	if stateDir != "" {
 		r.stateFile = filepath.Join(stateDir, ownedFile)
-		b, err := os.ReadFile(r.stateFile)
-		switch {
-		case errors.Is(err, os.ErrNotExist):
-		case err != nil:
-			return nil, fmt.Errorf("ipvsync: read owned services: %w", err)
-		default:
+		_, err := statefile.Read(r.stateFile, log, func(b []byte) error {
 			var st ownedState
 			if err := json.Unmarshal(b, &st); err != nil {
-				return nil, fmt.Errorf("ipvsync: parse %s: %w", r.stateFile, err)
+				return err
 			}
 			for _, k := range st.Services {
 				r.owned[k] = true
 			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("ipvsync: read owned services: %w", err)
 		}
 	}
 	return r, nil
@@ -131,14 +141,42 @@ type ownedState struct {
 	Services []ServiceKey `json:"services"`
 }
 
-func (r *Reconciler) setOwned(owned map[ServiceKey]bool) error {
-	if maps.Equal(owned, r.owned) {
-		return nil
+// setOwned makes owned the set of services havip owns and saves it.
+func (r *Reconciler) setOwned(owned map[ServiceKey]bool) {
+	if !maps.Equal(owned, r.owned) {
+		r.owned = maps.Clone(owned)
+		r.unsaved = r.stateFile != ""
 	}
-	r.owned = maps.Clone(owned)
-	if r.stateFile == "" {
-		return nil
+	r.save()
+}
+
+// save writes the owned set to the state file if the file is behind it.
+// A failure does not stop reconciling: the set stays in memory, every
+// later reconcile tries again, and StateError says why meanwhile. It is
+// logged when it first appears or changes, and when it clears.
+func (r *Reconciler) save() {
+	if !r.unsaved {
+		return
 	}
+	err := r.writeOwned()
+	r.unsaved = err != nil
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	r.mu.Lock()
+	prev := r.stateErr
+	r.stateErr = msg
+	r.mu.Unlock()
+	switch {
+	case err != nil && msg != prev:
+		r.log.Error("ipvsync: cannot save the owned services; reconciling from memory and retrying", "file", r.stateFile, "err", err)
+	case err == nil && prev != "":
+		r.log.Info("ipvsync: owned services saved again", "file", r.stateFile)
+	}
+}
+
+func (r *Reconciler) writeOwned() error {
 	b, err := json.MarshalIndent(ownedState{Services: r.Owned()}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("ipvsync: encode owned services: %w", err)
@@ -146,14 +184,19 @@ func (r *Reconciler) setOwned(owned map[ServiceKey]bool) error {
 	if err := os.MkdirAll(filepath.Dir(r.stateFile), 0o755); err != nil {
 		return fmt.Errorf("ipvsync: save owned services: %w", err)
 	}
-	tmp := r.stateFile + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("ipvsync: save owned services: %w", err)
-	}
-	if err := os.Rename(tmp, r.stateFile); err != nil {
+	if err := statefile.Write(r.stateFile, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("ipvsync: save owned services: %w", err)
 	}
 	return nil
+}
+
+// StateError is why the state file does not hold the services havip owns
+// (the last write failed), or "" when it does. It is safe for concurrent
+// use.
+func (r *Reconciler) StateError() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stateErr
 }
 
 type kernelService struct {
@@ -183,7 +226,7 @@ func (r *Reconciler) dump() (map[ServiceKey]*kernelService, error) {
 		if !retryable(err) {
 			return nil, err
 		}
-		r.DumpRetries++
+		r.dumpRetries++
 	}
 	return nil, fmt.Errorf("ipvsync: IPVS dump failed %d times: %w", dumpAttempts, err)
 }
@@ -234,14 +277,22 @@ func dumpOnce(k Kernel) (map[ServiceKey]*kernelService, error) {
 // Reconcile makes the kernel hold t: it reads the table, and writes only
 // what differs. Services neither declared by t nor owned by havip are left
 // alone. It returns the writes that succeeded; the error joins the ones that
-// failed (the next reconcile retries them).
+// failed (the next reconcile retries them). A state file that cannot be
+// written is not among them: see StateError. Like ReconcileChanges, it
+// ends by publishing what it read and wrote (Published).
 func (r *Reconciler) Reconcile(t Table) (Changes, error) {
+	return r.finish(r.reconcileFull(t))
+}
+
+func (r *Reconciler) reconcileFull(t Table) (Changes, error) {
 	cur, err := r.dump()
 	if err != nil {
 		r.applied = nil
 		return nil, err
 	}
-	return r.apply(t, cur, nil)
+	ch, err := r.apply(t, cur, nil)
+	r.rows, r.rowsAt = statusRows(t, cur, nil, nil), time.Now()
+	return ch, err
 }
 
 // ReconcileChanges makes the kernel hold t reading and writing only the
@@ -254,6 +305,26 @@ func (r *Reconciler) ReconcileChanges(t Table) (Changes, error) {
 	if r.applied == nil {
 		return r.Reconcile(t)
 	}
+	return r.finish(r.reconcileTargeted(t))
+}
+
+// finish ends every reconcile: a state file behind the owned set is
+// retried whatever the kernel said, and the outcome is published.
+func (r *Reconciler) finish(ch Changes, err error) (Changes, error) {
+	r.save()
+	r.writes += uint64(len(ch))
+	p := Published{At: r.rowsAt, Rows: r.rows, DumpRetries: r.dumpRetries, Writes: r.writes}
+	if err != nil {
+		p.LastError = err.Error()
+	}
+	r.mu.Lock()
+	p.StateError = r.stateErr
+	r.pub = p
+	r.mu.Unlock()
+	return ch, err
+}
+
+func (r *Reconciler) reconcileTargeted(t Table) (Changes, error) {
 	only := map[ServiceKey]bool{}
 	inT := make(map[ServiceKey]bool, len(t.Services))
 	for _, s := range t.Services {
@@ -287,7 +358,9 @@ func (r *Reconciler) ReconcileChanges(t Table) (Changes, error) {
 			}
 		}
 	}
-	return r.apply(t, cur, only)
+	ch, err := r.apply(t, cur, only)
+	r.rows, r.rowsAt = statusRows(t, cur, only, r.rows), time.Now()
+	return ch, err
 }
 
 // readOne reads one service and its real servers into cur (nothing when
@@ -312,8 +385,9 @@ func (r *Reconciler) readOne(cur map[ServiceKey]*kernelService, want *ipvs.Servi
 	return nil
 }
 
-// apply writes what t needs over the kernel state cur. With only set, it
-// looks at those services alone (cur holds just them).
+// apply writes what t needs over the kernel state cur, and updates cur
+// with each write that succeeds. With only set, it looks at those services
+// alone (cur holds just them).
 func (r *Reconciler) apply(t Table, cur map[ServiceKey]*kernelService, only map[ServiceKey]bool) (Changes, error) {
 	want := make(map[ServiceKey]bool, len(t.Services))
 	owned := make(map[ServiceKey]bool, len(t.Services)+len(r.owned))
@@ -325,10 +399,11 @@ func (r *Reconciler) apply(t Table, cur map[ServiceKey]*kernelService, only map[
 		owned[s.Key] = true
 	}
 	// Record ownership before creating anything, so a crash in between
-	// cannot leave a service nobody will clean up.
-	if err := r.setOwned(owned); err != nil {
-		return nil, err
-	}
+	// cannot leave a service nobody will clean up. If the state file
+	// cannot be written the kernel is reconciled all the same: a service
+	// not reaching it could be left behind by a crash, but a director that
+	// stops following the site is worse.
+	r.setOwned(owned)
 
 	var ch Changes
 	var errs []error
@@ -352,14 +427,21 @@ func (r *Reconciler) apply(t Table, cur map[ServiceKey]*kernelService, only map[
 			if !do(Change{Op: OpAddService, Service: s.Key, Name: s.Name, Detail: s.Scheduler}, func() error { return r.k.NewService(ksvc) }) {
 				continue
 			}
+			ks = &kernelService{svc: ksvc, dests: make(map[netip.AddrPort]*ipvs.Destination, len(s.Dests))}
+			cur[s.Key] = ks
 			for _, d := range s.Dests {
-				do(Change{Op: OpAddDest, Service: s.Key, Name: s.Name, Dest: d.Address, Detail: destDetail(d)},
-					func() error { return r.k.NewDestination(ksvc, d.toKernel()) })
+				wd := d.toKernel()
+				if do(Change{Op: OpAddDest, Service: s.Key, Name: s.Name, Dest: d.Address, Detail: destDetail(d)},
+					func() error { return r.k.NewDestination(ksvc, wd) }) {
+					ks.dests[d.Address] = wd
+				}
 			}
 			continue
 		}
 		if why := serviceDiff(ks.svc, ksvc); why != "" {
-			do(Change{Op: OpUpdateService, Service: s.Key, Name: s.Name, Detail: why}, func() error { return r.k.UpdateService(ksvc) })
+			if do(Change{Op: OpUpdateService, Service: s.Key, Name: s.Name, Detail: why}, func() error { return r.k.UpdateService(ksvc) }) {
+				ks.svc = ksvc
+			}
 		}
 		// Add and update before deleting, so a replaced real server never
 		// leaves the service empty in between.
@@ -370,17 +452,25 @@ func (r *Reconciler) apply(t Table, cur map[ServiceKey]*kernelService, only map[
 			wd := d.toKernel()
 			switch {
 			case kd == nil:
-				do(Change{Op: OpAddDest, Service: s.Key, Name: s.Name, Dest: d.Address, Detail: destDetail(d)},
-					func() error { return r.k.NewDestination(ksvc, wd) })
+				if do(Change{Op: OpAddDest, Service: s.Key, Name: s.Name, Dest: d.Address, Detail: destDetail(d)},
+					func() error { return r.k.NewDestination(ksvc, wd) }) {
+					ks.dests[d.Address] = wd
+				}
 			case destDiff(kd, wd) != "":
-				do(Change{Op: OpUpdateDest, Service: s.Key, Name: s.Name, Dest: d.Address, Detail: destDiff(kd, wd)},
-					func() error { return r.k.UpdateDestination(ksvc, wd) })
+				if do(Change{Op: OpUpdateDest, Service: s.Key, Name: s.Name, Dest: d.Address, Detail: destDiff(kd, wd)},
+					func() error { return r.k.UpdateDestination(ksvc, wd) }) {
+					nd := *wd // the connections stay
+					nd.ActiveConnections, nd.InactiveConnections = kd.ActiveConnections, kd.InactiveConnections
+					ks.dests[d.Address] = &nd
+				}
 			}
 		}
 		for _, a := range sortedAddrs(ks.dests) {
 			if !keep[a] {
 				kd := ks.dests[a]
-				do(Change{Op: OpDelDest, Service: s.Key, Name: s.Name, Dest: a}, func() error { return r.k.DelDestination(ksvc, kd) })
+				if do(Change{Op: OpDelDest, Service: s.Key, Name: s.Name, Dest: a}, func() error { return r.k.DelDestination(ksvc, kd) }) {
+					delete(ks.dests, a)
+				}
 			}
 		}
 	}
@@ -401,12 +491,11 @@ func (r *Reconciler) apply(t Table, cur map[ServiceKey]*kernelService, only map[
 			if !do(Change{Op: OpDelService, Service: k}, func() error { return r.k.DelService(ks.svc) }) {
 				continue // still ours: retry next time
 			}
+			delete(cur, k)
 		}
 		delete(owned, k)
 	}
-	if err := r.setOwned(owned); err != nil {
-		errs = append(errs, err)
-	}
+	r.setOwned(owned)
 	r.applied = nil
 	if len(errs) == 0 {
 		r.applied = make(map[ServiceKey]Service, len(t.Services))
@@ -467,7 +556,9 @@ func sortedAddrs(m map[netip.AddrPort]*ipvs.Destination) []netip.AddrPort {
 // every resync period (which repairs edits made behind havip's back, such
 // as `ipvsadm -C`), until ctx is done. onChange, if set, gets the writes of
 // every reconcile that made some. Failures are logged when they first
-// appear and when they change; the next resync retries.
+// appear and when they change; the next resync retries. Each reconcile
+// publishes what status needs (Published), so nothing else ever has to
+// read the kernel through the handle Run owns.
 func (r *Reconciler) Run(ctx context.Context, desired <-chan Table, resync time.Duration, onChange func(Changes)) {
 	// The resync timer restarts after each full reconcile, at least ten
 	// times as long as that reconcile took: a huge table is re-read less
@@ -481,14 +572,12 @@ func (r *Reconciler) Run(ctx context.Context, desired <-chan Table, resync time.
 	}
 	var table Table
 	have := false
+	var failing string // the error last logged
 	for {
 		full := true
 		select {
 		case <-ctx.Done():
 			return
-		case req := <-r.reqs:
-			req()
-			continue
 		case t, ok := <-desired:
 			if !ok {
 				desired = nil
@@ -516,35 +605,13 @@ func (r *Reconciler) Run(ctx context.Context, desired <-chan Table, resync time.
 			onChange(ch)
 		}
 		switch {
-		case err != nil && err.Error() != r.lastErr:
+		case err != nil && err.Error() != failing:
 			r.log.Error("ipvsync: reconcile failed", "err", err)
-			r.lastErr = err.Error()
-		case err == nil && r.lastErr != "":
+			failing = err.Error()
+		case err == nil && failing != "":
 			r.log.Info("ipvsync: reconcile succeeded again")
-			r.lastErr = ""
+			failing = ""
 		}
-	}
-}
-
-// LastError is the error of the last failed reconcile in Run, "" once one
-// succeeds. Call it only from a function passed to Do (Run's goroutine).
-func (r *Reconciler) LastError() string { return r.lastErr }
-
-// Do runs f with the kernel on Run's goroutine, so status readers never
-// share the handle with the reconciler concurrently. It blocks until Run
-// picks the request up or ctx is done.
-func (r *Reconciler) Do(ctx context.Context, f func(Kernel) error) error {
-	done := make(chan error, 1)
-	select {
-	case r.reqs <- func() { done <- f(r.k) }:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 

@@ -201,8 +201,8 @@ func TestReconcileRetriesInterruptedDump(t *testing.T) {
 	if ch := reconcile(t, r, tab); len(ch) != 0 {
 		t.Errorf("changes after interrupted dumps: %v", ops(ch))
 	}
-	if r.DumpRetries != 2 {
-		t.Errorf("DumpRetries = %d, want 2", r.DumpRetries)
+	if n := r.Published().DumpRetries; n != 2 {
+		t.Errorf("DumpRetries = %d, want 2", n)
 	}
 
 	// A partial dump (the service missing) must not make the reconciler
@@ -211,8 +211,8 @@ func TestReconcileRetriesInterruptedDump(t *testing.T) {
 	if ch := reconcile(t, r, tab); len(ch) != 0 {
 		t.Errorf("changes after a partial dump: %v", ops(ch))
 	}
-	if r.DumpRetries != 3 {
-		t.Errorf("DumpRetries = %d, want 3", r.DumpRetries)
+	if n := r.Published().DumpRetries; n != 3 {
+		t.Errorf("DumpRetries = %d, want 3", n)
 	}
 	if k.Writes != 0 {
 		t.Errorf("writes after retried dumps: %v", k.Calls)
@@ -223,8 +223,8 @@ func TestReconcileRetriesInterruptedDump(t *testing.T) {
 		t.Error("Reconcile succeeded with a dump interrupted every time")
 	}
 	k.DumpErrs = []error{unix.EPERM}
-	if _, err := r.Reconcile(tab); err == nil || r.DumpRetries != 8 {
-		t.Errorf("EPERM: err=%v retries=%d; want an error and no retry", err, r.DumpRetries)
+	if _, err := r.Reconcile(tab); err == nil || r.Published().DumpRetries != 8 {
+		t.Errorf("EPERM: err=%v retries=%d; want an error and no retry", err, r.Published().DumpRetries)
 	}
 }
 
@@ -272,22 +272,27 @@ func TestRunRepairsOnResync(t *testing.T) {
 	if c := wait(); len(c) != 3 {
 		t.Fatalf("first changes = %v", ops(c))
 	}
-	// Break the table behind the reconciler's back, through its own
-	// goroutine so the fake is never shared concurrently.
-	if err := r.Do(ctx, func(Kernel) error { k.Flush(); return nil }); err != nil {
-		t.Fatal(err)
-	}
+	k.Flush() // behind the reconciler's back, while Run uses the fake
 	if c := wait(); len(c) != 3 || c[0].Op != OpAddService {
 		t.Fatalf("repair changes = %v", ops(c))
+	}
+	// Read while Run keeps reconciling (the race detector watches).
+	if p := r.Published(); p.Writes < 6 || len(p.Rows) != 1 || r.StateError() != "" {
+		t.Errorf("published while running: Writes %d, %d rows, StateError %q", p.Writes, len(p.Rows), r.StateError())
 	}
 	cancel()
 	<-done
 }
 
-func TestSnapshotAndFormat(t *testing.T) {
+// Status comes from what the reconciler read and wrote, not from another
+// dump: connection counters are those of the latest full reconcile.
+func TestPublishedAndFormat(t *testing.T) {
 	k := &FakeKernel{}
 	foreign(t, k)
 	r := newRec(t, k, "")
+	if p := r.Published(); !p.At.IsZero() || p.Rows != nil {
+		t.Errorf("published before any reconcile: %+v", p)
+	}
 	v := web()
 	v.OnFailure = "weight0"
 	v.SorryServer = netip.MustParseAddrPort("192.168.0.9:80")
@@ -297,23 +302,42 @@ func TestSnapshotAndFormat(t *testing.T) {
 	if err := k.SetConns(tab.Services[0].Key, rs1, 7, 3); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := Snapshot(k, tab)
-	if err != nil {
-		t.Fatal(err)
+	row := func(active, inactive int) []ServiceStatus {
+		return []ServiceStatus{{
+			Name: "web", Key: tab.Services[0].Key, InKernel: true, Scheduler: "wrr", Flags: nil,
+			Dests: []DestStatus{
+				{Address: rs1, InKernel: true, Weight: 1, Forward: "dr", Active: active, Inactive: inactive, Health: "up"},
+				{Address: rs2, InKernel: true, Weight: 0, Forward: "dr", Health: "down"},
+				{Address: netip.MustParseAddrPort("192.168.0.9:80"), Forward: "", Health: "sorry"},
+			},
+		}}
 	}
-	want := []ServiceStatus{{
-		Name: "web", Key: tab.Services[0].Key, InKernel: true, Scheduler: "wrr", Flags: nil,
-		Dests: []DestStatus{
-			{Address: rs1, InKernel: true, Weight: 1, Forward: "dr", Active: 7, Inactive: 3, Health: "up"},
-			{Address: rs2, InKernel: true, Weight: 0, Forward: "dr", Health: "down"},
-			{Address: netip.MustParseAddrPort("192.168.0.9:80"), Forward: "", Health: "sorry"},
-		},
-	}}
-	if diff := cmp.Diff(want, rows, cmpNetip); diff != "" {
-		t.Errorf("snapshot (-want +got):\n%s", diff)
+	// The rows of the reconcile that created the service: as written.
+	first := r.Published()
+	if diff := cmp.Diff(row(0, 0), first.Rows, cmpNetip); diff != "" {
+		t.Errorf("published after creating (-want +got):\n%s", diff)
 	}
+	if first.At.IsZero() || first.Writes != 3 || first.LastError != "" || first.StateError != "" {
+		t.Errorf("published after creating: At %v, Writes %d, LastError %q, StateError %q", first.At, first.Writes, first.LastError, first.StateError)
+	}
+	k.ResetCounts()
+	reconcile(t, r, tab)
+	p := r.Published()
+	if diff := cmp.Diff(row(7, 3), p.Rows, cmpNetip); diff != "" {
+		t.Errorf("published after a full reconcile (-want +got):\n%s", diff)
+	}
+	if !p.At.After(first.At) || p.Writes != 3 {
+		t.Errorf("second publication: At %v (first %v), Writes %d; want later, 3", p.At, first.At, p.Writes)
+	}
+	// Reading it is free: no kernel call.
+	k.ResetCounts()
+	r.Published()
+	if k.Reads != 0 {
+		t.Errorf("Published read the kernel %d times", k.Reads)
+	}
+
 	var b bytes.Buffer
-	if err := Format(&b, rows); err != nil {
+	if err := Format(&b, p.Rows); err != nil {
 		t.Fatal(err)
 	}
 	out := b.String()
@@ -324,5 +348,29 @@ func TestSnapshotAndFormat(t *testing.T) {
 	}
 	if strings.Contains(out, "10.96.0.1") {
 		t.Errorf("Format shows a foreign service:\n%s", out)
+	}
+}
+
+// A failed dump keeps the rows it could not refresh and says why.
+func TestPublishedKeepsRowsOnError(t *testing.T) {
+	k := &FakeKernel{}
+	r := newRec(t, k, "")
+	tab := mustDesired(t, nil, web())
+	reconcile(t, r, tab)
+	before := r.Published()
+	k.DumpErrs = []error{unix.EPERM}
+	if _, err := r.Reconcile(tab); err == nil {
+		t.Fatal("Reconcile succeeded over a failing dump")
+	}
+	p := r.Published()
+	if !strings.Contains(p.LastError, "operation not permitted") || !p.At.Equal(before.At) {
+		t.Errorf("after a failed dump: LastError %q, At %v (before %v)", p.LastError, p.At, before.At)
+	}
+	if diff := cmp.Diff(before.Rows, p.Rows, cmpNetip); diff != "" {
+		t.Errorf("rows changed by a failed dump (-before +after):\n%s", diff)
+	}
+	reconcile(t, r, tab)
+	if p := r.Published(); p.LastError != "" {
+		t.Errorf("LastError after a good reconcile = %q", p.LastError)
 	}
 }

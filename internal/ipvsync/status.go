@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ServiceStatus is one declared service as the kernel holds it.
@@ -33,61 +34,108 @@ type DestStatus struct {
 	Health string `json:"health"`
 }
 
-// Snapshot reads the kernel and reports each service of t with its real
-// servers: kernel weight, forwarding and connection counters, and the
-// health t was computed with. It only reads.
-func Snapshot(k Kernel, t Table) ([]ServiceStatus, error) {
-	cur, err := (&Reconciler{k: k}).dump()
-	if err != nil {
-		return nil, err
+// Published is what the reconciler knew after its latest reconcile, for
+// status and metrics: they read this instead of the kernel, so they never
+// add a dump of the whole table.
+type Published struct {
+	// At is when Rows were built, by the latest reconcile that read the
+	// kernel; zero before the first. A reconcile that could not read
+	// keeps the rows it had, and LastError says why.
+	At time.Time
+	// Rows are the services of the table last reconciled, as the kernel
+	// held them once the reconciler's writes were done. Connection
+	// counters are as of the last read of each service: the last full
+	// reconcile (one every resync period), or a targeted one since. Rows
+	// is shared by every caller: read it, do not modify it.
+	Rows []ServiceStatus
+	// LastError is the error of the latest reconcile, "" if it succeeded.
+	LastError string
+	// StateError is StateError as the latest reconcile left it.
+	StateError string
+	// DumpRetries counts dumps thrown away because they were interrupted
+	// or inconsistent.
+	DumpRetries int
+	// Writes counts the kernel writes that succeeded (every Change).
+	Writes uint64
+}
+
+// Published returns what the latest reconcile published; the zero value
+// before the first. It is safe for concurrent use and never touches the
+// kernel.
+func (r *Reconciler) Published() Published {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pub
+}
+
+// statusRows reports each service of t as cur holds it, with the health t
+// was computed with. With only set, cur holds just those services (a
+// targeted reconcile) and the rows of the others are copied from prev.
+func statusRows(t Table, cur map[ServiceKey]*kernelService, only map[ServiceKey]bool, prev []ServiceStatus) []ServiceStatus {
+	var kept map[ServiceKey]ServiceStatus
+	if only != nil {
+		kept = make(map[ServiceKey]ServiceStatus, len(prev))
+		for _, st := range prev {
+			kept[st.Key] = st
+		}
 	}
 	out := make([]ServiceStatus, 0, len(t.Services))
-	for _, s := range t.Services {
-		st := ServiceStatus{Name: s.Name, Key: s.Key, Scheduler: s.Scheduler, Down: s.Down, Timeout: s.Timeout}
-		flags := s.Flags
-		ks := cur[s.Key]
-		dests := map[netip.AddrPort]bool{}
-		if ks != nil {
-			st.InKernel = true
-			st.Scheduler = ks.svc.SchedName
-			flags = ks.svc.Flags & userFlags
-			st.Timeout = ks.svc.Timeout
+	for i := range t.Services {
+		s := &t.Services[i]
+		if st, ok := kept[s.Key]; ok && !only[s.Key] {
+			out = append(out, st)
+			continue
 		}
-		st.Flags = FlagNames(st.Scheduler, flags)
-		row := func(a netip.AddrPort, fwd, health string) {
-			ds := DestStatus{Address: a, Forward: fwd, Health: health}
-			if ks != nil {
-				if kd := ks.dests[a]; kd != nil {
-					ds.InKernel = true
-					ds.Weight = kd.Weight
-					ds.Forward = forwardName(kd.ConnectionFlags)
-					ds.Active = kd.ActiveConnections
-					ds.Inactive = kd.InactiveConnections
-				}
-			}
-			dests[a] = true
-			st.Dests = append(st.Dests, ds)
-		}
-		for _, b := range s.Backends {
-			h := "down"
-			if b.Up {
-				h = "up"
-			}
-			row(b.Address, b.Forward, h)
-		}
-		if s.Sorry.IsValid() && !dests[s.Sorry] {
-			row(s.Sorry, "", "sorry")
-		}
-		if ks != nil {
-			for _, a := range sortedAddrs(ks.dests) {
-				if !dests[a] {
-					row(a, "", "unknown")
-				}
-			}
-		}
-		out = append(out, st)
+		out = append(out, statusRow(s, cur[s.Key]))
 	}
-	return out, nil
+	return out
+}
+
+// statusRow reports s with its real servers as the kernel's ks (nil when
+// the kernel lacks it) holds them.
+func statusRow(s *Service, ks *kernelService) ServiceStatus {
+	st := ServiceStatus{Name: s.Name, Key: s.Key, Scheduler: s.Scheduler, Down: s.Down, Timeout: s.Timeout}
+	flags := s.Flags
+	if ks != nil {
+		st.InKernel = true
+		st.Scheduler = ks.svc.SchedName
+		flags = ks.svc.Flags & userFlags
+		st.Timeout = ks.svc.Timeout
+	}
+	st.Flags = FlagNames(st.Scheduler, flags)
+	dests := map[netip.AddrPort]bool{}
+	row := func(a netip.AddrPort, fwd, health string) {
+		ds := DestStatus{Address: a, Forward: fwd, Health: health}
+		if ks != nil {
+			if kd := ks.dests[a]; kd != nil {
+				ds.InKernel = true
+				ds.Weight = kd.Weight
+				ds.Forward = forwardName(kd.ConnectionFlags)
+				ds.Active = kd.ActiveConnections
+				ds.Inactive = kd.InactiveConnections
+			}
+		}
+		dests[a] = true
+		st.Dests = append(st.Dests, ds)
+	}
+	for _, b := range s.Backends {
+		h := "down"
+		if b.Up {
+			h = "up"
+		}
+		row(b.Address, b.Forward, h)
+	}
+	if s.Sorry.IsValid() && !dests[s.Sorry] {
+		row(s.Sorry, "", "sorry")
+	}
+	if ks != nil {
+		for _, a := range sortedAddrs(ks.dests) {
+			if !dests[a] {
+				row(a, "", "unknown")
+			}
+		}
+	}
+	return st
 }
 
 // Format writes rows the way `ipvsadm -Ln` does, plus health.

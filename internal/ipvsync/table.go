@@ -1,7 +1,8 @@
 // Package ipvsync owns the IPVS table of a director: it computes the wanted
 // table from the site's virtual servers and real-server health (Desired),
 // writes only the difference to the kernel (Reconciler), runs the kernel's
-// connection sync daemons (SyncDaemons) and reports status rows (Snapshot).
+// connection sync daemons (SyncDaemons) and publishes status rows from
+// what each reconcile read and wrote (Published).
 //
 // It touches only the IPVS services the site declares, or that havip itself
 // created earlier; it never flushes the table and never edits services other

@@ -37,6 +37,14 @@ func web() conf.VirtualServer {
 	}
 }
 
+// web2 is a second service of ours, on another port of the same VIP.
+func web2() conf.VirtualServer {
+	v := web()
+	v.Name = "web2"
+	v.Address = netip.AddrPortFrom(vip.Addr(), 8080)
+	return v
+}
+
 func TestDesired(t *testing.T) {
 	webKey := ServiceKey{Family: unix.AF_INET, Protocol: unix.IPPROTO_TCP, Address: vip}
 	tests := []struct {

@@ -1,7 +1,6 @@
 package ipvsync
 
 import (
-	"net/netip"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -12,9 +11,7 @@ func TestReconcileChangesIsTargeted(t *testing.T) {
 	k := &FakeKernel{}
 	foreign(t, k)
 	r := newRec(t, k, "")
-	other := web()
-	other.Name = "web2"
-	other.Address = netip.AddrPortFrom(other.Address.Addr(), 8080) // a second service of ours
+	other := web2()
 	reconcile(t, r, mustDesired(t, nil, web(), other))
 
 	// Same table again: nothing read, nothing written.
@@ -76,5 +73,61 @@ func TestReconcileChangesFallsBackAfterError(t *testing.T) {
 	svcs, _ := k.Services()
 	if len(svcs) != 1 {
 		t.Fatalf("the full fallback did not rebuild the flushed table: %d services", len(svcs))
+	}
+}
+
+// After a targeted reconcile the published rows hold what it read and
+// wrote for the services that changed (new weights and health, their
+// current counters) and, for the others, the rows published before.
+func TestPublishedAfterTargeted(t *testing.T) {
+	k := &FakeKernel{}
+	r := newRec(t, k, "")
+	other := web2()
+	other.RealServers = other.RealServers[:1] // rs1 only: rs2's health is web's alone
+	tab := mustDesired(t, downSet{rs2: true}, web(), other)
+	reconcile(t, r, tab)
+	webKey, web2Key := tab.Services[0].Key, tab.Services[1].Key
+	for _, c := range []struct {
+		key ServiceKey
+		n   int
+	}{{webKey, 5}, {web2Key, 8}} {
+		if err := k.SetConns(c.key, rs1, c.n, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := r.Published()
+
+	// rs2 of web comes back up with a new weight; web2 is unchanged.
+	changed := web()
+	changed.RealServers[1].Weight = 4
+	k.ResetCounts()
+	if _, err := r.ReconcileChanges(mustDesired(t, nil, changed, other)); err != nil {
+		t.Fatal(err)
+	}
+	if k.Reads != 2 {
+		t.Fatalf("targeted reconcile made %d reads, want 2 (web only)", k.Reads)
+	}
+	p := r.Published()
+	want := []ServiceStatus{
+		{Name: "web", Key: webKey, InKernel: true, Scheduler: "wrr", Dests: []DestStatus{
+			{Address: rs1, InKernel: true, Weight: 1, Forward: "dr", Active: 5, Inactive: 1, Health: "up"},
+			{Address: rs2, InKernel: true, Weight: 4, Forward: "dr", Health: "up"},
+		}},
+		before.Rows[1], // web2 as published before: its counters were not read again
+	}
+	if diff := cmp.Diff(want, p.Rows, cmpNetip); diff != "" {
+		t.Errorf("published after a targeted reconcile (-want +got):\n%s", diff)
+	}
+	if d := before.Rows[1].Dests[0]; d.Active != 0 || d.Health != "up" {
+		t.Errorf("web2's row before = %+v", d)
+	}
+	if !p.At.After(before.At) || p.Writes != before.Writes+1 {
+		t.Errorf("At %v (before %v), Writes %d (before %d); want later and one more", p.At, before.At, p.Writes, before.Writes)
+	}
+
+	// The next full reconcile reads every counter.
+	reconcile(t, r, mustDesired(t, nil, changed, other))
+	if got := r.Published().Rows[1].Dests[0].Active; got != 8 {
+		t.Errorf("web2's active connections after a full reconcile = %d, want 8", got)
 	}
 }

@@ -4,10 +4,12 @@ package ipvsync
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -187,10 +189,7 @@ func TestVMReconcileRealKernel(t *testing.T) {
 	}
 	checkForeign(t, other, fs)
 
-	rows, err := Snapshot(k, tab)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rows := r.Published().Rows
 	for _, s := range rows {
 		if !s.InKernel {
 			t.Errorf("snapshot: %s not in kernel", s.Key)
@@ -371,5 +370,77 @@ func TestVMReconcileChangesRealKernel(t *testing.T) {
 	}
 	if ch, err := r.Reconcile(tab2); err != nil || len(ch) != 0 {
 		t.Fatalf("full reconcile after targeted ones: %v %v", ch, err)
+	}
+}
+
+// A power cut left ipvs-owned.json empty. Against the real kernel the
+// reconciler still starts: the file is moved aside, the declared services
+// are programmed, and a service havip made before the cut that the site no
+// longer declares is left alone, since nothing says it is havip's.
+func TestVMEmptyOwnedFileAtStart(t *testing.T) {
+	inNewNetns(t)
+	k := openKernel(t)
+	site := vmSite()
+	before, err := Desired(site[:1], nil) // "web", made before the cut
+	if err != nil {
+		t.Fatal(err)
+	}
+	r0, err := NewReconciler(k, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r0.Reconcile(before); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, ownedFile), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	r, err := NewReconciler(k, dir, nil)
+	if err != nil {
+		t.Fatalf("NewReconciler over an empty state file: %v", err)
+	}
+	if aside, _ := filepath.Glob(filepath.Join(dir, ownedFile+".corrupt-*")); len(aside) != 1 {
+		t.Errorf("files moved aside: %v, want one", aside)
+	}
+	tab, err := Desired(site[1:], nil) // "mark" and "dns6"
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := r.Reconcile(tab)
+	if err != nil {
+		t.Fatalf("reconcile: %v", err)
+	}
+	if len(ch) != 2+3 {
+		t.Errorf("reconcile made %d changes, want 5: %v", len(ch), ops(ch))
+	}
+	if ch, err := r.Reconcile(tab); err != nil || len(ch) != 0 {
+		t.Errorf("second reconcile: %v %v, want a no-op", ops(ch), err)
+	}
+	var st ownedState
+	b, err := os.ReadFile(filepath.Join(dir, ownedFile))
+	if err != nil || json.Unmarshal(b, &st) != nil || len(st.Services) != 2 {
+		t.Errorf("state file after reconcile: %q (%v), want the two declared services", b, err)
+	}
+	for _, row := range r.Published().Rows {
+		if !row.InKernel || len(row.Dests) == 0 || !row.Dests[0].InKernel {
+			t.Errorf("published row %+v, want it in the kernel", row)
+		}
+	}
+
+	// The site drops everything: the declared services go, "web" stays.
+	if _, err := r.Reconcile(Table{}); err != nil {
+		t.Fatal(err)
+	}
+	svcs, err := k.Services()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(svcs) != 1 || keyOf(svcs[0]) != before.Services[0].Key {
+		t.Fatalf("kernel services after dropping the site: %v, want web alone", svcs)
+	}
+	if ds, err := k.Destinations(svcs[0]); err != nil || len(ds) != 3 {
+		t.Errorf("web's real servers: %v %v, want its 3 untouched", ds, err)
 	}
 }

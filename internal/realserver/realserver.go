@@ -3,16 +3,19 @@
 // without announcing it (arp_ignore=1, arp_announce=2), holds the VIP on lo
 // (dr) or tunl0 (tun), and relaxes rp_filter for decapsulated packets (tun).
 //
-// Every change is recorded in a state file before it is made, so Down
-// restores exactly what Up changed and a repeated Up keeps the first
-// recorded originals. It never touches addresses or settings it did not
-// change itself, and it does not load kernel modules.
+// Every change is recorded in a state file (written atomically and synced,
+// by statefile) before it is made, so Down restores exactly what Up changed
+// and a repeated Up keeps the first recorded originals. A state file a
+// power cut left empty or garbled is moved aside and counts as none. It
+// never touches addresses or settings it did not change itself, and it
+// does not load kernel modules.
 package realserver
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -20,6 +23,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/havip/havip/internal/statefile"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -73,28 +77,31 @@ func (s *settings) save() error {
 	if err != nil {
 		return fmt.Errorf("realserver: encode state: %w", err)
 	}
-	tmp := s.path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("realserver: save state: %w", err)
-	}
-	if err := os.Rename(tmp, s.path); err != nil {
-		return fmt.Errorf("realserver: save state: %w", err)
+	if err := statefile.Write(s.path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("realserver: %w", err)
 	}
 	return nil
 }
 
+// load reads the state file. An empty or undecodable one (a power cut
+// while it was written) is moved aside and logged on slog.Default(), and
+// then counts as no state file: Up records the current values as the
+// originals, Down has nothing to undo.
 func load(dir string) (*settings, error) {
 	s := &settings{dir: dir, path: filepath.Join(dir, StateFile)}
-	b, err := os.ReadFile(s.path)
-	if errors.Is(err, os.ErrNotExist) {
-		return s, nil
-	}
+	_, err := statefile.Read(s.path, slog.Default(), func(b []byte) error {
+		st := new(state)
+		if err := json.Unmarshal(b, st); err != nil {
+			return err
+		}
+		if st.Mode != "dr" && st.Mode != "tun" {
+			return fmt.Errorf("mode %q (want dr or tun)", st.Mode)
+		}
+		s.st = st
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("realserver: read state: %w", err)
-	}
-	s.st = new(state)
-	if err := json.Unmarshal(b, s.st); err != nil {
-		return nil, fmt.Errorf("realserver: parse %s: %w", s.path, err)
 	}
 	return s, nil
 }
@@ -160,7 +167,8 @@ func check(mode string, vips []netip.Prefix) error {
 // Up prepares this host as a real server for the VIPs (each is put on as a
 // host address, /32 or /128, whatever prefix length it carries). It is
 // idempotent: a second Up changes nothing and keeps the recorded
-// originals; it may add more VIPs.
+// originals; it may add more VIPs. Over a state file that is empty or
+// garbled (moved aside), it records the current values as the originals.
 func Up(mode string, vips []netip.Prefix, stateDir string) error {
 	if err := check(mode, vips); err != nil {
 		return err
@@ -277,8 +285,9 @@ func (s *settings) ensureTunl0() error {
 // Down undoes what Up recorded: it removes the VIPs Up added (only those
 // listed, or all when vips is empty), and once none is left restores every
 // sysctl to its recorded value, brings tunl0 back down and deletes it if Up
-// created it, and removes the state file. Without a state file there is
-// nothing to undo and Down returns nil.
+// created it, and removes the state file. Without a usable state file
+// (none, or one moved aside as empty or garbled) there is nothing to undo
+// and Down returns nil.
 func Down(mode string, vips []netip.Prefix, stateDir string) error {
 	if mode != "" && mode != "dr" && mode != "tun" {
 		return fmt.Errorf("%w: mode %q (want dr or tun)", ErrMode, mode)

@@ -263,3 +263,66 @@ func testTunCycle(t *testing.T) {
 		t.Errorf("VIP left on tunl0")
 	}
 }
+
+// A state file a power cut left empty, or one garbled, does not stop Up:
+// it is moved aside, Up records the current values as the originals and
+// leaves a valid state file, and Down restores them.
+func TestUpOverUnusableStateFile(t *testing.T) {
+	for _, tt := range []struct{ name, content string }{
+		{"empty", ""},
+		{"garbage", "{\"mode\": \"dr\", \"sysctls\": [{\"name\": \"net/ipv4/co"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			inNewNetns(t)
+			dir := t.TempDir()
+			path := filepath.Join(dir, StateFile)
+			if err := os.WriteFile(path, []byte(tt.content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			before := sysctls(t, arpSysctls...)
+			vip := netip.MustParsePrefix("10.2.0.1/32")
+			if err := Up("dr", []netip.Prefix{vip}, dir); err != nil {
+				t.Fatalf("Up over a %s state file: %v", tt.name, err)
+			}
+			if !slices.Contains(addrsOf(t, "lo"), "10.2.0.1/32") {
+				t.Errorf("lo lacks the VIP after Up")
+			}
+			s, err := load(dir)
+			if err != nil || s.st == nil {
+				t.Fatalf("state file after Up: %v, %+v", err, s)
+			}
+			if s.st.Mode != "dr" || len(s.st.Sysctls) == 0 || len(s.st.Addrs) != 1 {
+				t.Errorf("state after Up = %+v, want dr with the sysctls and the VIP", s.st)
+			}
+			aside, _ := filepath.Glob(path + ".corrupt-*")
+			if len(aside) != 1 {
+				t.Fatalf("files moved aside: %v, want one", aside)
+			}
+			if b, _ := os.ReadFile(aside[0]); string(b) != tt.content {
+				t.Errorf("aside file holds %q, want the old contents", b)
+			}
+
+			if err := Down("dr", nil, dir); err != nil {
+				t.Fatalf("Down: %v", err)
+			}
+			if diff := cmp.Diff(before, sysctls(t, arpSysctls...)); diff != "" {
+				t.Errorf("sysctls after Down (-before +after):\n%s", diff)
+			}
+		})
+	}
+}
+
+// Down with only an unusable state file has nothing to undo.
+func TestDownOverUnusableStateFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, StateFile)
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := Down("dr", nil, dir); err != nil {
+		t.Errorf("Down over an empty state file: %v", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("empty state file still in place: %v", err)
+	}
+}
