@@ -26,8 +26,8 @@ import (
 // dumpAttempts bounds how often an inconsistent dump is retried.
 const dumpAttempts = 5
 
-// ownedFile is the name of the state file listing the services havip created.
-const ownedFile = "ipvs-owned.json"
+// OwnedFile is the name of the state file listing the services havip created.
+const OwnedFile = "ipvs-owned.json"
 
 // errInconsistent reports a dump that changed while it was read.
 var errInconsistent = errors.New("ipvsync: IPVS table changed during dump")
@@ -109,7 +109,7 @@ func NewReconciler(k Kernel, stateDir string, log *slog.Logger) (*Reconciler, er
 	}
 	r := &Reconciler{k: k, log: log, owned: make(map[ServiceKey]bool)}
 	if stateDir != "" {
-		r.stateFile = filepath.Join(stateDir, ownedFile)
+		r.stateFile = filepath.Join(stateDir, OwnedFile)
 		_, err := statefile.Read(r.stateFile, log, func(b []byte) error {
 			var st ownedState
 			if err := json.Unmarshal(b, &st); err != nil {

@@ -15,7 +15,7 @@ import (
 // readOwnedFile returns the services listed in dir's state file.
 func readOwnedFile(t *testing.T, dir string) []string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, ownedFile))
+	b, err := os.ReadFile(filepath.Join(dir, OwnedFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestNewReconcilerUnusableStateFile(t *testing.T) {
 			k := &FakeKernel{}
 			reconcile(t, newRec(t, k, ""), mustDesired(t, nil, web2())) // before the cut
 			dir := t.TempDir()
-			if err := os.WriteFile(filepath.Join(dir, ownedFile), []byte(tt.content), 0o644); err != nil {
+			if err := os.WriteFile(filepath.Join(dir, OwnedFile), []byte(tt.content), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			var log bytes.Buffer
@@ -50,7 +50,7 @@ func TestNewReconcilerUnusableStateFile(t *testing.T) {
 			if got := r.Owned(); len(got) != 0 {
 				t.Errorf("owned = %v, want nothing", got)
 			}
-			aside, _ := filepath.Glob(filepath.Join(dir, ownedFile+".corrupt-*"))
+			aside, _ := filepath.Glob(filepath.Join(dir, OwnedFile+".corrupt-*"))
 			if len(aside) != 1 {
 				t.Fatalf("files moved aside: %v, want one", aside)
 			}
@@ -91,8 +91,8 @@ func TestStateWriteFailureKeepsReconciling(t *testing.T) {
 		clear func(dir string) error
 	}{
 		{"a directory where the file goes",
-			func(dir string) error { return os.MkdirAll(filepath.Join(dir, ownedFile), 0o755) },
-			func(dir string) error { return os.Remove(filepath.Join(dir, ownedFile)) }},
+			func(dir string) error { return os.MkdirAll(filepath.Join(dir, OwnedFile), 0o755) },
+			func(dir string) error { return os.Remove(filepath.Join(dir, OwnedFile)) }},
 		{"a regular file where the directory goes",
 			func(dir string) error { return os.WriteFile(dir, nil, 0o644) },
 			func(dir string) error { return os.Remove(dir) }},

@@ -393,7 +393,7 @@ func TestVMEmptyOwnedFileAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, ownedFile), nil, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, OwnedFile), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 
@@ -401,7 +401,7 @@ func TestVMEmptyOwnedFileAtStart(t *testing.T) {
 	if err != nil {
 		t.Fatalf("NewReconciler over an empty state file: %v", err)
 	}
-	if aside, _ := filepath.Glob(filepath.Join(dir, ownedFile+".corrupt-*")); len(aside) != 1 {
+	if aside, _ := filepath.Glob(filepath.Join(dir, OwnedFile+".corrupt-*")); len(aside) != 1 {
 		t.Errorf("files moved aside: %v, want one", aside)
 	}
 	tab, err := Desired(site[1:], nil) // "mark" and "dns6"
@@ -419,7 +419,7 @@ func TestVMEmptyOwnedFileAtStart(t *testing.T) {
 		t.Errorf("second reconcile: %v %v, want a no-op", ops(ch), err)
 	}
 	var st ownedState
-	b, err := os.ReadFile(filepath.Join(dir, ownedFile))
+	b, err := os.ReadFile(filepath.Join(dir, OwnedFile))
 	if err != nil || json.Unmarshal(b, &st) != nil || len(st.Services) != 2 {
 		t.Errorf("state file after reconcile: %q (%v), want the two declared services", b, err)
 	}
