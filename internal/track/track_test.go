@@ -502,6 +502,17 @@ func kernelAddr(t *testing.T, h *lab.Host, ifname string, ok func(netip.Addr) bo
 	return netip.Addr{}, 0
 }
 
+func setName(t *testing.T, h *lab.Host, from, to string) {
+	t.Helper()
+	l, err := h.Netlink().LinkByName(from)
+	if err == nil {
+		err = h.Netlink().LinkSetName(l, to)
+	}
+	if err != nil {
+		t.Fatalf("rename %s -> %s: %v", from, to, err)
+	}
+}
+
 func newHost(t *testing.T) *lab.Host {
 	t.Helper()
 	if testing.Short() {
@@ -552,5 +563,134 @@ func TestWatchNamespace(t *testing.T) {
 	w.link("late link appears", "late0", settled)
 	h.SetLinkDown(t, "eth0")
 	w.link("eth0 down", "eth0", downNoLL)
+	w.noMore()
+}
+
+// TestWatchNamespaceRename renames a link away and back: the name it left
+// is absent, the one it took has its ifindex, and so does its address.
+func TestWatchNamespaceRename(t *testing.T) {
+	h := newHost(t)
+	own := netip.MustParseAddr("10.9.0.1")
+	h.AddVethPair(t, "trk0", "trk1", netip.PrefixFrom(own, 32))
+	w := watchIn(t, h, Want{Links: []string{"trk0", "trkz"}, Addrs: []netip.Addr{own}})
+	trk0 := w.link("initial", "trk0", settled)
+	w.addr("initial", AddrState{own, true, "trk0"})
+
+	h.SetLinkDown(t, "trk0") // a link is renamed only while down
+	setName(t, h, "trk0", "trkz")
+	w.link("renamed away", "trk0", func(st LinkState) bool { return st == LinkState{Name: "trk0"} })
+	w.link("renamed away", "trkz", func(st LinkState) bool { return downNoLL(st) && st.Index == trk0.Index })
+	w.addr("renamed away", AddrState{own, true, "trkz"})
+
+	setName(t, h, "trkz", "trk0")
+	h.SetLinkUp(t, "trk0")
+	w.link("renamed back", "trkz", func(st LinkState) bool { return st == LinkState{Name: "trkz"} })
+	w.link("renamed back", "trk0", func(st LinkState) bool { return settled(st) && st.Index == trk0.Index })
+	w.addr("renamed back", AddrState{own, true, "trk0"})
+	w.noMore()
+}
+
+func TestWatchNamespaceMTU(t *testing.T) {
+	h := newHost(t)
+	h.AddVethPair(t, "trk0", "trk1")
+	w := watchIn(t, h, Want{Links: []string{"trk0"}})
+	trk0 := w.link("initial", "trk0", settled)
+
+	l, err := h.Netlink().LinkByName("trk0")
+	if err == nil {
+		err = h.Netlink().LinkSetMTU(l, 1400)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	trk0.MTU = 1400
+	w.link("MTU 1400", "trk0", func(st LinkState) bool { return st == trk0 })
+	w.noMore()
+}
+
+// TestWatchNamespaceAddrs watches addresses only: added, removed, moved to
+// another link, and gone with their link.
+func TestWatchNamespaceAddrs(t *testing.T) {
+	h := newHost(t)
+	own4, own6 := netip.MustParseAddr("10.9.0.1"), netip.MustParseAddr("fd00:9::1")
+	w := watchIn(t, h, Want{Addrs: []netip.Addr{own4, own6}})
+	want := map[netip.Addr]AddrState{own4: {Addr: own4}, own6: {Addr: own6}}
+	if diff := cmp.Diff(want, w.addrs, cmpAddr); diff != "" {
+		t.Fatalf("initial states (-want +got):\n%s", diff)
+	}
+
+	h.AddVethPair(t, "adr0", "adr1")
+	h.AddAddr(t, "adr0", netip.PrefixFrom(own4, 32))
+	w.addr("IPv4 added", AddrState{own4, true, "adr0"})
+	h.AddAddr(t, "adr0", netip.PrefixFrom(own6, 128))
+	w.addr("IPv6 added", AddrState{own6, true, "adr0"})
+	l, err := h.Netlink().LinkByName("adr0")
+	if err == nil {
+		err = h.Netlink().AddrDel(l, lab.Addr(netip.PrefixFrom(own4, 32)))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.addr("IPv4 deleted", AddrState{Addr: own4})
+	h.AddAddr(t, "eth0", netip.PrefixFrom(own4, 32))
+	w.addr("IPv4 on eth0", AddrState{own4, true, "eth0"})
+	h.DelLink(t, "adr0")
+	w.addr("gone with its link", AddrState{Addr: own6})
+	w.noMore()
+}
+
+// TestWatchNamespaceDAD runs duplicate address detection on a link: its
+// link-local address, and an address added to it, are reported only once
+// the kernel no longer marks them tentative.
+func TestWatchNamespaceDAD(t *testing.T) {
+	h := newHost(t)
+	own := netip.MustParseAddr("fd00:9::2")
+	w := watchIn(t, h, Want{Links: []string{"dad0"}, Addrs: []netip.Addr{own}})
+
+	if err := h.Netlink().LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "dad0"}, PeerName: "dad1"}); err != nil {
+		t.Fatal(err)
+	}
+	h.Sysctl(t, "net/ipv6/conf/dad0/accept_dad", "1") // the lab turns DAD off
+	h.SetLinkUp(t, "dad1")
+	h.SetLinkUp(t, "dad0")
+	l, err := h.Netlink().LinkByName("dad0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &netlink.Addr{IPNet: &net.IPNet{IP: own.AsSlice(), Mask: net.CIDRMask(64, 128)}} // no IFA_F_NODAD
+	if err := h.Netlink().AddrAdd(l, p); err != nil {
+		t.Fatal(err)
+	}
+
+	// DAD takes a second or more; see both addresses tentative first.
+	isLL := func(a netip.Addr) bool { return a.IsLinkLocalUnicast() }
+	isOwn := func(a netip.Addr) bool { return a == own }
+	for _, is := range []func(netip.Addr) bool{isLL, isOwn} {
+		deadline := time.Now().Add(time.Second)
+		for {
+			a, flags := kernelAddr(t, h, "dad0", is)
+			if a.IsValid() && flags&unix.IFA_F_TENTATIVE != 0 {
+				break
+			}
+			if a.IsValid() || time.Now().After(deadline) {
+				t.Fatalf("dad0: no tentative address (got %v, flags %#x): DAD did not run", a, flags)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+
+	// Every state read before the link-local one has none, and when it
+	// comes the kernel has finished DAD.
+	dad0 := w.link("DAD done", "dad0", func(st LinkState) bool { return st.LinkLocal.IsValid() })
+	if ll, flags := kernelAddr(t, h, "dad0", isLL); dad0.LinkLocal != ll || flags&unix.IFA_F_TENTATIVE != 0 {
+		t.Errorf("reported link-local %v; the kernel has %v with flags %#x", dad0.LinkLocal, ll, flags)
+	}
+	w.addr("DAD done", AddrState{own, true, "dad0"})
+	if _, flags := kernelAddr(t, h, "dad0", isOwn); flags&unix.IFA_F_TENTATIVE != 0 {
+		t.Errorf("%v reported present while tentative (flags %#x)", own, flags)
+	}
+	if !dad0.Up {
+		t.Errorf("dad0 with its link-local: %+v, want up", dad0)
+	}
 	w.noMore()
 }
