@@ -57,7 +57,7 @@ type Daemon struct {
 	ipvs      *ipvsPart
 	health    *healthPart
 	pair      *pairLink
-	trackCh   <-chan track.LinkState
+	trackCh   <-chan track.Update
 	trackStop context.CancelFunc
 	trackOn   []string
 	links     map[string]track.LinkState
@@ -160,12 +160,14 @@ func Run(ctx context.Context, opts Options) error {
 			_, _ = sd.SdNotify(false, sd.SdNotifyStopping)
 			cancel()
 			return d.shutdown(hooksCancel, hooksDone)
-		case ls, ok := <-d.trackCh:
+		case u, ok := <-d.trackCh:
 			if !ok {
 				d.trackCh = nil
 				continue
 			}
-			d.linkChanged(ls)
+			if u.Link != nil {
+				d.linkChanged(*u.Link)
+			}
 		}
 	}
 }

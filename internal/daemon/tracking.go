@@ -41,7 +41,7 @@ func (d *Daemon) startTracking(ctx context.Context) error {
 		d.trackStop()
 	}
 	tctx, cancel := context.WithCancel(ctx)
-	ch, err := track.Watch(tctx, names, d.log)
+	ch, err := track.Watch(tctx, track.Want{Links: names}, d.log)
 	if err != nil {
 		cancel()
 		return err
