@@ -20,7 +20,8 @@ import (
 
 // waitDelay is how long a finished or killed hook's output is still read:
 // a background child that keeps stdout or stderr open must not hold the
-// runner beyond it.
+// runner beyond it. Such a child, left behind by a hook that exited, keeps
+// running (it may be meant to); only a timeout kills the process group.
 const waitDelay = 200 * time.Millisecond
 
 // Options shape a Runner. Each zero value means what it says, nothing is
