@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -42,18 +43,35 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func usage(w io.Writer) {
-	fmt.Fprint(w, `usage: havip COMMAND [flags]
+// command is one subcommand, as the usage texts show it.
+type command struct {
+	name, args, what string
+	run              func(args []string, stdout, stderr io.Writer) int
+}
 
-commands:
-  run       -c FILE [--node NAME]      the daemon, in the foreground
-  check     -c FILE [--node NAME]      validate the site file; exit 1 when invalid
-  status    [-c FILE] [--json]         state of the running daemon
-  failover  [GROUP...]                 planned handover drill to the peer
-  realserver up|down --mode dr|tun --vip ADDR...
-                                       prepare (or restore) a real server
-  version                              version, commit, build date
-`)
+func commands() []command {
+	return []command{
+		{"run", "-c FILE [--node NAME]", "the daemon, in the foreground", cmdRun},
+		{"check", "-c FILE [--node NAME]", "validate the site file; exit 1 when invalid", cmdCheck},
+		{"status", "[-c FILE] [--json]", "state of the running daemon", cmdStatus},
+		{"reload", "[-c FILE] [--json]", "make the running daemon re-read its site file", cmdReload},
+		{"failover", "[GROUP...]", "planned handover drill to the peer", cmdFailover},
+		{"realserver", "up|down --mode dr|tun --vip ADDR...", "prepare (or restore) a real server", cmdRealserver},
+		{"version", "", "version, commit, build date", cmdVersion},
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, "usage: havip COMMAND [flags]\n\ncommands:\n")
+	for _, c := range commands() {
+		head := fmt.Sprintf("%-9s %s", c.name, c.args)
+		if len(head) > 36 {
+			fmt.Fprintf(w, "  %s\n%39s%s\n", head, "", c.what)
+		} else {
+			fmt.Fprintf(w, "  %-37s%s\n", head, c.what)
+		}
+	}
+	fmt.Fprint(w, "\nhavip COMMAND -h lists the command's flags.\n")
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -61,40 +79,66 @@ func run(args []string, stdout, stderr io.Writer) int {
 		usage(stderr)
 		return exitInput
 	}
-	cmd, args := args[0], args[1:]
-	switch cmd {
-	case "run":
-		return cmdRun(args, stderr)
-	case "check":
-		return cmdCheck(args, stdout, stderr)
-	case "status":
-		return cmdStatus(args, stdout, stderr)
-	case "failover":
-		return cmdFailover(args, stdout, stderr)
-	case "realserver":
-		return cmdRealserver(args, stdout, stderr)
-	case "version", "--version", "-v":
-		fmt.Fprintf(stdout, "havip %s (commit %s, built %s)\n", version, commit, date)
-		return exitOK
+	name, args := args[0], args[1:]
+	switch name {
+	case "--version", "-v":
+		return cmdVersion(args, stdout, stderr)
 	case "help", "-h", "--help":
 		usage(stdout)
 		return exitOK
-	default:
-		fmt.Fprintf(stderr, "havip: unknown command %q\n", cmd)
-		usage(stderr)
-		return exitInput
 	}
+	for _, c := range commands() {
+		if c.name == name {
+			return c.run(args, stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "havip: unknown command %q\n", name)
+	usage(stderr)
+	return exitInput
+}
+
+// flags is one subcommand's flag set. -h prints the command's usage to
+// stdout (exit 0); a bad flag or argument prints the problem and the usage
+// to stderr (exit 1).
+type flags struct {
+	*flag.FlagSet
+	cmd            command
+	stdout, stderr io.Writer
+}
+
+func newFlags(name string, stdout, stderr io.Writer) *flags {
+	f := &flags{FlagSet: flag.NewFlagSet("havip "+name, flag.ContinueOnError), stdout: stdout, stderr: stderr}
+	for _, c := range commands() {
+		if c.name == name {
+			f.cmd = c
+		}
+	}
+	f.SetOutput(stderr)
+	f.Usage = func() {} // parse prints it, to the stream that fits
+	return f
+}
+
+func (f *flags) usage(w io.Writer) {
+	fmt.Fprintf(w, "usage: %s\n%s\n", strings.TrimSpace(f.Name()+" "+f.cmd.args), f.cmd.what)
+	f.SetOutput(w)
+	defer f.SetOutput(f.stderr)
+	f.PrintDefaults()
 }
 
 // parse parses flags placed anywhere among the arguments and returns the
-// positional ones.
-func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+// positional ones. An error has been printed; exitFor gives the exit code.
+func (f *flags) parse(args []string) ([]string, error) {
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := f.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				f.usage(f.stdout)
+			} else {
+				f.usage(f.stderr)
+			}
 			return nil, err
 		}
-		args = fs.Args()
+		args = f.Args()
 		if len(args) == 0 {
 			return pos, nil
 		}
@@ -103,22 +147,43 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-func newFlags(name string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("havip "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	return fs
+// parseNone is parse for a command that takes no positional arguments.
+func (f *flags) parseNone(args []string) error {
+	pos, err := f.parse(args)
+	if err == nil && len(pos) > 0 {
+		err = fmt.Errorf("unexpected argument %q", pos[0])
+		fmt.Fprintf(f.stderr, "%s: %v\n", f.Name(), err)
+		f.usage(f.stderr)
+	}
+	return err
 }
 
-func cmdRun(args []string, stderr io.Writer) int {
-	fs := newFlags("run", stderr)
-	cfg := fs.String("c", defaultConfig, "site file")
-	node := fs.String("node", "", "this director's [[node]] name (default: hostname)")
-	sock := fs.String("socket", "", "control socket path (overrides [site] control_socket)")
-	state := fs.String("state-dir", "", "state directory (overrides [site] state_dir)")
-	metrics := fs.String("metrics", "-", "metrics listen address (overrides [site] metrics; \"\" disables)")
-	logLevel := fs.String("log-level", "info", "debug | info | warn | error")
-	if _, err := parse(fs, args); err != nil {
-		return exitInput
+// exitFor is the exit code for an error of parse: -h is not one.
+func exitFor(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	return exitInput
+}
+
+func cmdVersion(args []string, stdout, stderr io.Writer) int {
+	if err := newFlags("version", stdout, stderr).parseNone(args); err != nil {
+		return exitFor(err)
+	}
+	fmt.Fprintf(stdout, "havip %s (commit %s, built %s)\n", version, commit, date)
+	return exitOK
+}
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	f := newFlags("run", stdout, stderr)
+	cfg := f.String("c", defaultConfig, "site file")
+	node := f.String("node", "", "this director's [[node]] name (default: hostname)")
+	sock := f.String("socket", "", "control socket path (overrides [site] control_socket)")
+	state := f.String("state-dir", "", "state directory (overrides [site] state_dir)")
+	metrics := f.String("metrics", "-", "metrics listen address (overrides [site] metrics; \"\" disables)")
+	logLevel := f.String("log-level", "info", "debug | info | warn | error")
+	if err := f.parseNone(args); err != nil {
+		return exitFor(err)
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -145,11 +210,11 @@ func cmdRun(args []string, stderr io.Writer) int {
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("check", stderr)
-	cfg := fs.String("c", defaultConfig, "site file")
-	node := fs.String("node", "", "check that this [[node]] exists")
-	if _, err := parse(fs, args); err != nil {
-		return exitInput
+	f := newFlags("check", stdout, stderr)
+	cfg := f.String("c", defaultConfig, "site file")
+	node := f.String("node", "", "check that this [[node]] exists")
+	if err := f.parseNone(args); err != nil {
+		return exitFor(err)
 	}
 	site, problems, err := conf.Load(*cfg)
 	if err != nil {
@@ -173,100 +238,172 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// socketPath finds the control socket: --socket, else the site file's
-// control_socket, else the default.
-func socketPath(cfg, sock string, cfgSet bool) (string, error) {
-	if sock != "" {
-		return sock, nil
+// client is the flags of a command that talks to the running daemon.
+type client struct {
+	*flags
+	cfg, sock *string
+	asJSON    *bool
+}
+
+func newClient(name string, stdout, stderr io.Writer) *client {
+	f := newFlags(name, stdout, stderr)
+	return &client{
+		flags:  f,
+		cfg:    f.String("c", defaultConfig, "site file (to find the control socket)"),
+		sock:   f.String("socket", "", "control socket path"),
+		asJSON: f.Bool("json", false, "print JSON"),
 	}
-	if _, err := os.Stat(cfg); err == nil || cfgSet {
-		site, problems, err := conf.Load(cfg)
-		if err != nil {
-			return "", err
+}
+
+// inputError marks an error that is bad input (exit 1), not a runtime
+// failure (exit 2).
+type inputError struct{ error }
+
+func (e inputError) Unwrap() error { return e.error }
+
+// call sends req to the daemon and waits up to timeout for the answer.
+func (c *client) call(req ctl.Request, timeout time.Duration) (*ctl.Response, error) {
+	path, err := c.socket()
+	if err != nil {
+		return nil, inputError{err}
+	}
+	return ctl.Call(path, req, timeout)
+}
+
+// socket finds the control socket: --socket, else the site file's
+// control_socket, else the default. An invalid file is read leniently
+// (with a note), so the daemon stays reachable while it is being edited.
+// An unreadable -c FILE is an error; an unreadable default file is not
+// (a missing one goes without a note).
+func (c *client) socket() (string, error) {
+	if *c.sock != "" {
+		return *c.sock, nil
+	}
+	data, err := os.ReadFile(*c.cfg)
+	switch {
+	case err != nil && c.set("c"):
+		return "", err
+	case err != nil:
+		if !errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintf(c.stderr, "%s: note: %v; asking the daemon on %s\n", c.Name(), err, conf.DefaultControlSocket)
 		}
-		if conf.HasErrors(problems) {
-			return "", fmt.Errorf("%s is invalid (run havip check -c %s)", cfg, cfg)
-		}
+		return conf.DefaultControlSocket, nil
+	}
+	site, problems := conf.Parse(*c.cfg, data)
+	if !conf.HasErrors(problems) {
 		return site.ControlSocket, nil
 	}
-	return "/run/havip/havip.sock", nil
+	path, ok := conf.PeekControlSocket(data)
+	if !ok {
+		path = conf.DefaultControlSocket
+	}
+	fmt.Fprintf(c.stderr, "%s: note: %s is invalid (havip check -c %s says why); asking the daemon on %s\n", c.Name(), *c.cfg, *c.cfg, path)
+	return path, nil
 }
 
-func clientFlags(name string, stderr io.Writer) (*flag.FlagSet, *string, *string) {
-	fs := newFlags(name, stderr)
-	cfg := fs.String("c", defaultConfig, "site file (to find the control socket)")
-	sock := fs.String("socket", "", "control socket path")
-	return fs, cfg, sock
-}
-
-func flagSet(fs *flag.FlagSet, name string) bool {
+func (c *client) set(name string) bool {
 	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	c.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
 }
 
+// fail prints err and returns its exit code.
+func (c *client) fail(err error) int {
+	fmt.Fprintf(c.stderr, "%s: %v\n", c.Name(), err)
+	if _, ok := errors.AsType[inputError](err); ok {
+		return exitInput
+	}
+	return exitRuntime
+}
+
+func (c *client) printJSON(v any) {
+	enc := json.NewEncoder(c.stdout)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
-	fs, cfg, sock := clientFlags("status", stderr)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if _, err := parse(fs, args); err != nil {
+	c := newClient("status", stdout, stderr)
+	if err := c.parseNone(args); err != nil {
+		return exitFor(err)
+	}
+	resp, err := c.call(ctl.Request{Cmd: ctl.CmdStatus}, 5*time.Second)
+	if err != nil {
+		return c.fail(err)
+	}
+	if *c.asJSON {
+		c.printJSON(resp.Status)
+	} else {
+		printStatus(stdout, resp.Status)
+	}
+	return exitOK
+}
+
+// cmdReload asks the daemon to re-read its site file: exit 0 when the new
+// file runs, 1 when the daemon refused it (the old one keeps running), 2
+// when the daemon could not be asked.
+func cmdReload(args []string, stdout, stderr io.Writer) int {
+	c := newClient("reload", stdout, stderr)
+	if err := c.parseNone(args); err != nil {
+		return exitFor(err)
+	}
+	resp, err := c.call(ctl.Request{Cmd: ctl.CmdReload}, 60*time.Second)
+	if resp == nil || resp.Reload == nil {
+		if err == nil {
+			err = errors.New("the daemon answered without a reload result")
+		}
+		return c.fail(err)
+	}
+	res := resp.Reload
+	switch {
+	case *c.asJSON:
+		c.printJSON(res)
+	case res.Applied:
+		printReload(stdout, stderr, res)
+	default:
+		for _, p := range res.Problems {
+			fmt.Fprintln(stderr, p)
+		}
+		if len(res.Problems) == 0 && err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", c.Name(), err)
+		}
+		fmt.Fprintln(stderr, "reload refused; the running configuration is unchanged")
+	}
+	if !res.Applied {
 		return exitInput
 	}
-	path, err := socketPath(*cfg, *sock, flagSet(fs, "c"))
-	if err != nil {
-		fmt.Fprintf(stderr, "havip status: %v\n", err)
-		return exitInput
-	}
-	resp, err := ctl.Call(path, ctl.Request{Cmd: ctl.CmdStatus}, 5*time.Second)
-	if err != nil {
-		fmt.Fprintf(stderr, "havip status: %v\n", err)
-		return exitRuntime
-	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(resp.Status)
-		return exitOK
-	}
-	printStatus(stdout, resp.Status)
 	return exitOK
 }
 
 func cmdFailover(args []string, stdout, stderr io.Writer) int {
-	fs, cfg, sock := clientFlags("failover", stderr)
-	asJSON := fs.Bool("json", false, "print JSON")
-	groups, err := parse(fs, args)
+	c := newClient("failover", stdout, stderr)
+	groups, err := c.parse(args)
 	if err != nil {
-		return exitInput
+		return exitFor(err)
 	}
-	path, err := socketPath(*cfg, *sock, flagSet(fs, "c"))
-	if err != nil {
-		fmt.Fprintf(stderr, "havip failover: %v\n", err)
-		return exitInput
-	}
-	resp, err := ctl.Call(path, ctl.Request{Cmd: ctl.CmdFailover, Groups: groups}, 30*time.Second)
+	resp, err := c.call(ctl.Request{Cmd: ctl.CmdFailover, Groups: groups}, 30*time.Second)
 	if resp != nil && len(resp.Failover) > 0 {
-		if *asJSON {
-			_ = json.NewEncoder(stdout).Encode(resp.Failover)
+		if *c.asJSON {
+			c.printJSON(resp.Failover)
 		} else {
 			printFailover(stdout, resp.Failover)
 		}
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "havip failover: %v\n", err)
 		if resp != nil && len(resp.Failover) == 0 && strings.Contains(err.Error(), "no group named") {
-			return exitInput
+			err = inputError{err}
 		}
-		return exitRuntime
+		return c.fail(err)
 	}
 	return exitOK
 }
 
 func cmdRealserver(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("realserver", stderr)
-	mode := fs.String("mode", "", "dr | tun")
-	state := fs.String("state-dir", "/var/lib/havip", "where the previous settings are saved for down")
+	f := newFlags("realserver", stdout, stderr)
+	mode := f.String("mode", "", "dr | tun")
+	state := f.String("state-dir", "/var/lib/havip", "where the previous settings are saved for down")
 	var vips []netip.Prefix
-	fs.Func("vip", "virtual IP (repeatable; ADDR or ADDR/LEN)", func(s string) error {
+	f.Func("vip", "virtual IP (repeatable; ADDR or ADDR/LEN)", func(s string) error {
 		for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' }) {
 			p, err := parseVIP(f)
 			if err != nil {
@@ -276,9 +413,9 @@ func cmdRealserver(args []string, stdout, stderr io.Writer) int {
 		}
 		return nil
 	})
-	pos, err := parse(fs, args)
+	pos, err := f.parse(args)
 	if err != nil {
-		return exitInput
+		return exitFor(err)
 	}
 	// --vip A B C: bare addresses after the action are VIPs too.
 	if len(pos) == 0 || (pos[0] != "up" && pos[0] != "down") {

@@ -14,7 +14,21 @@ import (
 func printStatus(w io.Writer, st *ctl.Status) {
 	fmt.Fprintf(w, "site %s  node %s (%s)  pid %d  up %s  version %s\n",
 		st.Site, st.Node, st.Address, st.PID, time.Since(st.Started).Round(time.Second), st.Version)
-	if st.ReloadError != "" {
+	fmt.Fprintf(w, "config %s  revision %s", dash(st.ConfigFile), dash(st.Revision))
+	if !st.ConfigLoaded.IsZero() {
+		fmt.Fprintf(w, "  loaded %s", st.ConfigLoaded.Format(time.DateTime))
+	}
+	fmt.Fprintln(w)
+	switch lr := st.LastReload; {
+	case lr != nil && !lr.Applied:
+		fmt.Fprintln(w, "LAST RELOAD REFUSED (running config kept):")
+		for _, p := range lr.Problems {
+			fmt.Fprintf(w, "  %s\n", p)
+		}
+		if len(lr.Problems) == 0 && st.ReloadError != "" {
+			fmt.Fprintf(w, "  %s\n", st.ReloadError)
+		}
+	case st.ReloadError != "":
 		fmt.Fprintf(w, "LAST RELOAD REFUSED (running config kept): %s\n", st.ReloadError)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -63,6 +77,12 @@ func printStatus(w io.Writer, st *ctl.Status) {
 		} else if !p.LastSeen.IsZero() {
 			state = fmt.Sprintf("silent since %s", p.LastSeen.Format(time.RFC3339))
 		}
+		if p.Revision != "" {
+			state += ", revision " + p.Revision
+			if p.Revision != st.Revision {
+				state += " (differs from this node's)"
+			}
+		}
 		fmt.Fprintf(w, "peer %s (%s): %s\n", p.Node, p.Address, state)
 	}
 	var down []string
@@ -86,6 +106,25 @@ func printStatus(w io.Writer, st *ctl.Status) {
 		for _, s := range st.IPVS.Sync {
 			fmt.Fprintf(w, "sync daemon: %s on %s, sync id %d\n", s.Role, s.Interface, s.SyncID)
 		}
+	}
+}
+
+// printReload prints an applied reload: the changes, then one line of
+// what ran before and what runs now; warnings go to stderr.
+func printReload(stdout, stderr io.Writer, res *ctl.ReloadResult) {
+	for _, c := range res.Changes {
+		fmt.Fprintln(stdout, c)
+	}
+	if len(res.Changes) == 0 {
+		fmt.Fprintln(stdout, "no changes")
+	}
+	took := ""
+	if res.Took != "" {
+		took = " in " + res.Took
+	}
+	fmt.Fprintf(stdout, "reloaded %s (revision %s -> %s)%s\n", res.File, dash(res.OldRevision), dash(res.Revision), took)
+	for _, w := range res.Warnings {
+		fmt.Fprintln(stderr, w)
 	}
 }
 

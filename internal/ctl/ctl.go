@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
+	"syscall"
 	"time"
 )
 
@@ -163,11 +165,16 @@ var ErrNotRunning = errors.New("ctl: the havip daemon is not running")
 // it (it is root only).
 var ErrPermission = errors.New("ctl: permission denied (the control socket is root only)")
 
+// PermissionDenied begins the daemon's answer to a client that is not root.
+const PermissionDenied = "permission denied"
+
 // Call sends one request to the daemon at socket and returns its response.
+// Not reaching the daemon is ErrNotRunning, or ErrPermission when this user
+// may not use the socket; a refusal by the daemon returns the response too.
 func Call(socket string, req Request, timeout time.Duration) (*Response, error) {
 	c, err := net.DialTimeout("unix", socket, timeout)
 	if err != nil {
-		return nil, fmt.Errorf("%w (socket %s: %v)", ErrNotRunning, socket, err)
+		return nil, dialError(socket, err)
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(timeout))
@@ -178,8 +185,22 @@ func Call(socket string, req Request, timeout time.Duration) (*Response, error) 
 	if err := json.NewDecoder(c).Decode(&resp); err != nil {
 		return nil, fmt.Errorf("ctl: read response: %w", err)
 	}
-	if !resp.OK {
-		return &resp, fmt.Errorf("ctl: daemon: %s", resp.Error)
+	return &resp, responseError(&resp)
+}
+
+func dialError(socket string, err error) error {
+	if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
+		return fmt.Errorf("%w (socket %s: %v)", ErrPermission, socket, err)
 	}
-	return &resp, nil
+	return fmt.Errorf("%w (socket %s: %v)", ErrNotRunning, socket, err)
+}
+
+func responseError(resp *Response) error {
+	switch {
+	case resp.OK:
+		return nil
+	case strings.HasPrefix(resp.Error, PermissionDenied):
+		return fmt.Errorf("%w (daemon: %s)", ErrPermission, resp.Error)
+	}
+	return fmt.Errorf("ctl: daemon: %s", resp.Error)
 }
