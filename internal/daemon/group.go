@@ -105,6 +105,7 @@ func newGroup(site *conf.Site, node *conf.Node, cfg conf.Group, log *slog.Logger
 		Lifetime:     cfg.VIPLifetime,
 		GARPCount:    cfg.GARPCount,
 		GARPInterval: cfg.GARPInterval,
+		Owner:        node.Address, // an owned VIP is the operator's address: announced, never deleted
 		Logger:       g.log,
 	})
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/mdlayher/arp"
@@ -37,6 +38,7 @@ type frame struct {
 	etherType ethernet.EtherType
 	dst       net.HardwareAddr
 	b         []byte
+	vip       netip.Addr // the address it announces
 }
 
 // sender puts complete Ethernet frames on the wire.
@@ -113,74 +115,107 @@ func frames(mac net.HardwareAddr, vips []netip.Prefix) ([]frame, error) {
 		if err != nil {
 			return nil, err
 		}
+		f.vip = p.Addr()
 		out = append(out, f)
 	}
 	return out, nil
 }
 
-// announce cancels a running burst and starts a new one for vips on l.
-func (c *Claimer) announce(ctx context.Context, l netlink.Link, vips []netip.Prefix) {
+// burstRun is one running (or ended) burst.
+type burstRun struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// announce starts a burst of cfg's options for vips on l, after stopping the
+// running ones if replace is set.
+func (c *Claimer) announce(ctx context.Context, l netlink.Link, cfg *config, vips []netip.Prefix, replace bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.stopBurstLocked()
-
+	if replace {
+		c.stopBurstsLocked()
+	}
+	if cfg.opt.GARPCount == 0 {
+		return
+	}
 	mac := l.Attrs().HardwareAddr
 	if len(mac) != 6 {
 		c.errs.Add(1)
-		c.log.Warn("announce failed", "reason", reasonNoMAC, "mac", mac)
+		cfg.log.Warn("announce failed", "reason", reasonNoMAC, "mac", mac)
 		return
 	}
 	fs, err := frames(mac, vips)
 	if err != nil {
 		c.errs.Add(1)
-		c.log.Warn("announce failed", "reason", reasonSend, "err", err)
+		cfg.log.Warn("announce failed", "reason", reasonSend, "err", err)
 		return
 	}
 	if c.snd != nil && c.sndIndex != l.Attrs().Index {
-		c.snd.close() // the interface was recreated
+		// The interface was recreated: bursts on the old one stop.
+		c.stopBurstsLocked()
+		c.snd.close()
 		c.snd = nil
 	}
 	if c.snd == nil {
 		s, err := c.open(&net.Interface{Index: l.Attrs().Index, Name: l.Attrs().Name, HardwareAddr: mac, MTU: l.Attrs().MTU})
 		if err != nil {
 			c.errs.Add(1)
-			c.log.Warn("announce failed", "reason", reasonSocket, "err", err)
+			cfg.log.Warn("announce failed", "reason", reasonSocket, "err", err)
 			return
 		}
 		c.snd, c.sndIndex = s, l.Attrs().Index
 	}
 	s := c.snd
 	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	c.cancel, c.done = cancel, done
+	b := burstRun{cancel: cancel, done: make(chan struct{})}
+	c.bursts = slices.DeleteFunc(c.bursts, burstRun.ended)
+	c.bursts = append(c.bursts, b)
 	go func() {
-		defer close(done)
-		c.burst(ctx, s, fs)
+		defer close(b.done)
+		defer cancel()
+		c.burst(ctx, s, fs, cfg)
 	}()
 }
 
-// stopBurstLocked cancels the running burst and waits for it to end (at
-// most one frame's send: the socket stays open).
-func (c *Claimer) stopBurstLocked() {
-	if c.cancel == nil {
-		return
+func (b burstRun) ended() bool {
+	select {
+	case <-b.done:
+		return true
+	default:
+		return false
 	}
-	c.cancel()
-	<-c.done
-	c.cancel, c.done = nil, nil
 }
 
-// burst sends GARPCount rounds of fs, GARPInterval apart, the first at once.
-func (c *Claimer) burst(ctx context.Context, s sender, fs []frame) {
-	t := time.NewTicker(c.opt.GARPInterval)
-	defer t.Stop()
+// stopBurstsLocked cancels the running bursts and waits for them to end (at
+// most one frame's send each: the socket stays open).
+func (c *Claimer) stopBurstsLocked() {
+	for _, b := range c.bursts {
+		b.cancel()
+		<-b.done
+	}
+	c.bursts = nil
+}
+
+// burst sends cfg's GARPCount rounds of fs, GARPInterval apart, the first at
+// once. Each round leaves out the VIPs that Set has removed since.
+func (c *Claimer) burst(ctx context.Context, s sender, fs []frame, cfg *config) {
+	var tick <-chan time.Time
+	if cfg.opt.GARPCount > 1 {
+		t := time.NewTicker(cfg.opt.GARPInterval)
+		defer t.Stop()
+		tick = t.C
+	}
 	var logged bool
 	for round := 0; ; {
+		cur := c.cfg.Load()
 		for _, f := range fs {
+			if !cur.in[f.vip] {
+				continue
+			}
 			if err := s.send(f); err != nil {
 				c.errs.Add(1)
 				if !logged { // once per burst: the next rounds fail alike
-					c.log.Warn("announce failed", "reason", reasonSend, "err", err)
+					cfg.log.Warn("announce failed", "reason", reasonSend, "err", err)
 					logged = true
 				}
 				continue
@@ -191,13 +226,13 @@ func (c *Claimer) burst(ctx context.Context, s sender, fs []frame) {
 				c.garpSent.Add(1)
 			}
 		}
-		if round++; round >= c.opt.GARPCount {
+		if round++; round >= cfg.opt.GARPCount {
 			return
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-tick:
 		}
 	}
 }

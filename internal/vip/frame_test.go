@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 )
@@ -195,6 +196,14 @@ func TestNewValidation(t *testing.T) {
 		{"invalid vip", "eth0", []netip.Prefix{{}}, Options{}, false},
 		{"duplicate", "eth0", []netip.Prefix{v4[0], netip.MustParsePrefix("192.0.2.10/32")}, Options{}, false},
 		{"negative lifetime", "eth0", v4, Options{Lifetime: -time.Second}, false},
+		{"no announcements", "eth0", v4, Options{GARPCount: 0}, true},
+		{"one round needs no interval", "eth0", v4, Options{GARPCount: 1}, true},
+		{"rounds need an interval", "eth0", v4, Options{GARPCount: 2}, false},
+		{"negative interval", "eth0", v4, Options{GARPCount: 1, GARPInterval: -time.Millisecond}, false},
+		{"negative count", "eth0", v4, Options{GARPCount: -1, GARPInterval: time.Second}, false},
+		{"owner", "eth0", v4, Options{Owner: netip.MustParseAddr("192.0.2.10")}, true},
+		{"4-in-6 owner", "eth0", v4, Options{Owner: netip.MustParseAddr("::ffff:192.0.2.10")}, false},
+		{"zoned owner", "eth0", v4, Options{Owner: netip.MustParseAddr("fe80::1%eth0")}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := New(tc.ifname, tc.vips, tc.opt)
@@ -235,17 +244,58 @@ func (f *fakeSender) close() error {
 	return nil
 }
 
+var cmpPrefix = cmpopts.EquateComparable(netip.Prefix{})
+
+// fakeClaimer is a Claimer without namespace or netlink handle, sending
+// through the senders open returns.
+func fakeClaimer(t *testing.T, vips []netip.Prefix, opt Options, open func(*net.Interface) (sender, error)) *Claimer {
+	t.Helper()
+	cfg, err := newConfig("eth0", vips, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Claimer{ifname: "eth0", open: open}
+	c.cfg.Store(cfg)
+	return c
+}
+
+// senders is an open function that records the fakeSenders it opens.
+type senders struct {
+	mu  sync.Mutex
+	all []*fakeSender
+}
+
+func (ss *senders) open(*net.Interface) (sender, error) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	s := &fakeSender{}
+	ss.all = append(ss.all, s)
+	return s, nil
+}
+
+// sentFor counts the frames s sent for each address.
+func (f *fakeSender) sentFor() map[netip.Addr]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := map[netip.Addr]int{}
+	for _, fr := range f.sent {
+		n[fr.vip]++
+	}
+	return n
+}
+
 func TestBurst(t *testing.T) {
 	vips := []netip.Prefix{netip.MustParsePrefix("192.0.2.10/24"), netip.MustParsePrefix("2001:db8::10/64")}
 	fs, err := frames(testMAC, vips)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Claimer{opt: Options{GARPCount: 4, GARPInterval: 20 * time.Millisecond}, log: discard}
+	c := fakeClaimer(t, vips, Options{GARPCount: 4, GARPInterval: 20 * time.Millisecond}, nil)
+	cfg := c.cfg.Load()
 
 	s := &fakeSender{}
 	start := time.Now()
-	c.burst(context.Background(), s, fs)
+	c.burst(context.Background(), s, fs, cfg)
 	if len(s.sent) != 8 {
 		t.Fatalf("sent %d frames, want 4 rounds x 2", len(s.sent))
 	}
@@ -264,55 +314,63 @@ func TestBurst(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	s = &fakeSender{}
-	c.burst(ctx, s, fs)
+	c.burst(ctx, s, fs, cfg)
 	if len(s.sent) != 2 {
 		t.Errorf("cancelled burst sent %d frames, want 2", len(s.sent))
 	}
 
 	// Failures are counted per frame.
 	s = &fakeSender{fail: true}
-	c.burst(context.Background(), s, fs)
+	c.burst(context.Background(), s, fs, cfg)
 	if _, _, errs := c.Counters(); errs != 8 {
 		t.Errorf("errors = %d, want 8", errs)
+	}
+
+	// One round needs no interval.
+	c = fakeClaimer(t, vips, Options{GARPCount: 1}, nil)
+	s = &fakeSender{}
+	c.burst(context.Background(), s, fs, c.cfg.Load())
+	if len(s.sent) != 2 {
+		t.Errorf("one-round burst sent %d frames, want 2", len(s.sent))
+	}
+}
+
+func TestGARPCountZeroSendsNothing(t *testing.T) {
+	var ss senders
+	vips := []netip.Prefix{netip.MustParsePrefix("192.0.2.10/24")}
+	c := fakeClaimer(t, vips, Options{GARPCount: 0}, ss.open)
+	c.announce(context.Background(), fakeLink(testMAC), c.cfg.Load(), vips, true)
+	c.announce(context.Background(), fakeLink(testMAC), c.cfg.Load(), vips, false)
+	if len(ss.all) != 0 || len(c.bursts) != 0 {
+		t.Errorf("GARPCount 0: opened %d senders, started %d bursts; want none", len(ss.all), len(c.bursts))
 	}
 }
 
 func TestAnnounceCancelsRunningBurst(t *testing.T) {
-	var senders []*fakeSender
-	var mu sync.Mutex
-	c := &Claimer{
-		vips: []netip.Prefix{netip.MustParsePrefix("192.0.2.10/24")},
-		opt:  Options{GARPCount: 1000, GARPInterval: 5 * time.Millisecond},
-		log:  discard,
-		open: func(*net.Interface) (sender, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			s := &fakeSender{}
-			senders = append(senders, s)
-			return s, nil
-		},
-	}
+	var ss senders
+	vips := []netip.Prefix{netip.MustParsePrefix("192.0.2.10/24")}
+	c := fakeClaimer(t, vips, Options{GARPCount: 1000, GARPInterval: 5 * time.Millisecond}, ss.open)
 	link := fakeLink(testMAC)
-	c.announce(context.Background(), link, c.vips)
+	c.announce(context.Background(), link, c.cfg.Load(), vips, true)
 	time.Sleep(20 * time.Millisecond)
 	c.mu.Lock()
-	firstDone := c.done
+	firstDone := c.bursts[0].done
 	c.mu.Unlock()
-	c.announce(context.Background(), link, c.vips)
+	c.announce(context.Background(), link, c.cfg.Load(), vips, true)
 	select {
 	case <-firstDone:
 	default:
 		t.Error("first burst still running after a new Announce")
 	}
 	c.mu.Lock()
-	c.stopBurstLocked()
+	c.stopBurstsLocked()
 	c.mu.Unlock()
-	mu.Lock()
-	defer mu.Unlock()
-	if len(senders) != 1 {
-		t.Fatalf("opened %d senders, want one kept across bursts", len(senders))
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if len(ss.all) != 1 {
+		t.Fatalf("opened %d senders, want one kept across bursts", len(ss.all))
 	}
-	s := senders[0]
+	s := ss.all[0]
 	s.mu.Lock()
 	n, closed := len(s.sent), s.closed
 	s.mu.Unlock()
@@ -324,5 +382,105 @@ func TestAnnounceCancelsRunningBurst(t *testing.T) {
 	}
 	if closed {
 		t.Error("the sender was closed between bursts (that costs an RCU grace period)")
+	}
+}
+
+// TestBurstFollowsSet: a running burst goes on for the VIPs still in the
+// set; a burst for VIPs just added (ClaimSome) runs beside it.
+func TestBurstFollowsSet(t *testing.T) {
+	a, b, n := netip.MustParsePrefix("192.0.2.10/24"), netip.MustParsePrefix("2001:db8::10/64"), netip.MustParsePrefix("192.0.2.11/24")
+	var ss senders
+	opt := Options{GARPCount: 1000, GARPInterval: 5 * time.Millisecond}
+	c := fakeClaimer(t, []netip.Prefix{a, b}, opt, ss.open)
+	link := fakeLink(testMAC)
+	c.announce(context.Background(), link, c.cfg.Load(), []netip.Prefix{a, b}, true)
+	time.Sleep(20 * time.Millisecond)
+	added, removed, err := c.Set([]netip.Prefix{a, n}, Options{GARPCount: 2, GARPInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([2][]netip.Prefix{{n}, {b}}, [2][]netip.Prefix{added, removed}, cmpPrefix); diff != "" {
+		t.Fatalf("Set added, removed (-want +got):\n%s", diff)
+	}
+	time.Sleep(10 * time.Millisecond) // the round under way when Set came
+	s := ss.all[0]
+	before := s.sentFor()
+	c.announce(context.Background(), link, c.cfg.Load(), added, false)
+	time.Sleep(30 * time.Millisecond)
+	c.mu.Lock()
+	running := len(c.bursts)
+	first := c.bursts[0]
+	c.mu.Unlock()
+	if first.ended() {
+		t.Error("the first burst ended when VIPs were added")
+	}
+	after := s.sentFor()
+	if after[b.Addr()] != before[b.Addr()] {
+		t.Errorf("%d frames for %s after Set removed it", after[b.Addr()]-before[b.Addr()], b.Addr())
+	}
+	// The first burst keeps its own options (1000 rounds, 5ms apart).
+	if after[a.Addr()] == before[a.Addr()] {
+		t.Errorf("%d frames for %s in 30ms, want the running burst to go on", after[a.Addr()]-before[a.Addr()], a.Addr())
+	}
+	// The new one has the new options: one round now, the next in an hour.
+	if after[n.Addr()] != 1 {
+		t.Errorf("%d frames for the added %s, want 1", after[n.Addr()], n.Addr())
+	}
+	if running != 2 || len(ss.all) != 1 {
+		t.Errorf("%d bursts on %d senders, want 2 on 1", running, len(ss.all))
+	}
+	// Announce replaces both.
+	c.announce(context.Background(), link, c.cfg.Load(), c.cfg.Load().vips, true)
+	if !first.ended() {
+		t.Error("the first burst still runs after Announce")
+	}
+	c.mu.Lock()
+	c.stopBurstsLocked()
+	c.mu.Unlock()
+}
+
+func TestSet(t *testing.T) {
+	a, b := netip.MustParsePrefix("192.0.2.10/24"), netip.MustParsePrefix("192.0.2.11/24")
+	c, err := New("eth0", []netip.Prefix{a, b}, Options{GARPCount: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cfg := c.cfg.Load()
+	for _, bad := range []struct {
+		vips []netip.Prefix
+		opt  Options
+	}{
+		{nil, Options{}},
+		{[]netip.Prefix{a, a}, Options{}},
+		{[]netip.Prefix{a}, Options{GARPCount: 3}},
+		{[]netip.Prefix{a}, Options{Lifetime: -1}},
+	} {
+		if _, _, err := c.Set(bad.vips, bad.opt); err == nil {
+			t.Errorf("Set(%v, %+v): no error", bad.vips, bad.opt)
+		}
+	}
+	if c.cfg.Load() != cfg {
+		t.Fatal("a refused Set changed the Claimer")
+	}
+	if err := c.ClaimSome(context.Background(), []netip.Prefix{netip.MustParsePrefix("192.0.2.12/24")}); err == nil {
+		t.Error("ClaimSome of an address that is not a VIP: no error")
+	}
+
+	// A new prefix length is a new VIP.
+	b25 := netip.MustParsePrefix("192.0.2.11/25")
+	added, removed, err := c.Set([]netip.Prefix{b25, a}, Options{Lifetime: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([2][]netip.Prefix{{b25}, {b}}, [2][]netip.Prefix{added, removed}, cmpPrefix); diff != "" {
+		t.Errorf("added, removed (-want +got):\n%s", diff)
+	}
+	if got := c.cfg.Load().opt.Lifetime; got != time.Minute {
+		t.Errorf("options not replaced: lifetime %v", got)
+	}
+	added, removed, err = c.Set([]netip.Prefix{a, b25}, Options{})
+	if err != nil || added != nil || removed != nil {
+		t.Errorf("same set in another order: added %v removed %v err %v", added, removed, err)
 	}
 }

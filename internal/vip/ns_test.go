@@ -368,3 +368,194 @@ func TestMissingInterface(t *testing.T) {
 		t.Errorf("Announce on a missing interface counted %d errors, want 1", errs)
 	}
 }
+
+// announced counts the GARPs (IPv4) or NAs (IPv6) for ip that c captured.
+func (c *capture) announced(t *testing.T, ip netip.Addr) int {
+	t.Helper()
+	n := 0
+	for _, b := range c.snapshot() {
+		if a, ok := decodeARP(t, b); ok && ip.Is4() && a.SndIP == ip.String() {
+			n++
+		}
+		if na, ok := decodeNA(t, b); ok && ip.Is6() && na.Target == ip.String() {
+			n++
+		}
+	}
+	return n
+}
+
+// waitSent waits until c has sent garp GARPs and na NAs in all.
+func waitSent(t *testing.T, c *Claimer, garp, na uint64) {
+	t.Helper()
+	if _, ok := waitFor(3*time.Second, func() bool { g, n, _ := c.Counters(); return g >= garp && n >= na }); !ok {
+		g, n, e := c.Counters()
+		t.Fatalf("sent %d GARPs and %d NAs (%d errors), want %d and %d", g, n, e, garp, na)
+	}
+	time.Sleep(100 * time.Millisecond) // let the capture read them
+}
+
+// TestOwnerAddressOnlyAnnounced: the director's own address among the VIPs
+// (the VRRP address owner) is announced but never added, given a lifetime,
+// refreshed, deleted or removed as stale.
+func TestOwnerAddressOnlyAnnounced(t *testing.T) {
+	dir, peer := pair(t)
+	own := netip.MustParsePrefix("10.0.0.1/24") // the lab's address of dir
+	orig, ok := findAddr(t, dir, own.Addr())
+	if !ok || orig.Flags&unix.IFA_F_PERMANENT == 0 {
+		t.Fatalf("dir's own %s: present %v flags %#x, want permanent", own, ok, orig.Flags)
+	}
+	untouched := func(when string) {
+		t.Helper()
+		a, ok := findAddr(t, dir, own.Addr())
+		if !ok {
+			t.Fatalf("after %s: the owner's %s is gone", when, own)
+		}
+		if a.Flags != orig.Flags || a.ValidLft != orig.ValidLft || a.PreferedLft != orig.PreferedLft {
+			t.Errorf("after %s: owner's %s has flags %#x valid_lft %d preferred_lft %d, was %#x %d %d",
+				when, own, a.Flags, a.ValidLft, a.PreferedLft, orig.Flags, orig.ValidLft, orig.PreferedLft)
+		}
+	}
+	cap := startCapture(t, peer)
+	c := newIn(t, dir, []netip.Prefix{own, vip4}, Options{Lifetime: 30 * time.Second, GARPCount: 1, Owner: own.Addr()})
+
+	dir.AddAddr(t, "eth0", vip4) // stale from an earlier run
+	if n, err := c.RemoveStale(); n != 1 || err != nil {
+		t.Errorf("RemoveStale = %d, %v; want 1 (the stale VIP, not the owner's address)", n, err)
+	}
+	untouched("RemoveStale")
+
+	if err := c.Claim(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if a, ok := findAddr(t, dir, vip4.Addr()); !ok || a.ValidLft > 30 || a.ValidLft < 28 {
+		t.Errorf("%s after Claim: present %v valid_lft %d, want about 30", vip4, ok, a.ValidLft)
+	}
+	untouched("Claim")
+	waitSent(t, c, 2, 0)
+	if n := cap.announced(t, own.Addr()); n != 1 {
+		t.Errorf("Claim: captured %d GARPs for the owner's %s, want 1", n, own.Addr())
+	}
+
+	if err := c.Refresh(); err != nil {
+		t.Fatal(err)
+	}
+	untouched("Refresh")
+	c.Announce(context.Background())
+	waitSent(t, c, 4, 0)
+	if n := cap.announced(t, own.Addr()); n != 2 {
+		t.Errorf("Announce: captured %d GARPs for the owner's %s in all, want 2", n, own.Addr())
+	}
+
+	if err := c.ReleaseSome([]netip.Prefix{own}); err != nil {
+		t.Fatal(err)
+	}
+	untouched("ReleaseSome")
+	if err := c.Release(); err != nil {
+		t.Fatal(err)
+	}
+	untouched("Release")
+	if _, ok := findAddr(t, dir, vip4.Addr()); ok {
+		t.Errorf("%s still present after Release", vip4)
+	}
+}
+
+// TestSetClaimSomeReleaseSome: a claimed group gains one VIP and loses
+// another in place; the VIPs that stay are neither re-added nor announced.
+func TestSetClaimSomeReleaseSome(t *testing.T) {
+	dir, peer := pair(t)
+	gone, added4 := netip.MustParsePrefix("10.0.0.101/24"), netip.MustParsePrefix("10.0.0.102/24")
+	opt := Options{Lifetime: 30 * time.Second, GARPCount: 1}
+	c := newIn(t, dir, []netip.Prefix{vip4, gone, vip6}, opt)
+	if err := c.Claim(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitSent(t, c, 2, 1)
+	cap := startCapture(t, peer)
+
+	opt.GARPCount, opt.GARPInterval = 2, 100*time.Millisecond
+	added, removed, err := c.Set([]netip.Prefix{vip4, vip6, added4}, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([2][]netip.Prefix{{added4}, {gone}}, [2][]netip.Prefix{added, removed}, cmpPrefix); diff != "" {
+		t.Fatalf("Set added, removed (-want +got):\n%s", diff)
+	}
+	if _, ok := findAddr(t, dir, gone.Addr()); !ok {
+		t.Errorf("Set deleted %s", gone)
+	}
+	if _, ok := findAddr(t, dir, added4.Addr()); ok {
+		t.Errorf("Set added %s", added4)
+	}
+
+	time.Sleep(2100 * time.Millisecond) // the kept VIPs' lifetimes count down
+	if err := c.ClaimSome(context.Background(), added); err != nil {
+		t.Fatal(err)
+	}
+	if a, ok := findAddr(t, dir, added4.Addr()); !ok || a.ValidLft < 29 {
+		t.Errorf("%s after ClaimSome: present %v valid_lft %d, want 30", added4, ok, a.ValidLft)
+	}
+	for _, p := range []netip.Prefix{vip4, vip6} {
+		if a, _ := findAddr(t, dir, p.Addr()); a.ValidLft > 28 {
+			t.Errorf("%s: valid_lft %d after ClaimSome, want it left counting down", p, a.ValidLft)
+		}
+	}
+	waitSent(t, c, 4, 1)
+	got := map[netip.Addr]int{}
+	for _, p := range []netip.Prefix{vip4, vip6, gone, added4} {
+		got[p.Addr()] = cap.announced(t, p.Addr())
+	}
+	want := map[netip.Addr]int{vip4.Addr(): 0, vip6.Addr(): 0, gone.Addr(): 0, added4.Addr(): 2}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("captured announcements after ClaimSome (-want +got):\n%s", diff)
+	}
+
+	if err := c.ReleaseSome(removed); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := findAddr(t, dir, gone.Addr()); ok {
+		t.Errorf("%s still present after ReleaseSome", gone)
+	}
+	for _, p := range []netip.Prefix{vip4, vip6, added4} {
+		if _, ok := findAddr(t, dir, p.Addr()); !ok {
+			t.Errorf("ReleaseSome removed %s", p)
+		}
+	}
+	if err := c.ReleaseSome(removed); err != nil {
+		t.Errorf("ReleaseSome of an absent VIP: %v", err)
+	}
+	if err := c.Release(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []netip.Prefix{vip4, vip6, added4} {
+		if _, ok := findAddr(t, dir, p.Addr()); ok {
+			t.Errorf("%s still present after Release", p)
+		}
+	}
+}
+
+// TestGARPCountZeroAnnouncesNothing: GARPCount 0 is taken as given.
+func TestGARPCountZeroAnnouncesNothing(t *testing.T) {
+	dir, peer := pair(t)
+	cap := startCapture(t, peer)
+	c := newIn(t, dir, []netip.Prefix{vip4, vip6}, Options{Lifetime: 30 * time.Second})
+	if err := c.Claim(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []netip.Prefix{vip4, vip6} {
+		if _, ok := findAddr(t, dir, p.Addr()); !ok {
+			t.Errorf("%s not added by Claim", p)
+		}
+	}
+	c.Announce(context.Background())
+	if err := c.ClaimSome(context.Background(), []netip.Prefix{vip6}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	garp, na, errs := c.Counters()
+	if diff := cmp.Diff([3]uint64{0, 0, 0}, [3]uint64{garp, na, errs}); diff != "" {
+		t.Errorf("counters garp/na/errors (-want +got):\n%s", diff)
+	}
+	if n4, n6 := cap.announced(t, vip4.Addr()), cap.announced(t, vip6.Addr()); n4+n6 != 0 {
+		t.Errorf("captured %d GARPs and %d NAs, want none", n4, n6)
+	}
+}

@@ -14,7 +14,7 @@ const (
 	DropTruncated                   // shorter than its header, address list or v2 auth data
 	DropVRID                        // VRID 0 or another virtual router's
 	DropInterval                    // zero interval, or a v2 interval other than ours
-	DropAddrList                    // address list differs from ours and the sender is not the owner
+	DropAddrList                    // address list is none of those we accept and the sender is not the owner
 	DropAuth                        // v2 auth type other than 0 (none)
 	DropFamily                      // addresses of another (or mixed) IP family, or v2 over IPv6
 	DropOwn                         // sent from our own primary address (our own advert looped back)

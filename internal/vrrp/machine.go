@@ -8,8 +8,13 @@ import (
 	"time"
 )
 
-// ErrConfig is wrapped by NewMachine errors.
+// ErrConfig is wrapped by NewMachine and Reconfigure errors for an invalid
+// config.
 var ErrConfig = errors.New("vrrp: invalid config")
+
+// ErrRestart is wrapped by Reconfigure errors for a change that a running
+// virtual router cannot take in place; the runner builds a new Machine.
+var ErrRestart = errors.New("vrrp: change needs a new machine")
 
 // State is a virtual router state (RFC 5798 section 6.4, plus Fault).
 type State uint8
@@ -51,6 +56,12 @@ type Config struct {
 	Primary      netip.Addr    // own primary address: advert source, tie-break; fixes the family
 	Addrs        []netip.Addr  // VIP addresses carried in adverts, Primary's family, no duplicates
 	TwoNode      bool          // exactly one rival: on a priority-0 advert take over at once (no Skew_Time)
+
+	// AlsoAccept are further address lists accepted on receive, each
+	// checked like Addrs. During a rolling reload a router advertises the
+	// list its peer knows and accepts both the old and the new one, so the
+	// two never drop each other's adverts.
+	AlsoAccept [][]netip.Addr
 }
 
 // ActionKind says what the runner must do.
@@ -116,11 +127,12 @@ type Status struct {
 // ttl means "unknown" and is not checked, for sockets that cannot report
 // it), version equal to ours, family equal to Primary's, VRID equal to ours,
 // source not our Primary, v2 interval equal to ours. Then, per RFC 5798
-// section 7.1 (and RFC 3768), an address list that differs from Addrs as a set
-// drops the advert unless its priority is 255 (the owner's adverts are
-// processed anyway). This includes priority-0 adverts. Unlike RFC 5798, we do
-// not discard adverts when we are the owner: like keepalived, two owners
-// settle by address rather than both staying master.
+// section 7.1 (and RFC 3768), an address list that differs as a set from Addrs
+// and from every AlsoAccept list drops the advert unless its priority is 255
+// (the owner's adverts are processed anyway). This includes priority-0
+// adverts. Unlike RFC 5798, we do not discard adverts when we are the owner:
+// like keepalived, two owners settle by address rather than both staying
+// master.
 //
 // Deviations from RFC 5798 section 6, all on the side of faster convergence:
 // a backup with Preempt that sees a lower priority master takes over at once
@@ -130,7 +142,7 @@ type Status struct {
 // ActAnnounce at once; TwoNode backups skip Skew_Time on a priority-0 advert.
 type Machine struct {
 	cfg   Config
-	addrs []netip.Addr // cfg.Addrs sorted, for set comparison
+	lists [][]netip.Addr // cfg.Addrs then cfg.AlsoAccept, each sorted, for set comparison
 
 	state    State
 	since    time.Time
@@ -152,52 +164,83 @@ type Machine struct {
 
 // NewMachine validates cfg and returns a machine in Initialize.
 func NewMachine(cfg Config) (*Machine, error) {
+	cfg, lists, err := validate(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Machine{cfg: cfg, lists: lists, prio: cfg.Priority, masterInterval: cfg.Advert}, nil
+}
+
+// validate returns cfg normalised and the address lists a receiver accepts,
+// Addrs first, each sorted for set comparison.
+func validate(cfg Config) (Config, [][]netip.Addr, error) {
 	if cfg.VRID == 0 {
-		return nil, fmt.Errorf("%w: VRID must be 1..255", ErrConfig)
+		return Config{}, nil, fmt.Errorf("%w: VRID must be 1..255", ErrConfig)
 	}
 	if cfg.Priority == 0 {
-		return nil, fmt.Errorf("%w: priority must be 1..255", ErrConfig)
+		return Config{}, nil, fmt.Errorf("%w: priority must be 1..255", ErrConfig)
 	}
 	switch cfg.Version {
 	case 2:
 		if cfg.Advert < time.Second || cfg.Advert > 255*time.Second || cfg.Advert%time.Second != 0 {
-			return nil, fmt.Errorf("%w: v2 advert interval %v must be 1..255 whole seconds", ErrConfig, cfg.Advert)
+			return Config{}, nil, fmt.Errorf("%w: v2 advert interval %v must be 1..255 whole seconds", ErrConfig, cfg.Advert)
 		}
 	case 3:
 		if cfg.Advert < centisecond || cfg.Advert > maxV3Centis*centisecond || cfg.Advert%centisecond != 0 {
-			return nil, fmt.Errorf("%w: v3 advert interval %v must be 10ms..40.95s in 10ms steps", ErrConfig, cfg.Advert)
+			return Config{}, nil, fmt.Errorf("%w: v3 advert interval %v must be 10ms..40.95s in 10ms steps", ErrConfig, cfg.Advert)
 		}
 	default:
-		return nil, fmt.Errorf("%w: version %d must be 2 or 3", ErrConfig, cfg.Version)
+		return Config{}, nil, fmt.Errorf("%w: version %d must be 2 or 3", ErrConfig, cfg.Version)
 	}
 	if cfg.PreemptDelay < 0 {
-		return nil, fmt.Errorf("%w: negative preempt delay %v", ErrConfig, cfg.PreemptDelay)
+		return Config{}, nil, fmt.Errorf("%w: negative preempt delay %v", ErrConfig, cfg.PreemptDelay)
 	}
 	cfg.Primary = normAddr(cfg.Primary)
 	if !cfg.Primary.IsValid() || cfg.Primary.IsUnspecified() {
-		return nil, fmt.Errorf("%w: primary address %v", ErrConfig, cfg.Primary)
+		return Config{}, nil, fmt.Errorf("%w: primary address %v", ErrConfig, cfg.Primary)
 	}
 	if cfg.Version == 2 && !cfg.Primary.Is4() {
-		return nil, fmt.Errorf("%w: VRRPv2 is IPv4 only, primary address is %v", ErrConfig, cfg.Primary)
+		return Config{}, nil, fmt.Errorf("%w: VRRPv2 is IPv4 only, primary address is %v", ErrConfig, cfg.Primary)
 	}
-	if len(cfg.Addrs) == 0 || len(cfg.Addrs) > 255 {
-		return nil, fmt.Errorf("%w: %d addresses, need 1..255", ErrConfig, len(cfg.Addrs))
+	addrs, sorted, err := addrList("", cfg.Addrs, cfg.Primary)
+	if err != nil {
+		return Config{}, nil, err
 	}
-	addrs := make([]netip.Addr, len(cfg.Addrs))
-	for i, a := range cfg.Addrs {
+	cfg.Addrs = addrs
+	lists := [][]netip.Addr{sorted}
+	var also [][]netip.Addr
+	for i, l := range cfg.AlsoAccept {
+		addrs, sorted, err := addrList(fmt.Sprintf("AlsoAccept[%d]: ", i), l, cfg.Primary)
+		if err != nil {
+			return Config{}, nil, err
+		}
+		also = append(also, addrs)
+		lists = append(lists, sorted)
+	}
+	cfg.AlsoAccept = also
+	return cfg, lists, nil
+}
+
+// addrList checks one address list: 1..255 usable addresses of primary's
+// family, no duplicates. It returns the list normalised and a sorted copy.
+func addrList(name string, list []netip.Addr, primary netip.Addr) (addrs, sorted []netip.Addr, err error) {
+	if len(list) == 0 || len(list) > 255 {
+		return nil, nil, fmt.Errorf("%w: %s%d addresses, need 1..255", ErrConfig, name, len(list))
+	}
+	addrs = make([]netip.Addr, len(list))
+	for i, a := range list {
 		a = normAddr(a)
-		if !a.IsValid() || a.IsUnspecified() || a.Is4() != cfg.Primary.Is4() {
-			return nil, fmt.Errorf("%w: address %v is not a usable address of the primary address's family", ErrConfig, cfg.Addrs[i])
+		if !a.IsValid() || a.IsUnspecified() || a.Is4() != primary.Is4() {
+			return nil, nil, fmt.Errorf("%w: %saddress %v is not a usable address of the primary address's family", ErrConfig, name, list[i])
 		}
 		addrs[i] = a
 	}
-	cfg.Addrs = addrs
-	sorted := slices.Clone(addrs)
+	sorted = slices.Clone(addrs)
 	slices.SortFunc(sorted, netip.Addr.Compare)
 	if len(slices.Compact(slices.Clone(sorted))) != len(sorted) {
-		return nil, fmt.Errorf("%w: duplicate address in %v", ErrConfig, cfg.Addrs)
+		return nil, nil, fmt.Errorf("%w: %sduplicate address in %v", ErrConfig, name, list)
 	}
-	return &Machine{cfg: cfg, addrs: sorted, prio: cfg.Priority, masterInterval: cfg.Advert}, nil
+	return addrs, sorted, nil
 }
 
 // Advert returns the advertisement the runner sends for an ActSend carrying
@@ -267,17 +310,18 @@ func (m *Machine) check(b []byte, src, dst netip.Addr, ttl int) (*Packet, DropRe
 		return nil, DropOwn
 	case p.Version == 2 && p.Interval != m.cfg.Advert:
 		return nil, DropInterval
-	case p.Priority != OwnerPriority && !m.sameAddrs(p.Addrs):
+	case p.Priority != OwnerPriority && !m.knownAddrs(p.Addrs):
 		return nil, DropAddrList
 	}
 	return p, DropNone
 }
 
-// sameAddrs compares addrs with ours as sets.
-func (m *Machine) sameAddrs(addrs []netip.Addr) bool {
+// knownAddrs reports whether addrs equals one of the lists we accept, as sets.
+func (m *Machine) knownAddrs(addrs []netip.Addr) bool {
 	got := slices.Clone(addrs)
 	slices.SortFunc(got, netip.Addr.Compare)
-	return slices.Equal(slices.Compact(got), m.addrs)
+	got = slices.Compact(got)
+	return slices.ContainsFunc(m.lists, func(l []netip.Addr) bool { return slices.Equal(got, l) })
 }
 
 func (m *Machine) backupRx(now time.Time, p *Packet, src netip.Addr) []Action {
@@ -430,6 +474,68 @@ func (m *Machine) SetPriority(now time.Time, p uint8) []Action {
 		}
 	}
 	return nil
+}
+
+// Reconfigure applies cfg to the running machine without leaving its state:
+// it never returns ActBecome, and keeps the counters and Since. It refuses,
+// changing nothing, an invalid cfg (ErrConfig) and a change of VRID, Version,
+// Primary's family or address ownership (priority 255 or not), which need a
+// new Machine (ErrRestart).
+//
+// The base priority changes but the effective priority stays what it was
+// (what SetPriority last set): the runner re-applies tracking with
+// SetPriority right after, which may then send, preempt or cancel a
+// preemption as usual.
+//
+// A Master whose Addrs (as a set), Advert or Primary changed sends an advert
+// at once and the next one Advert later. When Advert changed, a Backup whose
+// master interval follows its own (v2, or v3 before any master was heard)
+// takes the new one and re-arms Master_Down_Timer from now (a Skew_Time
+// pending after a priority-0 advert is kept: in v2 it does not depend on the
+// interval); a v3 Backup keeps the interval it learned from the master. Preempt
+// turned off cancels a pending preemption; a changed PreemptDelay moves a
+// pending one to the new delay after the lower priority master was first
+// seen, which may be already due (the next Tick preempts).
+func (m *Machine) Reconfigure(now time.Time, cfg Config) ([]Action, error) {
+	cfg, lists, err := validate(cfg)
+	if err != nil {
+		return nil, err
+	}
+	old := m.cfg
+	switch {
+	case cfg.VRID != old.VRID:
+		return nil, fmt.Errorf("%w: VRID %d -> %d", ErrRestart, old.VRID, cfg.VRID)
+	case cfg.Version != old.Version:
+		return nil, fmt.Errorf("%w: version %d -> %d", ErrRestart, old.Version, cfg.Version)
+	case cfg.Primary.Is4() != old.Primary.Is4():
+		return nil, fmt.Errorf("%w: primary address %v -> %v is another family", ErrRestart, old.Primary, cfg.Primary)
+	case (cfg.Priority == OwnerPriority) != (old.Priority == OwnerPriority):
+		return nil, fmt.Errorf("%w: address ownership changes (priority %d -> %d)", ErrRestart, old.Priority, cfg.Priority)
+	}
+	advertChanged := cfg.Advert != old.Advert || cfg.Primary != old.Primary || !slices.Equal(lists[0], m.lists[0])
+	m.cfg, m.lists = cfg, lists
+	switch m.state {
+	case Master:
+		m.masterAddr, m.masterInterval = cfg.Primary, cfg.Advert
+		if advertChanged {
+			return m.send(now), nil
+		}
+	case Backup:
+		if !cfg.Preempt {
+			m.preemptAt = time.Time{}
+		} else if !m.preemptAt.IsZero() {
+			m.preemptAt = m.preemptAt.Add(cfg.PreemptDelay - old.PreemptDelay)
+		}
+		if (cfg.Version == 2 || !m.masterAddr.IsValid()) && m.masterInterval != cfg.Advert {
+			m.masterInterval = cfg.Advert
+			if m.downCause == "" {
+				m.downAt = now.Add(m.masterDownInterval())
+			}
+		}
+	default:
+		m.masterInterval = cfg.Advert
+	}
+	return nil, nil
 }
 
 // SetFault enters Fault (fault true) from any state, a Master first sending a

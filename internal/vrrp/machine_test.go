@@ -3,6 +3,7 @@ package vrrp
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -70,9 +71,11 @@ func (a advert) bytes(t testing.TB) []byte {
 // step is one call into the machine at t0+at and what it must return.
 type step struct {
 	at   time.Duration
-	op   string // start, rx, tick, prio, fault, clear, stop, resign
-	rx   advert // rx
-	arg  uint8  // prio
+	op   string          // start, rx, tick, prio, fault, clear, stop, resign, reconf
+	rx   advert          // rx
+	arg  uint8           // prio
+	mod  func(c *Config) // reconf: changes to the current config
+	err  error           // reconf: the error it must wrap; then nothing may change
 	want []Action
 	drop DropReason    // rx
 	next time.Duration // Deadline()-t0; -1 means no deadline
@@ -114,6 +117,8 @@ func run(t *testing.T, m *Machine, steps []step) {
 			got = m.Stop(now)
 		case "resign":
 			got = m.Resign(now)
+		case "reconf":
+			got = reconf(t, m, now, s.mod, s.err)
 		default:
 			t.Fatalf("step %d: unknown op %q", i, s.op)
 		}
@@ -136,6 +141,32 @@ func run(t *testing.T, m *Machine, steps []step) {
 	}
 }
 
+// reconf calls Reconfigure with the machine's config changed by mod and
+// checks its error; a refused config must change nothing.
+func reconf(t *testing.T, m *Machine, now time.Time, mod func(c *Config), want error) []Action {
+	t.Helper()
+	cfg := m.cfg
+	cfg.Addrs = slices.Clone(cfg.Addrs)
+	cfg.AlsoAccept = slices.Clone(cfg.AlsoAccept)
+	mod(&cfg)
+	before, deadline := *m, m.Deadline()
+	acts, err := m.Reconfigure(now, cfg)
+	if !errors.Is(err, want) {
+		t.Fatalf("Reconfigure: %v, want %v", err, want)
+	}
+	if err == nil {
+		return acts
+	}
+	if acts != nil {
+		t.Fatalf("refused Reconfigure returned %v", acts)
+	}
+	opts := []cmp.Option{cmpAddrs, cmp.AllowUnexported(Machine{})}
+	if diff := cmp.Diff(&before, m, opts...); diff != "" || !m.Deadline().Equal(deadline) {
+		t.Fatalf("refused Reconfigure changed the machine (-before +after):\n%s", diff)
+	}
+	return nil
+}
+
 // toMaster is the common opening: start as backup, hear nothing, become master
 // at down100.
 var toMaster = []step{
@@ -151,13 +182,34 @@ func seq(parts ...[]step) []step {
 	return out
 }
 
+// machineCase is a machine built from baseConfig changed by cfg, driven
+// through steps.
+type machineCase struct {
+	name  string
+	cfg   func(c *Config)
+	steps []step
+}
+
+func runCases(t *testing.T, tests []machineCase) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := baseConfig()
+			if tt.cfg != nil {
+				tt.cfg(&cfg)
+			}
+			m, err := NewMachine(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			run(t, m, tt.steps)
+		})
+	}
+}
+
 func TestMachine(t *testing.T) {
 	const T = down100 // when toMaster became master
-	tests := []struct {
-		name  string
-		cfg   func(c *Config)
-		steps []step
-	}{
+	tests := []machineCase{
 		{
 			name: "backup, master down, adverts",
 			steps: seq(toMaster, []step{
@@ -419,19 +471,7 @@ func TestMachine(t *testing.T) {
 			}),
 		},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			cfg := baseConfig()
-			if tt.cfg != nil {
-				tt.cfg(&cfg)
-			}
-			m, err := NewMachine(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			run(t, m, tt.steps)
-		})
-	}
+	runCases(t, tests)
 }
 
 func TestV2(t *testing.T) {
@@ -603,6 +643,11 @@ func TestNewMachineErrors(t *testing.T) {
 		{"invalid addr", func(c *Config) { c.Addrs = []netip.Addr{{}} }},
 		{"duplicate addr", func(c *Config) { c.Addrs = ips("192.168.0.210", "10.0.0.1", "192.168.0.210") }},
 		{"256 addrs", func(c *Config) { c.Addrs = make([]netip.Addr, 256) }},
+		{"empty AlsoAccept list", func(c *Config) { c.AlsoAccept = [][]netip.Addr{ips("10.0.0.1"), nil} }},
+		{"AlsoAccept of another family", func(c *Config) { c.AlsoAccept = [][]netip.Addr{ips("2001:db8::1")} }},
+		{"invalid AlsoAccept addr", func(c *Config) { c.AlsoAccept = [][]netip.Addr{{{}}} }},
+		{"duplicate AlsoAccept addr", func(c *Config) { c.AlsoAccept = [][]netip.Addr{ips("10.0.0.1", "10.0.0.1")} }},
+		{"256 AlsoAccept addrs", func(c *Config) { c.AlsoAccept = [][]netip.Addr{make([]netip.Addr, 256)} }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -619,6 +664,7 @@ func TestNewMachineErrors(t *testing.T) {
 		func(c *Config) { c.Advert = 10 * time.Millisecond },
 		func(c *Config) { c.Advert = 40950 * time.Millisecond; c.Priority = 255 },
 		func(c *Config) { c.Primary = netip.MustParseAddr("::ffff:192.168.0.11") },
+		func(c *Config) { c.AlsoAccept = [][]netip.Addr{ips("192.168.0.210"), ips("10.0.0.1", "192.168.0.210")} },
 	} {
 		cfg := baseConfig()
 		mod(&cfg)
