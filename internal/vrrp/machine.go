@@ -583,6 +583,17 @@ func (m *Machine) Resign(now time.Time) []Action {
 	return acts
 }
 
+// TakeOver makes a Backup Master at once, for reason: the runner's sync
+// group follows a member that became master. If the peer outranks us its
+// next advert sends us back to Backup by the usual rules. It does nothing
+// in other states.
+func (m *Machine) TakeOver(now time.Time, reason string) []Action {
+	if m.state != Backup {
+		return nil
+	}
+	return m.becomeMaster(now, reason)
+}
+
 // leave goes to Initialize or Fault, where nothing runs.
 func (m *Machine) leave(now time.Time, to State, reason string) []Action {
 	var acts []Action

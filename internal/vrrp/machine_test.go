@@ -71,7 +71,7 @@ func (a advert) bytes(t testing.TB) []byte {
 // step is one call into the machine at t0+at and what it must return.
 type step struct {
 	at   time.Duration
-	op   string          // start, rx, tick, prio, fault, clear, stop, resign, reconf
+	op   string          // start, rx, tick, prio, fault, clear, stop, resign, takeover, reconf
 	rx   advert          // rx
 	arg  uint8           // prio
 	mod  func(c *Config) // reconf: changes to the current config
@@ -117,6 +117,8 @@ func run(t *testing.T, m *Machine, steps []step) {
 			got = m.Stop(now)
 		case "resign":
 			got = m.Resign(now)
+		case "takeover":
+			got = m.TakeOver(now, "sync group")
 		case "reconf":
 			got = reconf(t, m, now, s.mod, s.err)
 		default:
@@ -455,6 +457,17 @@ func TestMachine(t *testing.T) {
 				// The peer goes away: we are master again, and no longer yielding.
 				{at: 9*time.Second + 218750000, op: "tick", want: []Action{become(Backup, Master, "master down timer expired"), send(200)}, next: 10*time.Second + 218750000, st: Master},
 				{at: 11 * time.Second, op: "rx", rx: advert{src: higher, prio: 100}, want: []Action{send(200), announce("lower priority advert from 192.168.0.12 (100)")}, next: 12 * time.Second, st: Master},
+			},
+		},
+		{
+			name: "takeover makes a backup master; a higher peer sends it back",
+			steps: []step{
+				{op: "takeover", next: -1, st: Initialize}, // not backup: no-op
+				{op: "start", want: []Action{become(Initialize, Backup, "startup")}, next: down100, st: Backup},
+				{at: time.Second, op: "rx", rx: advert{src: higher, prio: 200}, next: time.Second + down100, st: Backup},
+				{at: 2 * time.Second, op: "takeover", want: []Action{become(Backup, Master, "sync group"), send(100)}, next: 3 * time.Second, st: Master},
+				{at: 2 * time.Second, op: "takeover", next: 3 * time.Second, st: Master}, // already master: no-op
+				{at: 2500 * time.Millisecond, op: "rx", rx: advert{src: higher, prio: 200}, want: []Action{become(Master, Backup, "higher priority advert from 192.168.0.12 (200)")}, next: 2500*time.Millisecond + down100, st: Backup},
 			},
 		},
 		{
