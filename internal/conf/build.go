@@ -29,7 +29,8 @@ var (
 // beyond the Group itself.
 type groupAux struct {
 	t      *table
-	vipPos []pos // parallel to Group.VIPs
+	prio   *table // priorities; nil when absent
+	vipPos []pos  // parallel to Group.VIPs
 	tracks []*table
 }
 
@@ -209,6 +210,7 @@ func (p *parser) group(t *table) (Group, groupAux) {
 	}
 
 	if pt := t.sub("priorities"); pt != nil {
+		aux.prio = pt
 		g.Priorities = map[string]uint8{}
 		for _, k := range pt.keys() {
 			if v, ok := pt.intIn(k, 1, 255); ok {

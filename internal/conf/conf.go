@@ -1,14 +1,18 @@
 // Package conf owns the havip site file: the one TOML file that both
 // directors of a pair load. It decodes strictly (every unknown key is an
 // error), validates in one pass that reports every problem at the line and
-// column of the key it is about, and fills in defaults. It never touches
-// the network or the kernel: choosing this node (SelectNode) is the only
-// thing that asks the OS anything, and only for the hostname.
+// column of the key it is about, and fills in defaults.
+//
+// It never touches the network or the kernel. Parse is pure; Load reads
+// the file; choosing this node (SelectNode) asks for the hostname.
+// Input is capped (1 MiB, 10 levels of nesting, 512-byte key paths)
+// before it is decoded.
 package conf
 
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/BurntSushi/toml"
@@ -25,13 +29,30 @@ const (
 	DefaultSyncPort      = 8848
 )
 
+// MaxSize is the largest site file Load and Parse accept; the reference
+// example is a few kilobytes.
+const MaxSize = 1 << 20
+
 // Load reads and validates the site file at path. The error is only for
 // failing to read it; everything wrong inside the file is a Problem. The
 // Site is nil when any problem is an error rather than a warning.
 func Load(path string) (*Site, []Problem, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("conf: %w", err)
+	}
+	defer f.Close()
+	// Read one byte past the limit, never the whole of an oversized file.
+	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("conf: %w", err)
+	}
+	if len(data) > MaxSize {
+		n := int64(len(data))
+		if fi, err := f.Stat(); err == nil && fi.Size() > n {
+			n = fi.Size()
+		}
+		return nil, []Problem{tooBig(path, n)}, nil
 	}
 	s, ps := Parse(path, data)
 	return s, ps, nil
@@ -41,6 +62,15 @@ func Load(path string) (*Site, []Problem, error) {
 // It returns every problem found, sorted by position; the Site is nil when
 // any of them is an error.
 func Parse(file string, data []byte) (*Site, []Problem) {
+	// The caps come before decoding, so that the decoder's cost, and
+	// the index's, stay linear in the file (see maxDepth).
+	if len(data) > MaxSize {
+		return nil, []Problem{tooBig(file, int64(len(data)))}
+	}
+	x := scan(data)
+	if x.refused != "" {
+		return nil, []Problem{{File: file, Line: x.refusedAt.line, Col: x.refusedAt.col, Msg: x.refused}}
+	}
 	var raw map[string]any
 	if _, err := toml.Decode(string(data), &raw); err != nil {
 		p := Problem{File: file, Line: 1, Msg: err.Error()}
@@ -48,7 +78,7 @@ func Parse(file string, data []byte) (*Site, []Problem) {
 		if errors.As(err, &pe) {
 			// The decoder's Line can be one past the offending byte; its
 			// byte offset is exact.
-			at := (&indexer{src: data, lines: lineStarts(data)}).posAt(pe.Position.Start)
+			at := x.posAt(pe.Position.Start)
 			if pe.Position.Start == 0 && pe.Position.Line > 1 {
 				at = pos{line: pe.Position.Line}
 			}
@@ -56,12 +86,16 @@ func Parse(file string, data []byte) (*Site, []Problem) {
 		}
 		return nil, []Problem{p}
 	}
-	p := &parser{file: file, ix: indexPositions(data)}
-	s := p.site(p.newTable("", pos{line: 1}, raw))
+	p := &parser{file: file, ix: x.ix}
+	s := p.site(p.newTable("", 0, pos{line: 1}, raw))
 	sortProblems(p.probs)
 	if HasErrors(p.probs) {
 		return nil, p.probs
 	}
 	s.File = file
 	return s, p.probs
+}
+
+func tooBig(file string, n int64) Problem {
+	return Problem{File: file, Line: 1, Msg: fmt.Sprintf("site file is %d bytes; the limit is 1 MiB", n)}
 }

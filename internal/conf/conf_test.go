@@ -180,13 +180,13 @@ func TestReferenceUsesEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	written := map[string]bool{}
-	for path := range indexPositions(data) {
+	for path := range indexPositions(data).paths() {
 		written[generic(path)] = true
 	}
 	// Decode a file that sets nothing, recording every key asked for.
-	p := &parser{file: "x", ix: map[string]pos{}}
+	p := &parser{file: "x", ix: newPositions()}
 	asked := map[string]bool{}
-	root := p.newTable("", pos{}, map[string]any{
+	root := p.newTable("", 0, pos{}, map[string]any{
 		"site":           map[string]any{},
 		"node":           []map[string]any{{}},
 		"vrrp":           []map[string]any{{"track": []map[string]any{{}}, "priorities": map[string]any{}}},

@@ -106,8 +106,8 @@ func (p *parser) crossGroups(s *Site, groups []groupAux, nodeT []*table) {
 func (p *parser) groupPriorities(s *Site, g *Group, aux groupAux, nodeT []*table) {
 	prioPath := aux.t.keyPath("priorities")
 	overrideAt := func(node string) pos {
-		if at, ok := p.ix[join(prioPath, node)]; ok {
-			return at
+		if aux.prio != nil {
+			return aux.prio.pos(node)
 		}
 		return aux.t.pos("priorities")
 	}

@@ -11,7 +11,7 @@ import (
 // decoded TOML tree.
 type parser struct {
 	file  string
-	ix    map[string]pos
+	ix    *positions
 	probs []Problem
 	// tracer, when set, sees the path of every key the decoder asks for:
 	// tests use it to keep the reference example complete.
@@ -31,16 +31,14 @@ func (p *parser) warnf(at pos, format string, args ...any)  { p.report(at, true,
 type table struct {
 	p     *parser
 	path  string
+	node  int // in p.ix; noNode when the table is not written in the file
 	at    pos
 	m     map[string]any
 	known map[string]bool
 }
 
-func (p *parser) newTable(path string, at pos, m map[string]any) *table {
-	if q, ok := p.ix[path]; ok {
-		at = q
-	}
-	return &table{p: p, path: path, at: at, m: m, known: map[string]bool{}}
+func (p *parser) newTable(path string, node int, at pos, m map[string]any) *table {
+	return &table{p: p, path: path, node: node, at: at, m: m, known: map[string]bool{}}
 }
 
 // name is how messages refer to the table.
@@ -55,15 +53,15 @@ func (t *table) keyPath(key string) string { return join(t.path, key) }
 
 // pos is where key is written, else where its table starts.
 func (t *table) pos(key string) pos {
-	if at, ok := t.p.ix[t.keyPath(key)]; ok {
-		return at
+	if n := t.p.ix.key(t.node, key); n != noNode {
+		return t.p.ix.at[n]
 	}
 	return t.at
 }
 
 func (t *table) elemPos(key string, i int) pos {
-	if at, ok := t.p.ix[index(t.keyPath(key), i)]; ok {
-		return at
+	if n := t.p.ix.elem(t.p.ix.key(t.node, key), i); n != noNode {
+		return t.p.ix.at[n]
 	}
 	return t.pos(key)
 }
@@ -261,7 +259,7 @@ func (t *table) sub(key string) *table {
 		t.typeErr(key, "a table", v)
 		return nil
 	}
-	return t.p.newTable(t.keyPath(key), t.pos(key), m)
+	return t.p.newTable(t.keyPath(key), t.p.ix.key(t.node, key), t.pos(key), m)
 }
 
 // tables returns the array of tables at key.
@@ -271,6 +269,7 @@ func (t *table) tables(key string) []*table {
 		return nil
 	}
 	var out []*table
+	arr := t.p.ix.key(t.node, key)
 	for i, v := range a {
 		path := index(t.keyPath(key), i)
 		m, ok := v.(map[string]any)
@@ -278,7 +277,7 @@ func (t *table) tables(key string) []*table {
 			t.p.errorf(t.elemPos(key, i), "%s: expected a table, got %s", path, typeName(v))
 			continue
 		}
-		out = append(out, t.p.newTable(path, t.elemPos(key, i), m))
+		out = append(out, t.p.newTable(path, t.p.ix.elem(arr, i), t.elemPos(key, i), m))
 	}
 	return out
 }
@@ -296,13 +295,24 @@ func (t *table) keys() []string {
 }
 
 func (t *table) sortByPos(ks []string) {
-	sort.Slice(ks, func(i, j int) bool {
-		a, b := t.pos(ks[i]), t.pos(ks[j])
+	type keyAt struct {
+		k  string
+		at pos
+	}
+	kas := make([]keyAt, len(ks))
+	for i, k := range ks {
+		kas[i] = keyAt{k, t.pos(k)}
+	}
+	sort.Slice(kas, func(i, j int) bool {
+		a, b := kas[i].at, kas[j].at
 		if a != b {
 			return a.line < b.line || a.line == b.line && a.col < b.col
 		}
-		return ks[i] < ks[j]
+		return kas[i].k < kas[j].k
 	})
+	for i := range kas {
+		ks[i] = kas[i].k
+	}
 }
 
 // finish reports every key of the table that no accessor asked for.
@@ -333,13 +343,19 @@ func (t *table) finish() {
 // a likely typo.
 func suggest(k string, known []string) string {
 	best, bestD := "", 3
+	k = strings.ToLower(k)
 	for _, c := range known {
-		if d := editDistance(strings.ToLower(k), c); d < bestD {
+		if abs(len(k)-len(c)) >= bestD {
+			continue // the distance is at least the difference in length
+		}
+		if d := editDistance(k, c); d < bestD {
 			best, bestD = c, d
 		}
 	}
 	return best
 }
+
+func abs(n int) int { return max(n, -n) }
 
 func editDistance(a, b string) int {
 	prev := make([]int, len(b)+1)

@@ -127,7 +127,7 @@ lb1 = 3
 [a . "b c" . d]
 e = [{ f = 1, g = [2, { h = 3 }] }, { f = 4 }]
 `
-	got := indexPositions([]byte(src))
+	got := indexPositions([]byte(src)).paths()
 	want := map[string]pos{
 		"top":                         {2, 1},
 		"vrrp":                        {3, 1},
@@ -165,4 +165,24 @@ e = [{ f = 1, g = [2, { h = 3 }] }, { f = 4 }]
 	if diff := cmp.Diff(want, got, cmp.AllowUnexported(pos{})); diff != "" {
 		t.Errorf("indexPositions (-want +got):\n%s", diff)
 	}
+}
+
+// paths spells out every path of ix, for comparing with a table of them.
+func (ix *positions) paths() map[string]pos {
+	steps := make([]step, len(ix.at))
+	for s, n := range ix.child {
+		steps[n] = s
+	}
+	// A node is made after its parent, so parents are spelled first.
+	path := make([]string, len(ix.at))
+	out := map[string]pos{}
+	for n := 1; n < len(ix.at); n++ {
+		if s := steps[n]; s.elem > 0 {
+			path[n] = index(path[s.parent], s.elem-1)
+		} else {
+			path[n] = join(path[s.parent], s.key)
+		}
+		out[path[n]] = ix.at[n]
+	}
+	return out
 }

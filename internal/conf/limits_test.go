@@ -1,0 +1,120 @@
+package conf
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+// nested writes each form of nesting n levels deep.
+var nested = []struct {
+	form  string
+	text  func(n int) string
+	depth func(n int) int // of the deepest path
+}{
+	{"arrays", func(n int) string { return "a = " + strings.Repeat("[", n) + "1" + strings.Repeat("]", n) + "\n" },
+		func(n int) int { return n + 1 }},
+	{"inline tables", func(n int) string { return "a = " + strings.Repeat("{b = ", n) + "1" + strings.Repeat("}", n) + "\n" },
+		func(n int) int { return n + 1 }},
+	{"dotted keys", func(n int) string { return strings.Repeat("a.", n-1) + "a = 1\n" },
+		func(n int) int { return n }},
+	{"table headers", func(n int) string { return "[" + strings.Repeat("a.", n-1) + "a]\n" },
+		func(n int) int { return n }},
+}
+
+// TestNestingCap feeds each form of nesting 30,000 deep: the file is
+// refused where the nesting passes 10 levels, before it is decoded, and
+// Parse stays small. (It once built every key path as a string, which
+// for 30,000 levels took 2 GB.)
+func TestNestingCap(t *testing.T) {
+	const tooDeep = "nested more than 10 levels deep; a site file needs 5 at most (vrrp[0].track[0].weight)"
+	wants := map[string]string{
+		"arrays":        "t.toml:1:15: " + tooDeep,
+		"inline tables": "t.toml:1:51: " + tooDeep,
+		"dotted keys":   "t.toml:1:1: " + tooDeep,
+		"table headers": "t.toml:1:1: " + tooDeep,
+	}
+	for _, tt := range nested {
+		t.Run(tt.form, func(t *testing.T) {
+			data := []byte(tt.text(30000))
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, ps := Parse("t.toml", data)
+			runtime.ReadMemStats(&after)
+			if diff := cmp.Diff([]string{wants[tt.form]}, strs(ps)); diff != "" {
+				t.Errorf("problems (-want +got):\n%s", diff)
+			}
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 64<<20 {
+				t.Errorf("Parse of %d bytes allocated %d MB", len(data), alloc>>20)
+			}
+		})
+	}
+}
+
+// TestNestingCapBoundary: 10 levels pass (to be refused for what they
+// are, an unknown key), 11 do not.
+func TestNestingCapBoundary(t *testing.T) {
+	for _, tt := range nested {
+		for n := 1; tt.depth(n) <= 11; n++ {
+			_, ps := Parse("t.toml", []byte(tt.text(n)))
+			refused := len(ps) == 1 && strings.HasPrefix(ps[0].Msg, "nested more than")
+			if want := tt.depth(n) > maxDepth; refused != want {
+				t.Errorf("%s %d deep: refused %v, want %v (%v)", tt.form, tt.depth(n), refused, want, ps)
+			}
+		}
+	}
+}
+
+func TestKeyPathCap(t *testing.T) {
+	long := strings.Repeat("k", 253) // the longest hostname
+	tests := []struct {
+		name, text string
+		want       []string
+	}{
+		{"a node name as long as a hostname", strings.ReplaceAll(head, "lb2", long) + group + `priorities = { "` + long + `" = 90 }` + "\n", nil},
+		{"a long table name", "[" + strings.Repeat("k", 300) + "." + strings.Repeat("k", 300) + "]\nx = 1\n", []string{
+			"t.toml:1:1: key path longer than 512 bytes, with the names of the tables it is in",
+		}},
+		{"a long key in a table", "[a]\n" + strings.Repeat("k", 511) + " = 1\n", []string{
+			"t.toml:2:1: key path longer than 512 bytes, with the names of the tables it is in",
+		}},
+	}
+	for _, tt := range tests {
+		if diff := cmp.Diff(tt.want, problems("t.toml", tt.text), cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", tt.name, diff)
+		}
+	}
+}
+
+func TestSizeCap(t *testing.T) {
+	comment := func(n int) []byte { return []byte("#" + strings.Repeat("x", n-2) + "\n") }
+	if _, ps := Parse("t.toml", comment(MaxSize)); len(ps) == 0 || strings.Contains(ps[0].Msg, "limit") {
+		t.Errorf("a file of exactly 1 MiB: %v", ps)
+	}
+	_, ps := Parse("t.toml", comment(MaxSize+1))
+	if diff := cmp.Diff([]string{"t.toml:1: site file is 1048577 bytes; the limit is 1 MiB"}, strs(ps)); diff != "" {
+		t.Errorf("Parse (-want +got):\n%s", diff)
+	}
+
+	path := filepath.Join(t.TempDir(), "big.toml")
+	if err := os.WriteFile(path, comment(3<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, ps, err := Load(path)
+	if diff := cmp.Diff([]string{path + ":1: site file is 3145728 bytes; the limit is 1 MiB"}, strs(ps)); diff != "" || s != nil || err != nil {
+		t.Errorf("Load = %v, %v (-want +got):\n%s", s, err, diff)
+	}
+}
+
+func strs(ps []Problem) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}
