@@ -33,6 +33,10 @@ const (
 // example is a few kilobytes.
 const MaxSize = 1 << 20
 
+// maxProblems is how many problems Load and Parse report; the rest are
+// counted in one final problem.
+const maxProblems = 100
+
 // Load reads and validates the site file at path. The error is only for
 // failing to read it; everything wrong inside the file is a Problem. The
 // Site is nil when any problem is an error rather than a warning.
@@ -59,8 +63,8 @@ func Load(path string) (*Site, []Problem, error) {
 }
 
 // Parse validates data as the site file named file (used in messages only).
-// It returns every problem found, sorted by position; the Site is nil when
-// any of them is an error.
+// It returns every problem found, sorted by position, at most 100 and then
+// one that counts the rest; the Site is nil when any of them is an error.
 func Parse(file string, data []byte) (*Site, []Problem) {
 	// The caps come before decoding, so that the decoder's cost, and
 	// the index's, stay linear in the file (see maxDepth).
@@ -90,12 +94,25 @@ func Parse(file string, data []byte) (*Site, []Problem) {
 	s := p.site(p.newTable("", 0, pos{line: 1}, raw))
 	sortProblems(p.probs)
 	if HasErrors(p.probs) {
-		return nil, p.probs
+		return nil, capProblems(p.probs)
 	}
 	s.File = file
-	return s, p.probs
+	return s, capProblems(p.probs)
 }
 
 func tooBig(file string, n int64) Problem {
 	return Problem{File: file, Line: 1, Msg: fmt.Sprintf("site file is %d bytes; the limit is 1 MiB", n)}
+}
+
+// capProblems keeps the first maxProblems of the sorted ps and counts the
+// rest in one more, placed where the first of them is. That one is an
+// error when any of the rest is, so HasErrors still tells the truth.
+func capProblems(ps []Problem) []Problem {
+	if len(ps) <= maxProblems {
+		return ps
+	}
+	rest := ps[maxProblems:]
+	more := Problem{File: rest[0].File, Line: rest[0].Line, Warning: !HasErrors(rest),
+		Msg: fmt.Sprintf("... and %d more problems", len(rest))}
+	return append(ps[:maxProblems:maxProblems], more)
 }

@@ -1,6 +1,7 @@
 package conf
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -108,6 +109,33 @@ func TestSizeCap(t *testing.T) {
 	s, ps, err := Load(path)
 	if diff := cmp.Diff([]string{path + ":1: site file is 3145728 bytes; the limit is 1 MiB"}, strs(ps)); diff != "" || s != nil || err != nil {
 		t.Errorf("Load = %v, %v (-want +got):\n%s", s, err, diff)
+	}
+}
+
+// TestProblemCap: 100 problems, then one line that counts the rest, at
+// the first of them.
+func TestProblemCap(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(head)
+	for i := range 150 {
+		fmt.Fprintf(&b, "[x%d]\n", i) // unknown keys at lines 10..159
+	}
+	ps := problems("t.toml", b.String())
+	if len(ps) != 101 || ps[99] != "t.toml:109:1: unknown key x99" || ps[100] != "t.toml:110: ... and 50 more problems" {
+		t.Errorf("got %d problems, ending %q", len(ps), ps[max(0, len(ps)-2):])
+	}
+
+	warn := func(line int) Problem { return Problem{File: "f", Line: line, Msg: "w", Warning: true} }
+	many := make([]Problem, 103)
+	for i := range many {
+		many[i] = warn(i + 1)
+	}
+	if got := capProblems(many); len(got) != 101 || got[100] != (Problem{File: "f", Line: 101, Msg: "... and 3 more problems", Warning: true}) {
+		t.Errorf("only warnings past 100: %+v", got[100:])
+	}
+	many[102].Warning = false
+	if got := capProblems(many); !HasErrors(got) {
+		t.Errorf("an error past 100 must keep the capped list an error: %+v", got[100:])
 	}
 }
 
