@@ -25,6 +25,10 @@ var (
 	schedFlags = map[string]string{"sh-fallback": "sh", "sh-port": "sh", "mh-fallback": "mh", "mh-port": "mh"}
 )
 
+// maxVIPs is how many VIPs one advert carries: its address count is one
+// byte.
+const maxVIPs = 255
+
 // groupAux is what cross-checks need to know about a [[vrrp]] table
 // beyond the Group itself.
 type groupAux struct {
@@ -62,9 +66,9 @@ func (p *parser) site(root *table) *Site {
 	root.finish()
 
 	p.crossNodes(root, s, nodeT)
-	p.crossGroups(s, groups, nodeT)
+	vips := p.crossGroups(s, groups, nodeT)
 	p.unique("check name", checkT, "name", func(i int) string { return s.Checks[i].Name })
-	p.crossVirtualServers(s, vsT)
+	p.crossVirtualServers(s, vsT, vips)
 	return s
 }
 
@@ -178,35 +182,14 @@ func (p *parser) group(t *table) (Group, groupAux) {
 
 	t.require("vips")
 	if vips, ok := t.array("vips"); ok {
-		if len(vips) == 0 {
+		switch {
+		case len(vips) == 0:
 			t.errorf("vips", "a group needs at least one VIP")
+		case len(vips) > maxVIPs:
+			// Once for the list, not once for each VIP past the limit.
+			t.errorf("vips", "%d VIPs are more than the %d one advert carries; split them across groups", len(vips), maxVIPs)
 		}
-		for i, e := range vips {
-			at := t.elemPos("vips", i)
-			path := index(t.keyPath("vips"), i)
-			v, ok := e.(string)
-			if !ok {
-				p.errorf(at, "%s: expected a string, got %s", path, typeName(e))
-				continue
-			}
-			pre, err := parseVIP(v)
-			if err != nil {
-				p.errorf(at, "%s: %v", path, err)
-				continue
-			}
-			if j := slices.IndexFunc(g.VIPs, func(q netip.Prefix) bool { return q.Addr() == pre.Addr() }); j >= 0 {
-				p.errorf(at, "%s: VIP %s is listed twice (also at line %d)", path, pre.Addr(), aux.vipPos[j].line)
-				continue
-			}
-			switch {
-			case pre.Addr().Is6() && versionOK && g.Version == 2:
-				p.errorf(at, "%s: IPv6 VIP %s needs version = 3 (VRRPv2 is IPv4 only)", path, pre)
-			case len(g.VIPs) > 0 && pre.Addr().Is4() != g.VIPs[0].Addr().Is4():
-				p.errorf(at, "%s: VIP %s mixes address families with %s; put IPv4 and IPv6 VIPs in separate groups", path, pre, g.VIPs[0])
-			}
-			g.VIPs = append(g.VIPs, pre)
-			aux.vipPos = append(aux.vipPos, at)
-		}
+		p.vips(t, &g, &aux, vips, versionOK)
 	}
 
 	if pt := t.sub("priorities"); pt != nil {
@@ -256,6 +239,36 @@ func (p *parser) group(t *table) (Group, groupAux) {
 	}
 	t.finish()
 	return g, aux
+}
+
+// vips reads the group's VIPs, checking each and that none is listed twice.
+func (p *parser) vips(t *table, g *Group, aux *groupAux, vips []any, versionOK bool) {
+	seen := make(map[netip.Addr]int, len(vips)) // address -> index in g.VIPs
+	for i, e := range vips {
+		v, ok := e.(string)
+		if !ok {
+			t.elemErrorf("vips", i, "expected a string, got %s", typeName(e))
+			continue
+		}
+		pre, err := parseVIP(v)
+		if err != nil {
+			t.elemErrorf("vips", i, "%v", err)
+			continue
+		}
+		if j, dup := seen[pre.Addr()]; dup {
+			t.elemErrorf("vips", i, "VIP %s is listed twice (also at line %d)", pre.Addr(), aux.vipPos[j].line)
+			continue
+		}
+		seen[pre.Addr()] = len(g.VIPs)
+		switch {
+		case pre.Addr().Is6() && versionOK && g.Version == 2:
+			t.elemErrorf("vips", i, "IPv6 VIP %s needs version = 3 (VRRPv2 is IPv4 only)", pre)
+		case len(g.VIPs) > 0 && pre.Addr().Is4() != g.VIPs[0].Addr().Is4():
+			t.elemErrorf("vips", i, "VIP %s mixes address families with %s; put IPv4 and IPv6 VIPs in separate groups", pre, g.VIPs[0])
+		}
+		g.VIPs = append(g.VIPs, pre)
+		aux.vipPos = append(aux.vipPos, t.elemPos("vips", i))
+	}
 }
 
 // checkAdvert reports whether the advert interval fits the version's field:
@@ -350,12 +363,11 @@ func (p *parser) virtualServer(t *table) VirtualServer {
 	}
 	if v, ok := t.stringList("scheduler_flags"); ok {
 		for i, f := range v {
-			at, path := t.elemPos("scheduler_flags", i), index(t.keyPath("scheduler_flags"), i)
 			switch sched, known := schedFlags[f]; {
 			case !known:
-				p.errorf(at, "%s: unknown scheduler flag %q (one of sh-fallback, sh-port, mh-fallback, mh-port)", path, f)
+				t.elemErrorf("scheduler_flags", i, "unknown scheduler flag %q (one of sh-fallback, sh-port, mh-fallback, mh-port)", f)
 			case sched != vs.Scheduler:
-				p.errorf(at, "%s: flag %s needs scheduler = %q", path, f, sched)
+				t.elemErrorf("scheduler_flags", i, "flag %s needs scheduler = %q", f, sched)
 			}
 		}
 		vs.SchedFlags = v
@@ -517,7 +529,7 @@ func (p *parser) check(t *table, topLevel bool) Check {
 		}
 		for i, n := range v {
 			if n < 100 || n > 599 {
-				p.errorf(t.elemPos("expect_status", i), "%s: %d is not an HTTP status (100..599)", index(t.keyPath("expect_status"), i), n)
+				t.elemErrorf("expect_status", i, "%d is not an HTTP status (100..599)", n)
 			}
 			c.ExpectStatus = append(c.ExpectStatus, int(n))
 		}

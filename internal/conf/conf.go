@@ -6,7 +6,7 @@
 // It never touches the network or the kernel. Parse is pure; Load reads
 // the file; choosing this node (SelectNode) asks for the hostname.
 // Input is capped (1 MiB, 10 levels of nesting, 512-byte key paths)
-// before it is decoded.
+// before it is decoded, and every check is linear in the input.
 package conf
 
 import (

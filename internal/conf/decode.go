@@ -75,6 +75,11 @@ func (t *table) warnf(key, format string, args ...any) {
 	t.p.warnf(t.pos(key), "%s: %s", t.keyPath(key), fmt.Sprintf(format, args...))
 }
 
+// elemErrorf reports a problem with element i of the array at key, at the element.
+func (t *table) elemErrorf(key string, i int, format string, args ...any) {
+	t.p.errorf(t.elemPos(key, i), "%s: %s", index(t.keyPath(key), i), fmt.Sprintf(format, args...))
+}
+
 // tableErrorf reports a problem with the table as a whole, at its header.
 func (t *table) tableErrorf(format string, args ...any) {
 	t.p.errorf(t.at, "%s: %s", t.name(), fmt.Sprintf(format, args...))
@@ -223,7 +228,7 @@ func (t *table) stringList(key string) ([]string, bool) {
 	for i, v := range a {
 		s, isStr := v.(string)
 		if !isStr {
-			t.p.errorf(t.elemPos(key, i), "%s: expected a string, got %s", index(t.keyPath(key), i), typeName(v))
+			t.elemErrorf(key, i, "expected a string, got %s", typeName(v))
 			ok = false
 		}
 		out = append(out, s)
@@ -240,7 +245,7 @@ func (t *table) ints(key string) ([]int64, bool) {
 	for i, v := range a {
 		n, isInt := v.(int64)
 		if !isInt {
-			t.p.errorf(t.elemPos(key, i), "%s: expected an integer, got %s", index(t.keyPath(key), i), typeName(v))
+			t.elemErrorf(key, i, "expected an integer, got %s", typeName(v))
 			ok = false
 		}
 		out = append(out, n)
@@ -271,13 +276,12 @@ func (t *table) tables(key string) []*table {
 	var out []*table
 	arr := t.p.ix.key(t.node, key)
 	for i, v := range a {
-		path := index(t.keyPath(key), i)
 		m, ok := v.(map[string]any)
 		if !ok {
-			t.p.errorf(t.elemPos(key, i), "%s: expected a table, got %s", path, typeName(v))
+			t.elemErrorf(key, i, "expected a table, got %s", typeName(v))
 			continue
 		}
-		out = append(out, t.p.newTable(path, t.p.ix.elem(arr, i), t.elemPos(key, i), m))
+		out = append(out, t.p.newTable(index(t.keyPath(key), i), t.p.ix.elem(arr, i), t.elemPos(key, i), m))
 	}
 	return out
 }

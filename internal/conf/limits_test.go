@@ -2,6 +2,7 @@ package conf
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -136,6 +137,79 @@ func TestProblemCap(t *testing.T) {
 	many[102].Warning = false
 	if got := capProblems(many); !HasErrors(got) {
 		t.Errorf("an error past 100 must keep the capped list an error: %+v", got[100:])
+	}
+}
+
+// manyVIPs decodes, as Parse would, a site with one group of n distinct
+// VIPs (too many for one file of 1 MiB, so it bypasses the text) and a
+// second group that repeats the first VIP; the last VIP of the first
+// group repeats one too.
+func manyVIPs(n int) (*Site, []Problem) {
+	vips := make([]any, n+1)
+	for i := range n {
+		vips[i] = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).String() + "/8"
+	}
+	vips[0] = "11.0.0.1/8"
+	vips[n] = vips[1]
+	group := func(name string, vrid int64, vips []any) map[string]any {
+		return map[string]any{"name": name, "interface": "eth0", "vrid": vrid, "vips": vips}
+	}
+	p := &parser{file: "x", ix: newPositions()}
+	s := p.site(p.newTable("", 0, pos{line: 1}, map[string]any{
+		"site": map[string]any{"name": "t"},
+		"node": []map[string]any{{"name": "lb1", "address": "192.168.0.1", "priority": int64(150)}, {"name": "lb2", "address": "192.168.0.2"}},
+		"vrrp": []map[string]any{group("big", 1, vips), group("other", 2, []any{vips[1]})},
+	}))
+	return s, p.probs
+}
+
+// TestManyVIPs: 200,000 VIPs in one group are one problem, not one a VIP,
+// and finding the repeats among them is linear.
+func TestManyVIPs(t *testing.T) {
+	_, ps := manyVIPs(200000)
+	want := []string{
+		"x:1: vrrp[0].vips: 200001 VIPs are more than the 255 one advert carries; split them across groups",
+		"x:1: vrrp[0].vips[200000]: VIP 10.0.0.1 is listed twice (also at line 1)",
+		"x:1: vrrp[1].vips[0]: VIP 10.0.0.1 is also in vrrp group \"big\" (line 1)",
+	}
+	if diff := cmp.Diff(want, strs(ps)); diff != "" {
+		t.Errorf("problems (-want +got):\n%s", diff)
+	}
+}
+
+func BenchmarkManyVIPs(b *testing.B) {
+	for b.Loop() {
+		manyVIPs(200000)
+	}
+}
+
+// TestNodesTimesGroups: what every group needs from the nodes is
+// computed once, so thousands of nodes and groups cost their sum, and a
+// problem of the nodes is reported once, not once a group.
+func TestNodesTimesGroups(t *testing.T) {
+	const n = 4000
+	var b strings.Builder
+	b.WriteString("node = [\n") // node i at line i+2
+	for i := range n {
+		fmt.Fprintf(&b, "{ name = \"n%d\", address = \"10.0.%d.%d\" },\n", i, i>>8, i&255)
+	}
+	b.WriteString("]\nvrrp = [\n")
+	for i := range n {
+		fmt.Fprintf(&b, "{ name = \"g%d\", interface = \"e%d\", vrid = %d, vips = [\"2001:db8::%x/64\"], unicast = true },\n",
+			i, i/255, i%255+1, i+1)
+	}
+	b.WriteString("]\n[site]\nname = \"t\"\n")
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	ps := problems("t.toml", b.String())
+	runtime.ReadMemStats(&after)
+	// n-1 equal priorities (nodes), n unicast families (groups).
+	if len(ps) != 101 || ps[0] != "t.toml:3:1: warning: node[1].priority: nodes n0 and n1 both have priority 100; in a vrrp group that overrides neither, the higher address wins every election" ||
+		ps[100] != fmt.Sprintf("t.toml:%d: ... and %d more problems", 101+2, 2*n-1-100) {
+		t.Errorf("got %d problems: %q ... %q", len(ps), ps[:1], ps[max(0, len(ps)-1):])
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 256<<20 {
+		t.Errorf("Parse of %d bytes allocated %d MB", b.Len(), alloc>>20)
 	}
 }
 

@@ -209,8 +209,7 @@ vrid = 1
 unicast = true
 vips = ["2001:db8::1/64"]
 `, []string{
-		"t.toml:14:1: vrrp[0].unicast: unicast adverts for IPv6 VIPs go to IPv6 node addresses, but node lb1 has 10.0.0.1",
-		"t.toml:14:1: vrrp[0].unicast: unicast adverts for IPv6 VIPs go to IPv6 node addresses, but node lb2 has 10.0.0.2",
+		"t.toml:14:1: vrrp[0].unicast: unicast adverts for IPv6 VIPs go to IPv6 node addresses, but nodes lb1 and lb2 have IPv4 addresses",
 	}},
 	{"node names and addresses", head + `[[node]]
 name = "lb1"
@@ -515,6 +514,79 @@ address = "10.0.0.200:80"
 		"t.toml:15:1: warning: virtual_server[0]: no real servers",
 		"t.toml:17:1: warning: virtual_server[0].address: 10.0.0.200 is not a VIP of any [[vrrp]] group, so havip never holds it",
 	}},
+	{"more VIPs than one advert carries", head + `[[vrrp]]
+name = "v4"
+interface = "eth0"
+vrid = 1
+vips = [` + vipList("10.1.%d.%d/16", 256) + `]
+[[vrrp]]
+name = "v2-fits"
+interface = "eth0"
+vrid = 4
+version = 2
+vips = [` + vipList("10.2.%d.%d/16", 255) + `]
+`, []string{
+		"t.toml:14:1: vrrp[0].vips: 256 VIPs are more than the 255 one advert carries; split them across groups",
+	}},
+	{"equal own priorities warn once for all groups", strings.Replace(head, "priority = 150", "priority = 100", 1) + group + `[[vrrp]]
+name = "h"
+interface = "eth0"
+vrid = 2
+vips = ["10.0.0.101/24"]
+[[node]]
+name = "lb3"
+address = "10.0.0.3"
+`, []string{
+		"t.toml:7:1: warning: node[1].priority: nodes lb1 and lb2 both have priority 100; in a vrrp group that overrides neither, the higher address wins every election",
+		"t.toml:20:1: warning: node[2].priority: nodes lb1 and lb3 both have priority 100; in a vrrp group that overrides neither, the higher address wins every election",
+	}},
+	{"equal own priorities that every group overrides", strings.Replace(head, "priority = 150", "priority = 100", 1) + group + `priorities = { lb1 = 150 }
+[[vrrp]]
+name = "h"
+interface = "eth0"
+vrid = 2
+vips = ["10.0.0.101/24"]
+priorities = { lb2 = 150 }
+`, nil},
+	{"priority 255 in many groups", strings.Replace(head, "priority = 150", "priority = 255", 1) + group + `[[vrrp]]
+name = "h"
+interface = "eth0"
+vrid = 2
+vips = ["10.0.0.101/24"]
+[[vrrp]]
+name = "i"
+interface = "eth0"
+vrid = 3
+vips = ["10.0.0.1/24"]
+[[vrrp]]
+name = "j"
+interface = "eth0"
+vrid = 4
+vips = ["10.0.0.103/24"]
+priorities = { lb1 = 200 }
+[[vrrp]]
+name = "k"
+interface = "eth0"
+vrid = 5
+vips = ["10.0.0.104/24"]
+[[vrrp]]
+name = "l"
+interface = "eth0"
+vrid = 6
+vips = ["10.0.0.105/24"]
+`, []string{
+		"t.toml:6:1: node[0].priority: priority 255 is only for an address owner, and 10.0.0.1 is not a VIP of vrrp groups \"g\", \"h\", \"k\" and 1 more; override it in those groups' priorities",
+	}},
+}
+
+// vipList writes n VIPs for an array, from a format taking the two low
+// bytes of a counter.
+func vipList(format string, n int) string {
+	vips := make([]string, n)
+	for i := range vips {
+		vips[i] = fmt.Sprintf(`"`+format+`"`, (i+1)>>8, (i+1)&0xff)
+	}
+	return strings.Join(vips, ", ")
 }
 
 func TestProblems(t *testing.T) {

@@ -92,8 +92,6 @@ func (s *Site) node(name string) *Node {
 	return nil
 }
 
-func (s *Site) hasNode(name string) bool { return s.node(name) != nil }
-
 func (s *Site) nodeNames() string {
 	names := make([]string, len(s.Nodes))
 	for i, n := range s.Nodes {
