@@ -2,6 +2,7 @@ package conf
 
 import (
 	"cmp"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"net"
@@ -288,13 +289,52 @@ func checkAdvert(version int, d time.Duration) error {
 
 func parseVIP(v string) (netip.Prefix, error) {
 	pre, err := netip.ParsePrefix(v)
-	if err == nil {
-		return pre, nil
+	if err != nil {
+		if a, aerr := netip.ParseAddr(v); aerr == nil {
+			return netip.Prefix{}, fmt.Errorf("VIP %q is not a prefix: write %s/%d, or the prefix length of the interface's subnet", v, a, a.BitLen())
+		}
+		return netip.Prefix{}, fmt.Errorf("VIP %q is not an IP prefix like 192.168.0.210/24", v)
 	}
-	if a, aerr := netip.ParseAddr(v); aerr == nil {
-		return netip.Prefix{}, fmt.Errorf("VIP %q is not a prefix: write %s/%d, or the prefix length of the interface's subnet", v, a, a.BitLen())
+	if why := unusableVIP(pre); why != "" {
+		return netip.Prefix{}, fmt.Errorf("VIP %s %s", pre, why)
 	}
-	return netip.Prefix{}, fmt.Errorf("VIP %q is not an IP prefix like 192.168.0.210/24", v)
+	return pre, nil
+}
+
+// unusableVIP says why pre cannot be a VIP a client reaches, or "".
+func unusableVIP(pre netip.Prefix) string {
+	a := pre.Addr()
+	switch {
+	case a.Is4In6():
+		return fmt.Sprintf("is an IPv4-mapped IPv6 address; write %s in an IPv4 group", a.Unmap())
+	case a.IsUnspecified():
+		return "is the unspecified address"
+	case a.IsLoopback():
+		return "is a loopback address"
+	case a.IsMulticast():
+		return "is a multicast address"
+	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "is the broadcast address"
+	case pre.Bits() == 0:
+		return "has prefix length /0, which would put every address on the interface's link; write the subnet's length"
+	case a.Is4() && pre.Bits() <= 30: // /31 and /32 have no network or broadcast address (RFC 3021)
+		subnet := pre.Masked()
+		if a == subnet.Addr() {
+			return fmt.Sprintf("is the network address of %s", subnet)
+		}
+		if a == lastAddr(subnet) {
+			return fmt.Sprintf("is the broadcast address of %s", subnet)
+		}
+	}
+	return ""
+}
+
+// lastAddr is the highest address of an IPv4 prefix: its broadcast address.
+func lastAddr(pre netip.Prefix) netip.Addr {
+	b := pre.Addr().As4()
+	n := binary.BigEndian.Uint32(b[:]) | (1<<(32-pre.Bits()) - 1)
+	binary.BigEndian.PutUint32(b[:], n)
+	return netip.AddrFrom4(b)
 }
 
 func (p *parser) track(t *table) Track {

@@ -514,6 +514,41 @@ address = "10.0.0.200:80"
 		"t.toml:15:1: warning: virtual_server[0]: no real servers",
 		"t.toml:17:1: warning: virtual_server[0].address: 10.0.0.200 is not a VIP of any [[vrrp]] group, so havip never holds it",
 	}},
+	{"unusable VIPs", head + `[[vrrp]]
+name = "g"
+interface = "eth0"
+vrid = 1
+vips = [
+  "10.0.0.100/24",
+  "224.0.0.18/32",
+  "127.0.0.2/8",
+  "255.255.255.255/32",
+  "10.0.0.0/24",
+  "10.0.0.255/24",
+  "10.0.0.7/30",
+  "10.0.0.6/31",
+  "10.0.0.9/32",
+  "10.0.0.1/0",
+  "0.0.0.0/8",
+  "::ffff:10.0.0.1/128",
+  "::1/128",
+  "ff02::12/128",
+  "::/64",
+]
+`, []string{
+		"t.toml:16:3: vrrp[0].vips[1]: VIP 224.0.0.18/32 is a multicast address",
+		"t.toml:17:3: vrrp[0].vips[2]: VIP 127.0.0.2/8 is a loopback address",
+		"t.toml:18:3: vrrp[0].vips[3]: VIP 255.255.255.255/32 is the broadcast address",
+		"t.toml:19:3: vrrp[0].vips[4]: VIP 10.0.0.0/24 is the network address of 10.0.0.0/24",
+		"t.toml:20:3: vrrp[0].vips[5]: VIP 10.0.0.255/24 is the broadcast address of 10.0.0.0/24",
+		"t.toml:21:3: vrrp[0].vips[6]: VIP 10.0.0.7/30 is the broadcast address of 10.0.0.4/30",
+		"t.toml:24:3: vrrp[0].vips[9]: VIP 10.0.0.1/0 has prefix length /0, which would put every address on the interface's link; write the subnet's length",
+		"t.toml:25:3: vrrp[0].vips[10]: VIP 0.0.0.0/8 is the unspecified address",
+		"t.toml:26:3: vrrp[0].vips[11]: VIP ::ffff:10.0.0.1/128 is an IPv4-mapped IPv6 address; write 10.0.0.1 in an IPv4 group",
+		"t.toml:27:3: vrrp[0].vips[12]: VIP ::1/128 is a loopback address",
+		"t.toml:28:3: vrrp[0].vips[13]: VIP ff02::12/128 is a multicast address",
+		"t.toml:29:3: vrrp[0].vips[14]: VIP ::/64 is the unspecified address",
+	}},
 	{"more VIPs than one advert carries", head + `[[vrrp]]
 name = "v4"
 interface = "eth0"
