@@ -26,9 +26,12 @@ var (
 	schedFlags = map[string]string{"sh-fallback": "sh", "sh-port": "sh", "mh-fallback": "mh", "mh-port": "mh"}
 )
 
-// maxVIPs is how many VIPs one advert carries: its address count is one
-// byte.
-const maxVIPs = 255
+// One advert carries every VIP of its group: its address count is one
+// byte, and it must fit the link.
+const (
+	maxVIPs     = 255
+	ethernetMTU = 1500
+)
 
 // groupAux is what cross-checks need to know about a [[vrrp]] table
 // beyond the Group itself.
@@ -191,6 +194,10 @@ func (p *parser) group(t *table) (Group, groupAux) {
 			t.errorf("vips", "%d VIPs are more than the %d one advert carries; split them across groups", len(vips), maxVIPs)
 		}
 		p.vips(t, &g, &aux, vips, versionOK)
+		if n := g.AdvertSize(); len(vips) <= maxVIPs && n > ethernetMTU {
+			t.errorf("vips", "an advert carrying %d %s VIPs is %d bytes, more than the %d-byte Ethernet MTU; split them across groups",
+				len(g.VIPs), ipVersion(g.VIPs[0].Addr()), n, ethernetMTU)
+		}
 	}
 
 	if pt := t.sub("priorities"); pt != nil {

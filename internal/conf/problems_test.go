@@ -555,6 +555,16 @@ interface = "eth0"
 vrid = 1
 vips = [` + vipList("10.1.%d.%d/16", 256) + `]
 [[vrrp]]
+name = "v6"
+interface = "eth0"
+vrid = 2
+vips = [` + vipList("2001:db8::%x:%x/64", 100) + `]
+[[vrrp]]
+name = "v6-fits"
+interface = "eth0"
+vrid = 3
+vips = [` + vipList("2001:db8:1::%x:%x/64", 90) + `]
+[[vrrp]]
 name = "v2-fits"
 interface = "eth0"
 vrid = 4
@@ -562,6 +572,7 @@ version = 2
 vips = [` + vipList("10.2.%d.%d/16", 255) + `]
 `, []string{
 		"t.toml:14:1: vrrp[0].vips: 256 VIPs are more than the 255 one advert carries; split them across groups",
+		"t.toml:19:1: vrrp[1].vips: an advert carrying 100 IPv6 VIPs is 1648 bytes, more than the 1500-byte Ethernet MTU; split them across groups",
 	}},
 	{"equal own priorities warn once for all groups", strings.Replace(head, "priority = 150", "priority = 100", 1) + group + `[[vrrp]]
 name = "h"

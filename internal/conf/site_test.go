@@ -2,6 +2,8 @@ package conf
 
 import (
 	"errors"
+	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -185,4 +187,29 @@ func (ix *positions) paths() map[string]pos {
 		out[path[n]] = ix.at[n]
 	}
 	return out
+}
+
+func TestAdvertSize(t *testing.T) {
+	vips := func(format string, n int) []netip.Prefix {
+		out := make([]netip.Prefix, n)
+		for i := range out {
+			out[i] = netip.MustParsePrefix(fmt.Sprintf(format, i+1))
+		}
+		return out
+	}
+	tests := []struct {
+		g    Group
+		want int
+	}{
+		{Group{Version: 3, VIPs: vips("10.0.0.%d/24", 1)}, 20 + 8 + 4},
+		{Group{Version: 2, VIPs: vips("10.0.0.%d/24", 1)}, 20 + 8 + 4 + 8},
+		{Group{Version: 2, VIPs: vips("10.0.%d.1/16", 255)}, 1056},
+		{Group{Version: 3, VIPs: vips("2001:db8::%x/64", 90)}, 1488},
+		{Group{Version: 3, VIPs: vips("2001:db8::%x/64", 100)}, 1648},
+	}
+	for _, tt := range tests {
+		if got := tt.g.AdvertSize(); got != tt.want {
+			t.Errorf("v%d with %d VIPs like %s: AdvertSize() = %d, want %d", tt.g.Version, len(tt.g.VIPs), tt.g.VIPs[0], got, tt.want)
+		}
+	}
 }
