@@ -174,7 +174,7 @@ func (p *parser) group(t *table) (Group, groupAux) {
 	if v, ok := t.boolean("preempt"); ok {
 		g.Preempt = v
 	}
-	if v, ok := t.duration("preempt_delay"); ok {
+	if v, ok := t.durationUpTo("preempt_delay", time.Hour); ok {
 		g.PreemptDelay = v
 		if !g.Preempt && v > 0 {
 			t.warnf("preempt_delay", "has no effect with preempt = false")
@@ -215,22 +215,25 @@ func (p *parser) group(t *table) (Group, groupAux) {
 		}
 		g.Notify = v
 	}
-	if v, ok := t.duration("notify_timeout"); ok {
+	if v, ok := t.durationUpTo("notify_timeout", 5*time.Minute); ok {
 		if v == 0 {
 			t.errorf("notify_timeout", "must be greater than 0")
 		}
 		g.NotifyTimeout = v
 	}
-	if v, ok := t.intIn("garp_count", 0, 1000); ok {
+	if v, ok := t.intIn("garp_count", 0, 100); ok {
 		g.GARPCount = int(v)
 	}
-	if v, ok := t.duration("garp_interval"); ok {
+	if v, ok := t.durationIn("garp_interval", 10*time.Millisecond, 10*time.Second); ok {
 		g.GARPInterval = v
 	}
 	if v, ok := t.duration("garp_refresh"); ok {
+		if v != 0 && (v < time.Second || v > 24*time.Hour) {
+			t.errorf("garp_refresh", "%s is out of range: \"0s\" (off) or 1s..24h", short(v))
+		}
 		g.GARPRefresh = v
 	}
-	if v, ok := t.duration("vip_lifetime"); ok {
+	if v, ok := t.durationUpTo("vip_lifetime", 24*time.Hour); ok {
 		g.VIPLifetime = v
 		if v < 2*time.Second {
 			t.errorf("vip_lifetime", "%s is too short: it must be at least 2s", v)
@@ -581,7 +584,7 @@ func (p *parser) check(t *table, topLevel bool) Check {
 			c.ExpectStatus = append(c.ExpectStatus, int(n))
 		}
 	}
-	interval, intervalOK := t.duration("interval")
+	interval, intervalOK := t.durationIn("interval", 100*time.Millisecond, time.Hour)
 	if intervalOK {
 		c.Interval = interval
 	}
@@ -594,6 +597,8 @@ func (p *parser) check(t *table, topLevel bool) Check {
 	case !timingOK:
 	case c.Timeout <= 0:
 		t.errorf("timeout", "must be greater than 0")
+	case c.Timeout < 10*time.Millisecond:
+		t.errorf("timeout", "%s is too short: it must be at least 10ms", c.Timeout)
 	case c.Interval <= c.Timeout:
 		key := "interval"
 		if !t.has(key) {

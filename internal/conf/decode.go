@@ -198,6 +198,38 @@ func (t *table) duration(key string) (time.Duration, bool) {
 	return d, true
 }
 
+// durationIn reads a duration that must lie within lo..hi.
+func (t *table) durationIn(key string, lo, hi time.Duration) (time.Duration, bool) {
+	d, ok := t.duration(key)
+	if ok && (d < lo || d > hi) {
+		t.errorf(key, "%s is out of range %s..%s", short(d), short(lo), short(hi))
+		return 0, false
+	}
+	return d, ok
+}
+
+// durationUpTo reads a duration that must not be longer than hi.
+func (t *table) durationUpTo(key string, hi time.Duration) (time.Duration, bool) {
+	d, ok := t.duration(key)
+	if ok && d > hi {
+		t.errorf(key, "%s is too long: it must be at most %s", short(d), short(hi))
+		return 0, false
+	}
+	return d, ok
+}
+
+// short writes d without the zero units Go adds: 24h, not 24h0m0s.
+func short(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
 func (t *table) array(key string) ([]any, bool) {
 	v, ok := t.lookup(key)
 	if !ok {

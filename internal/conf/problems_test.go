@@ -574,6 +574,77 @@ vips = [` + vipList("10.2.%d.%d/16", 255) + `]
 		"t.toml:14:1: vrrp[0].vips: 256 VIPs are more than the 255 one advert carries; split them across groups",
 		"t.toml:19:1: vrrp[1].vips: an advert carrying 100 IPv6 VIPs is 1648 bytes, more than the 1500-byte Ethernet MTU; split them across groups",
 	}},
+	{"group bounds", head + group + `garp_count = 101
+garp_interval = "1ns"
+garp_refresh = "500ms"
+vip_lifetime = "25h"
+notify_timeout = "6m"
+preempt_delay = "2h"
+[[vrrp]]
+name = "h"
+interface = "eth0"
+vrid = 2
+vips = ["10.0.0.101/24"]
+garp_count = 0
+garp_interval = "10s"
+garp_refresh = "24h"
+vip_lifetime = "24h"
+notify_timeout = "5m"
+preempt_delay = "1h"
+[[vrrp]]
+name = "i"
+interface = "eth0"
+vrid = 3
+vips = ["10.0.0.102/24"]
+garp_interval = "10ms"
+garp_refresh = "0s"
+[[vrrp]]
+name = "j"
+interface = "eth0"
+vrid = 4
+vips = ["10.0.0.103/24"]
+garp_interval = "11s"
+garp_refresh = "25h"
+`, []string{
+		"t.toml:15:1: vrrp[0].garp_count: 101 is out of range 0..100",
+		"t.toml:16:1: vrrp[0].garp_interval: 1ns is out of range 10ms..10s",
+		"t.toml:17:1: vrrp[0].garp_refresh: 500ms is out of range: \"0s\" (off) or 1s..24h",
+		"t.toml:18:1: vrrp[0].vip_lifetime: 25h is too long: it must be at most 24h",
+		"t.toml:19:1: vrrp[0].notify_timeout: 6m is too long: it must be at most 5m",
+		"t.toml:20:1: vrrp[0].preempt_delay: 2h is too long: it must be at most 1h",
+		"t.toml:44:1: vrrp[3].garp_interval: 11s is out of range 10ms..10s",
+		"t.toml:45:1: vrrp[3].garp_refresh: 25h is out of range: \"0s\" (off) or 1s..24h",
+	}},
+	{"check bounds", head + group + `[[virtual_server]]
+name = "v"
+address = "10.0.0.100:80"
+real_server = [{ address = "10.0.1.1:80" }]
+check = { interval = "50ms", timeout = "20ms" }
+[[virtual_server]]
+name = "w"
+address = "10.0.0.100:81"
+real_server = [{ address = "10.0.1.1:81" }]
+check = { interval = "2h" }
+[[virtual_server]]
+name = "x"
+address = "10.0.0.100:82"
+real_server = [{ address = "10.0.1.1:82" }]
+check = { timeout = "5ms" }
+[[virtual_server]]
+name = "y"
+address = "10.0.0.100:83"
+real_server = [{ address = "10.0.1.1:83" }]
+check = { interval = "100ms", timeout = "10ms" }
+[[check]]
+name = "c"
+target = "10.0.0.1:1"
+interval = "1h"
+timeout = "59m"
+`, []string{
+		"t.toml:19:11: virtual_server[0].check.interval: 50ms is out of range 100ms..1h",
+		"t.toml:24:11: virtual_server[1].check.interval: 2h is out of range 100ms..1h",
+		"t.toml:29:11: virtual_server[2].check.timeout: 5ms is too short: it must be at least 10ms",
+	}},
 	{"equal own priorities warn once for all groups", strings.Replace(head, "priority = 150", "priority = 100", 1) + group + `[[vrrp]]
 name = "h"
 interface = "eth0"

@@ -46,14 +46,15 @@ type Group struct {
 	NotifyTimeout time.Duration    // key "notify_timeout", default 10s
 	Track         []Track
 
-	// Gratuitous ARP / unsolicited NA: keys garp_count (default 5),
-	// garp_interval (default "100ms"), garp_refresh (default "10s"; "0s" off).
+	// Gratuitous ARP / unsolicited NA: keys garp_count (default 5; 0..100,
+	// 0 = none at all), garp_interval (default "100ms"; 10ms..10s),
+	// garp_refresh (default "10s"; "0s" off, else 1s..24h).
 	GARPCount    int
 	GARPInterval time.Duration
 	GARPRefresh  time.Duration
-	// VIPLifetime: key vip_lifetime, default "5s": the VIP address is added
-	// with this valid lifetime and refreshed by the master, so a killed
-	// daemon's VIPs vanish by the kernel's hand.
+	// VIPLifetime: key vip_lifetime, default "5s", at most 24h: the VIP
+	// address is added with this valid lifetime and refreshed by the
+	// master, so a killed daemon's VIPs vanish by the kernel's hand.
 	VIPLifetime time.Duration
 }
 
