@@ -26,6 +26,10 @@ var (
 	schedFlags = map[string]string{"sh-fallback": "sh", "sh-port": "sh", "mh-fallback": "mh", "mh-port": "mh"}
 )
 
+// maxPersistence is the longest persistence the kernel keeps: it counts it
+// in 32 bits of jiffies, 49.7 days at HZ=1000.
+const maxPersistence = 49 * 24 * time.Hour
+
 // One advert carries every VIP of its group: its address count is one
 // byte, and it must fit the link.
 const (
@@ -425,7 +429,7 @@ func (p *parser) virtualServer(t *table) VirtualServer {
 	if v, ok := p.enum(t, "forward", forwards); ok {
 		vs.Forward = v
 	}
-	if v, ok := t.duration("persistence"); ok {
+	if v, ok := t.durationUpTo("persistence", maxPersistence); ok {
 		if v%time.Second != 0 {
 			t.errorf("persistence", "%s: IPVS persistence is in whole seconds", v)
 		}
@@ -495,8 +499,11 @@ func (p *parser) checkRealServers(vs *VirtualServer, rsT []*table) {
 		}
 		seen[rs.Address] = i
 		fwd := cmp.Or(rs.Forward, vs.Forward)
-		if family(rs.Address.Addr()) != vs.Family && fwd != "tun" {
-			t.errorf("address", "%s is not in the virtual server's family (%s); only forward = \"tun\" can cross families", rs.Address, vs.Family)
+		if family(rs.Address.Addr()) != vs.Family {
+			// IPVS can tunnel across families, but moby/ipvs never sends
+			// the destination's family: the kernel would read the address
+			// as one of the service's family.
+			t.errorf("address", "%s is not in the virtual server's family (%s); not even forward = \"tun\" can cross families, because moby/ipvs never sends the destination's family", rs.Address, vs.Family)
 		}
 		if vs.Address.IsValid() && fwd != "nat" && rs.Address.Port() != vs.Address.Port() {
 			t.warnf("address", "forward = %q cannot change the port: packets arrive at port %d, not %d", fwd, vs.Address.Port(), rs.Address.Port())
@@ -738,6 +745,8 @@ func (p *parser) addr(t *table, key, v string) (netip.Addr, bool) {
 	switch {
 	case err == nil && a.Zone() != "":
 		t.errorf(key, "%q: a zone is not allowed here", v)
+	case err == nil && a.Is4In6():
+		t.errorf(key, "%q is an IPv4-mapped IPv6 address; write %s", v, a.Unmap())
 	case err == nil:
 		return a, true
 	default:
@@ -762,6 +771,10 @@ func (p *parser) addrPort(t *table, key, v string) (netip.AddrPort, bool) {
 	}
 	if ap.Addr().Zone() != "" {
 		t.errorf(key, "%q: a zone is not allowed here", v)
+		return netip.AddrPort{}, false
+	}
+	if a := ap.Addr(); a.Is4In6() {
+		t.errorf(key, "%q is an IPv4-mapped IPv6 address; write %s", v, netip.AddrPortFrom(a.Unmap(), ap.Port()))
 		return netip.AddrPort{}, false
 	}
 	return ap, true
@@ -794,8 +807,8 @@ func parseNetmask(v, fam string) (netip.Prefix, error) {
 	zero := unspecified(fam)
 	if bits, ok := strings.CutPrefix(v, "/"); ok {
 		n, err := strconv.Atoi(bits)
-		if err != nil || n < 0 || n > zero.BitLen() {
-			return netip.Prefix{}, fmt.Errorf("%q is not a prefix length /0../%d", v, zero.BitLen())
+		if err != nil || n < 1 || n > zero.BitLen() {
+			return netip.Prefix{}, fmt.Errorf("%q is not a prefix length /1../%d", v, zero.BitLen())
 		}
 		return netip.PrefixFrom(zero, n), nil
 	}
@@ -805,7 +818,10 @@ func parseNetmask(v, fam string) (netip.Prefix, error) {
 	}
 	b := a.As4()
 	ones, _ := net.IPMask(b[:]).Size()
-	if ones == 0 && a != zero {
+	switch {
+	case a == zero:
+		return netip.Prefix{}, fmt.Errorf("%q is a /0 mask; write one of /1../32", v)
+	case ones == 0:
 		return netip.Prefix{}, fmt.Errorf("%q is not a contiguous netmask", v)
 	}
 	return netip.PrefixFrom(zero, ones), nil

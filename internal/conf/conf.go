@@ -1,7 +1,8 @@
 // Package conf owns the havip site file: the one TOML file that both
 // directors of a pair load. It decodes strictly (every unknown key is an
 // error), validates in one pass that reports every problem at the line and
-// column of the key it is about, and fills in defaults.
+// column of the key it is about, and fills in defaults. It is the only
+// validator: the packages that take a Site rely on it being valid.
 //
 // It never touches the network or the kernel. Parse is pure; Load reads
 // the file; choosing this node (SelectNode) asks for the hostname.

@@ -325,7 +325,7 @@ address = "10.0.1.3:8080"
 		"t.toml:20:1: virtual_server[0].real_server[0].address: \"10.0.1.1\" needs a port: write 10.0.1.1:80",
 		"t.toml:23:1: virtual_server[0].real_server[1].weight: 65536 is out of range 0..65535",
 		"t.toml:25:1: virtual_server[0].real_server[2].address: real server 10.0.1.2:80 is listed twice (also at line 22)",
-		"t.toml:27:1: virtual_server[0].real_server[3].address: [2001:db8::5]:80 is not in the virtual server's family (inet); only forward = \"tun\" can cross families",
+		"t.toml:27:1: virtual_server[0].real_server[3].address: [2001:db8::5]:80 is not in the virtual server's family (inet); not even forward = \"tun\" can cross families, because moby/ipvs never sends the destination's family",
 		"t.toml:29:1: warning: virtual_server[0].real_server[4].address: forward = \"dr\" cannot change the port: packets arrive at port 80, not 8080",
 	}},
 	{"sorry server and persistence", head + group + `[[virtual_server]]
@@ -644,6 +644,98 @@ timeout = "59m"
 		"t.toml:19:11: virtual_server[0].check.interval: 50ms is out of range 100ms..1h",
 		"t.toml:24:11: virtual_server[1].check.interval: 2h is out of range 100ms..1h",
 		"t.toml:29:11: virtual_server[2].check.timeout: 5ms is too short: it must be at least 10ms",
+	}},
+	{"IPv4-mapped addresses", `[site]
+name = "t"
+[[node]]
+name = "lb1"
+address = "::ffff:10.0.0.1"
+[[node]]
+name = "lb2"
+address = "10.0.0.2"
+[[vrrp]]
+name = "g"
+interface = "eth0"
+vrid = 1
+vips = ["10.0.0.100/24"]
+[[virtual_server]]
+name = "v"
+address = "[::ffff:10.0.0.100]:80"
+real_server = [{ address = "10.0.1.1:80" }]
+[[virtual_server]]
+name = "w"
+address = "[2001:db8::1]:80"
+sorry_server = "[::ffff:10.0.9.9]:80"
+real_server = [{ address = "[::ffff:10.0.1.1]:80" }]
+`, []string{
+		"t.toml:5:1: node[0].address: \"::ffff:10.0.0.1\" is an IPv4-mapped IPv6 address; write 10.0.0.1",
+		"t.toml:16:1: virtual_server[0].address: \"[::ffff:10.0.0.100]:80\" is an IPv4-mapped IPv6 address; write 10.0.0.100:80",
+		"t.toml:20:1: warning: virtual_server[1].address: 2001:db8::1 is not a VIP of any [[vrrp]] group, so havip never holds it",
+		"t.toml:21:1: virtual_server[1].sorry_server: \"[::ffff:10.0.9.9]:80\" is an IPv4-mapped IPv6 address; write 10.0.9.9:80",
+		"t.toml:22:18: virtual_server[1].real_server[0].address: \"[::ffff:10.0.1.1]:80\" is an IPv4-mapped IPv6 address; write 10.0.1.1:80",
+	}},
+	// Everything ipvsync.Desired used to refuse at run time, refused here
+	// instead: it now takes what conf gives it without a second look.
+	{"what the IPVS table needs", head + group + `[[virtual_server]]
+name = "mixed"
+address = "10.0.0.100:80"
+forward = "tun"
+real_server = [{ address = "[2001:db8::5]:80" }]
+[[virtual_server]]
+name = "persist"
+address = "10.0.0.100:81"
+persistence = "1200h"
+real_server = [{ address = "10.0.1.1:81" }]
+[[virtual_server]]
+name = "mask0"
+address = "10.0.0.100:82"
+persistence = "60s"
+persistence_netmask = "/0"
+real_server = [{ address = "10.0.1.1:82" }]
+[[virtual_server]]
+name = "mask0-dotted"
+address = "10.0.0.100:83"
+persistence = "60s"
+persistence_netmask = "0.0.0.0"
+real_server = [{ address = "10.0.1.1:83" }]
+[[virtual_server]]
+name = "mask33"
+address = "10.0.0.100:84"
+persistence = "60s"
+persistence_netmask = "/33"
+real_server = [{ address = "10.0.1.1:84" }]
+[[virtual_server]]
+name = "mark"
+fwmark = 7
+real_server = [{ address = "10.0.1.1:0" }]
+[[virtual_server]]
+name = "mark-again"
+fwmark = 7
+family = "inet"
+real_server = [{ address = "10.0.1.2:0" }]
+[[virtual_server]]
+name = "mark6"
+fwmark = 7
+family = "inet6"
+real_server = [{ address = "[2001:db8::5]:0" }]
+[[virtual_server]]
+name = "udp"
+address = "10.0.0.100:80"
+protocol = "udp"
+real_server = [{ address = "10.0.1.1:80" }]
+[[virtual_server]]
+name = "tcp-again"
+address = "10.0.0.100:80"
+protocol = "tcp"
+real_server = [{ address = "10.0.1.1:80" }]
+`, []string{
+		"t.toml:19:18: virtual_server[0].real_server[0].address: [2001:db8::5]:80 is not in the virtual server's family (inet); not even forward = \"tun\" can cross families, because moby/ipvs never sends the destination's family",
+		"t.toml:23:1: virtual_server[1].persistence: 1200h is too long: it must be at most 1176h",
+		"t.toml:29:1: virtual_server[2].persistence_netmask: \"/0\" is not a prefix length /1../32",
+		"t.toml:35:1: virtual_server[3].persistence_netmask: \"0.0.0.0\" is a /0 mask; write one of /1../32",
+		"t.toml:41:1: virtual_server[4].persistence_netmask: \"/33\" is not a prefix length /1../32",
+		"t.toml:49:1: virtual_server[6].fwmark: duplicate virtual service \"fwmark 7 inet\" (first at line 45)",
+		"t.toml:64:1: virtual_server[9].address: duplicate virtual service \"tcp 10.0.0.100:80\" (first at line 17)",
 	}},
 	{"equal own priorities warn once for all groups", strings.Replace(head, "priority = 150", "priority = 100", 1) + group + `[[vrrp]]
 name = "h"
