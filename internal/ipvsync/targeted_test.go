@@ -15,11 +15,11 @@ func TestReconcileChangesIsTargeted(t *testing.T) {
 	other := web()
 	other.Name = "web2"
 	other.Address = netip.AddrPortFrom(other.Address.Addr(), 8080) // a second service of ours
-	reconcile(t, r, mustDesired(t, nil, web(), other))
+	reconcile(t, r, desired(nil, web(), other))
 
 	// Same table again: nothing read, nothing written.
 	k.ResetCounts()
-	ch, err := r.ReconcileChanges(mustDesired(t, nil, web(), other))
+	ch, err := r.ReconcileChanges(desired(nil, web(), other))
 	if err != nil || len(ch) != 0 || k.Reads != 0 || k.Writes != 0 {
 		t.Fatalf("unchanged table: changes %v err %v, %d reads %d writes; want none", ops(ch), err, k.Reads, k.Writes)
 	}
@@ -28,7 +28,7 @@ func TestReconcileChangesIsTargeted(t *testing.T) {
 	changed := web()
 	changed.RealServers[0].Weight = 7
 	k.ResetCounts()
-	ch, err = r.ReconcileChanges(mustDesired(t, nil, changed, other))
+	ch, err = r.ReconcileChanges(desired(nil, changed, other))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestReconcileChangesIsTargeted(t *testing.T) {
 
 	// Dropping a service deletes it (and only it); the foreign one stays.
 	k.ResetCounts()
-	if _, err := r.ReconcileChanges(mustDesired(t, nil, changed)); err != nil {
+	if _, err := r.ReconcileChanges(desired(nil, changed)); err != nil {
 		t.Fatal(err)
 	}
 	if k.Writes != 1 {
@@ -55,7 +55,7 @@ func TestReconcileChangesIsTargeted(t *testing.T) {
 
 	// A full reconcile finds nothing left to do: the targeted path agreed.
 	k.ResetCounts()
-	if ch := reconcile(t, r, mustDesired(t, nil, changed)); len(ch) != 0 || k.Writes != 0 {
+	if ch := reconcile(t, r, desired(nil, changed)); len(ch) != 0 || k.Writes != 0 {
 		t.Fatalf("full reconcile after targeted ones wrote %v", ops(ch))
 	}
 }
@@ -64,13 +64,13 @@ func TestReconcileChangesIsTargeted(t *testing.T) {
 func TestReconcileChangesFallsBackAfterError(t *testing.T) {
 	k := &FakeKernel{}
 	r := newRec(t, k, "")
-	reconcile(t, r, mustDesired(t, nil, web()))
+	reconcile(t, r, desired(nil, web()))
 	k.Flush() // behind our back
 	broken := web()
 	broken.RealServers[0].Weight = 9
 	r.applied = nil // as after an error
 	k.ResetCounts()
-	if _, err := r.ReconcileChanges(mustDesired(t, nil, broken)); err != nil {
+	if _, err := r.ReconcileChanges(desired(nil, broken)); err != nil {
 		t.Fatal(err)
 	}
 	svcs, _ := k.Services()
