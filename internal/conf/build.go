@@ -108,6 +108,9 @@ func (p *parser) siteTable(root *table, s *Site) {
 	if v, ok := t.intIn("pair_port", 1, 65535); ok {
 		s.PairPort = uint16(v)
 	}
+	if p.onHost {
+		p.checkHost(t, s)
+	}
 	t.finish()
 }
 

@@ -5,7 +5,9 @@
 // validator: the packages that take a Site rely on it being valid.
 //
 // It never touches the network or the kernel. Parse is pure; Load reads
-// the file; choosing this node (SelectNode) asks for the hostname.
+// the file and stats two paths the file names, the control socket and the
+// state directory, to refuse a file that would have havip replace
+// something else; choosing this node (SelectNode) asks for the hostname.
 // Input is capped (1 MiB, 10 levels of nesting, 512-byte key paths)
 // before it is decoded, and every check is linear in the input.
 package conf
@@ -41,6 +43,9 @@ const maxProblems = 100
 // Load reads and validates the site file at path. The error is only for
 // failing to read it; everything wrong inside the file is a Problem. The
 // Site is nil when any problem is an error rather than a warning.
+//
+// Unlike Parse, Load also looks at this machine: it stats the control
+// socket and state directory paths (host.go).
 func Load(path string) (*Site, []Problem, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -59,14 +64,19 @@ func Load(path string) (*Site, []Problem, error) {
 		}
 		return nil, []Problem{tooBig(path, n)}, nil
 	}
-	s, ps := Parse(path, data)
+	s, ps := parse(path, data, true)
 	return s, ps, nil
 }
 
 // Parse validates data as the site file named file (used in messages only).
 // It returns every problem found, sorted by position, at most 100 and then
 // one that counts the rest; the Site is nil when any of them is an error.
+// It never looks at the machine it runs on.
 func Parse(file string, data []byte) (*Site, []Problem) {
+	return parse(file, data, false)
+}
+
+func parse(file string, data []byte, onHost bool) (*Site, []Problem) {
 	// The caps come before decoding, so that the decoder's cost, and
 	// the index's, stay linear in the file (see maxDepth).
 	if len(data) > MaxSize {
@@ -91,7 +101,7 @@ func Parse(file string, data []byte) (*Site, []Problem) {
 		}
 		return nil, []Problem{p}
 	}
-	p := &parser{file: file, ix: x.ix}
+	p := &parser{file: file, ix: x.ix, onHost: onHost}
 	s := p.site(p.newTable("", 0, pos{line: 1}, raw))
 	sortProblems(p.probs)
 	if HasErrors(p.probs) {

@@ -13,6 +13,9 @@ type parser struct {
 	file  string
 	ix    *positions
 	probs []Problem
+	// onHost is set by Load: also check the paths [site] names on this
+	// machine (host.go).
+	onHost bool
 	// tracer, when set, sees the path of every key the decoder asks for:
 	// tests use it to keep the reference example complete.
 	tracer func(path string)
