@@ -13,6 +13,8 @@
 package conf
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -108,11 +110,19 @@ func parse(file string, data []byte, onHost bool) (*Site, []Problem) {
 		return nil, capProblems(p.probs)
 	}
 	s.File = file
+	s.Revision = revision(data)
 	return s, capProblems(p.probs)
 }
 
 func tooBig(file string, n int64) Problem {
 	return Problem{File: file, Line: 1, Msg: fmt.Sprintf("site file is %d bytes; the limit is 1 MiB", n)}
+}
+
+// revision names the file's contents: the first 12 hex digits of their
+// SHA-256, so an operator can see that both directors run the same file.
+func revision(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:6])
 }
 
 // capProblems keeps the first maxProblems of the sorted ps and counts the

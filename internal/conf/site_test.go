@@ -189,6 +189,17 @@ func (ix *positions) paths() map[string]pos {
 	return out
 }
 
+func TestRevision(t *testing.T) {
+	// sha256sum of head, first 12 hex digits.
+	s, _ := Parse("a.toml", []byte(head))
+	if s.Revision != "72d4b26e0c73" {
+		t.Errorf("Revision = %q", s.Revision)
+	}
+	if s, _ := Parse("a.toml", []byte(head+"# same\n")); s.Revision != "b6d81165ea53" {
+		t.Errorf("Revision after a comment = %q; any byte changes it", s.Revision)
+	}
+}
+
 func TestAdvertSize(t *testing.T) {
 	vips := func(format string, n int) []netip.Prefix {
 		out := make([]netip.Prefix, n)

@@ -7,7 +7,8 @@ import (
 
 // Site is one validated site file: both directors of a pair load the same one.
 type Site struct {
-	File string // path it was loaded from, for messages
+	File     string // path it was loaded from, for messages
+	Revision string // first 12 hex digits of the SHA-256 of the file's bytes
 
 	Name          string
 	ControlSocket string // default /run/havip/havip.sock
