@@ -251,6 +251,13 @@ func (p *parser) group(t *table) (Group, groupAux) {
 		t.errorf("advert", "advert %s needs vip_lifetime longer than %s (the default is %s)", g.Advert, 2*g.Advert, g.VIPLifetime)
 	}
 
+	if v, ok := t.str("sync_group"); ok {
+		if v == "" {
+			t.errorf("sync_group", "must not be empty: name the sync group, or leave the key out")
+		}
+		g.SyncGroup = v
+	}
+
 	for _, tt := range t.tables("track") {
 		g.Track = append(g.Track, p.track(tt))
 		aux.tracks = append(aux.tracks, tt)

@@ -1,15 +1,18 @@
 package conf
 
 import (
+	"cmp"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 )
 
 // Checks across tables: names, references, and what only the whole pair
-// can tell (priority collisions, address ownership). Every
+// can tell (priority collisions, address ownership, sync groups). Every
 // one is linear: repeats are found with maps, and what each group needs to
 // know about the nodes is computed once (nodeView).
 
@@ -87,6 +90,7 @@ func (p *parser) crossGroups(s *Site, groups []groupAux, nodeT []*table) map[net
 		checkNames[c.Name] = true
 	}
 	vips := map[netip.Addr]vipAt{}
+	gvs := make([]groupView, len(s.Groups))
 	for gi := range s.Groups {
 		g, aux := &s.Groups[gi], groups[gi]
 		for k, pre := range g.VIPs {
@@ -96,7 +100,7 @@ func (p *parser) crossGroups(s *Site, groups []groupAux, nodeT []*table) map[net
 			}
 			vips[pre.Addr()] = vipAt{g.Name, aux.vipPos[k]}
 		}
-		p.groupPriorities(s, gi, aux, nv)
+		gvs[gi] = p.groupPriorities(s, gi, aux, nv)
 		if g.Unicast && len(g.VIPs) > 0 {
 			v := ipVersion(g.VIPs[0].Addr())
 			others := nv.v6
@@ -128,6 +132,7 @@ func (p *parser) crossGroups(s *Site, groups []groupAux, nodeT []*table) map[net
 		}
 	}
 	p.nodePriorities(s, nv, nodeT)
+	p.syncGroups(s, groups, gvs, nv)
 	return vips
 }
 
@@ -136,12 +141,14 @@ func (p *parser) crossGroups(s *Site, groups []groupAux, nodeT []*table) map[net
 // the group changes (its overrides, the nodes owning its VIPs), so that a
 // group costs its own size and not the number of nodes.
 type nodeView struct {
-	names  map[string]bool    // every node name
-	whole  []int              // nodes with a name and an address, not repeats (those have errors), in file order
-	byName map[string]int     // whole nodes
-	byAddr map[netip.Addr]int // whole nodes
-	byPrio map[uint8][]int    // whole nodes by their own priority, in file order
-	v4, v6 []int              // nodes with an address of that family
+	names    map[string]bool    // every node name
+	whole    []int              // nodes with a name and an address, not repeats (those have errors), in file order
+	byName   map[string]int     // whole nodes
+	byAddr   map[netip.Addr]int // whole nodes
+	byPrio   map[uint8][]int    // whole nodes by their own priority, in file order
+	ranked   []int              // whole nodes by their own rank, lowest first
+	ownRanks []rank             // parallel to ranked
+	v4, v6   []int              // nodes with an address of that family
 
 	// By node: the groups that override its priority, and those it owns
 	// a VIP of; appended by groupPriorities.
@@ -171,6 +178,11 @@ func newNodeView(s *Site) *nodeView {
 		}
 		nv.byPrio[n.Priority] = append(nv.byPrio[n.Priority], ni)
 	}
+	nv.ranked = slices.Clone(nv.whole)
+	slices.SortStableFunc(nv.ranked, func(a, b int) int { return ownRank(&s.Nodes[a]).compare(ownRank(&s.Nodes[b])) })
+	for _, ni := range nv.ranked {
+		nv.ownRanks = append(nv.ownRanks, ownRank(&s.Nodes[ni]))
+	}
 	return nv
 }
 
@@ -184,7 +196,7 @@ type groupView struct {
 // name a node, 255 belongs to an address owner only, and equal priorities
 // are legal but leave the election to the address tie-break. A node's own
 // priority is checked once for all groups, by nodePriorities.
-func (p *parser) groupPriorities(s *Site, gi int, aux groupAux, nv *nodeView) {
+func (p *parser) groupPriorities(s *Site, gi int, aux groupAux, nv *nodeView) groupView {
 	g := &s.Groups[gi]
 	gv := groupView{over: map[int]uint8{}, owner: map[int]bool{}}
 	for _, v := range g.VIPs {
@@ -249,6 +261,7 @@ func (p *parser) groupPriorities(s *Site, gi int, aux groupAux, nv *nodeView) {
 				aux.t.name(), a.Name, b.Name, prio)
 		}
 	}
+	return gv
 }
 
 // nodePriorities checks each node's own priority against every group that
@@ -307,6 +320,129 @@ func (p *parser) nodePriorities(s *Site, nv *nodeView, nodeT []*table) {
 				s.Nodes[first].Name, n.Name, n.Priority)
 		}
 	}
+}
+
+// rank is where a node stands in one group's election: its priority
+// there, 255 as the owner of a VIP, then its address, the tie-break.
+type rank struct {
+	prio uint8
+	addr netip.Addr
+}
+
+func (a rank) compare(b rank) int {
+	if c := cmp.Compare(a.prio, b.prio); c != 0 {
+		return c
+	}
+	return a.addr.Compare(b.addr)
+}
+
+// ownRank is n's rank in a group that neither overrides its priority nor
+// has its address as a VIP.
+func ownRank(n *Node) rank { return rank{n.Priority, n.Address} }
+
+func (gv groupView) rank(g *Group, n *Node, ni int) rank {
+	if gv.owner[ni] {
+		return rank{255, n.Address}
+	}
+	return rank{g.PriorityOf(n), n.Address}
+}
+
+// syncGroups checks that the groups of each sync group could move
+// together: more than one of them, ranking the nodes alike.
+func (p *parser) syncGroups(s *Site, groups []groupAux, gvs []groupView, nv *nodeView) {
+	var names []string
+	members := map[string][]int{}
+	for gi, g := range s.Groups {
+		if g.SyncGroup == "" {
+			continue
+		}
+		if _, ok := members[g.SyncGroup]; !ok {
+			names = append(names, g.SyncGroup)
+		}
+		members[g.SyncGroup] = append(members[g.SyncGroup], gi)
+	}
+	for _, name := range names {
+		ms := members[name]
+		if len(ms) == 1 {
+			groups[ms[0]].t.warnf("sync_group", "sync group %q has no other member: no [[vrrp]] moves together with this one", name)
+			continue
+		}
+		// Ranking alike is transitive, so each member is held against
+		// the one before it.
+		for k := 1; k < len(ms); k++ {
+			a, b := ms[k-1], ms[k]
+			hi, lo, ok := misranked(s, a, b, gvs, nv)
+			if !ok {
+				continue
+			}
+			ga, gb := &s.Groups[a], &s.Groups[b]
+			nh, nl := &s.Nodes[hi], &s.Nodes[lo]
+			groups[b].t.errorf("sync_group", "sync group %q: node %s ranks above %s in vrrp group %q (priority %d to %d) but below it in %q (%d to %d); the members of a sync group must prefer the same node",
+				name, nh.Name, nl.Name, ga.Name, gvs[a].rank(ga, nh, hi).prio, gvs[a].rank(ga, nl, lo).prio,
+				gb.Name, gvs[b].rank(gb, nh, hi).prio, gvs[b].rank(gb, nl, lo).prio)
+		}
+	}
+}
+
+// misranked finds two nodes that groups a and b rank in opposite order:
+// hi above lo in a, below it in b. Only nodes whose rank a or b changes
+// can be part of such a pair, so it costs the size of the two groups, not
+// the number of nodes.
+func misranked(s *Site, a, b int, gvs []groupView, nv *nodeView) (hi, lo int, ok bool) {
+	ga, gb := &s.Groups[a], &s.Groups[b]
+	rankIn := func(g *Group, gi, ni int) rank { return gvs[gi].rank(g, &s.Nodes[ni], ni) }
+	changed := map[int]bool{}
+	for _, gv := range []groupView{gvs[a], gvs[b]} {
+		for ni := range gv.over {
+			changed[ni] = true
+		}
+		for ni := range gv.owner {
+			changed[ni] = true
+		}
+	}
+	d := slices.Sorted(maps.Keys(changed))
+	// Two changed nodes: in a's order, b's must rise at every step.
+	slices.SortStableFunc(d, func(x, y int) int { return rankIn(ga, a, x).compare(rankIn(ga, a, y)) })
+	for k := 1; k < len(d); k++ {
+		if rankIn(gb, b, d[k]).compare(rankIn(gb, b, d[k-1])) < 0 {
+			return d[k], d[k-1], true
+		}
+	}
+	// A changed node and one that ranks as its own in both: that one
+	// must not lie between the changed node's ranks in a and in b.
+	dOwn := make([]rank, len(d))
+	for k, ni := range d {
+		dOwn[k] = ownRank(&s.Nodes[ni])
+	}
+	slices.SortFunc(dOwn, rank.compare)
+	for _, ni := range d {
+		ra, rb := rankIn(ga, a, ni), rankIn(gb, b, ni)
+		lower, upper := ra, rb
+		if rb.compare(ra) < 0 {
+			lower, upper = rb, ra
+		}
+		from, to := between(nv.ownRanks, lower, upper)
+		if dFrom, dTo := between(dOwn, lower, upper); to-from == dTo-dFrom {
+			continue // only changed nodes lie between: the loop above saw them
+		}
+		for k := from; k < to; k++ {
+			if w := nv.ranked[k]; !changed[w] {
+				if ra.compare(rb) < 0 {
+					return w, ni, true
+				}
+				return ni, w, true
+			}
+		}
+	}
+	return 0, 0, false
+}
+
+// between returns the range of the sorted rs that lies strictly between
+// lower and upper.
+func between(rs []rank, lower, upper rank) (from, to int) {
+	from = sort.Search(len(rs), func(k int) bool { return rs[k].compare(lower) > 0 })
+	to = sort.Search(len(rs), func(k int) bool { return rs[k].compare(upper) >= 0 })
+	return from, max(from, to)
 }
 
 // list joins items for a message, naming the first few of total:

@@ -37,6 +37,7 @@ func FuzzParse(f *testing.F) {
 		"\"quoted.key\" = 1\n'lit' = \"\\\"\"\n[\"a\".b]\nc = 1979-05-27 07:32:00Z\n",
 		"vrrp = [{ name = \"g\", track = [{ weight = 1 }] }]\n[site]\n",
 		"[[a.b]]\n[a.b.c.d.e]\nf.g.h.i.j = [[{k = 1}]]\n",
+		"[[vrrp]]\nsync_group = \"s\"\n[[vrrp]]\nsync_group = \"s\"\npriorities = { a = 1 }\n",
 		"[" + strings.Repeat("k", 300) + "]\n'" + strings.Repeat("q", 300) + "' = 1\n",
 	} {
 		f.Add([]byte(s))

@@ -195,7 +195,7 @@ func TestNodesTimesGroups(t *testing.T) {
 	}
 	b.WriteString("]\nvrrp = [\n")
 	for i := range n {
-		fmt.Fprintf(&b, "{ name = \"g%d\", interface = \"e%d\", vrid = %d, vips = [\"2001:db8::%x/64\"], unicast = true },\n",
+		fmt.Fprintf(&b, "{ name = \"g%d\", interface = \"e%d\", vrid = %d, vips = [\"2001:db8::%x/64\"], unicast = true, sync_group = \"s\" },\n",
 			i, i/255, i%255+1, i+1)
 	}
 	b.WriteString("]\n[site]\nname = \"t\"\n")

@@ -59,7 +59,7 @@ var problemCases = []struct {
 		"t.toml:15:1: unknown key vrrp[0].advret (did you mean advert?)",
 	}},
 	{"unknown key lists the table's keys", head + group + "prioritty = 5\n", []string{
-		"t.toml:15:1: unknown key vrrp[0].prioritty (vrrp[0] takes accept, advert, garp_count, garp_interval, garp_refresh, interface, name, notify, notify_timeout, preempt, preempt_delay, priorities, track, unicast, version, vip_lifetime, vips, vrid)",
+		"t.toml:15:1: unknown key vrrp[0].prioritty (vrrp[0] takes accept, advert, garp_count, garp_interval, garp_refresh, interface, name, notify, notify_timeout, preempt, preempt_delay, priorities, sync_group, track, unicast, version, vip_lifetime, vips, vrid)",
 	}},
 	{"unknown key in inline table", head + group + "track = [{ interface = \"eth1\", wieght = -10 }]\n", []string{
 		"t.toml:15:32: unknown key vrrp[0].track[0].wieght (did you mean weight?)",
@@ -785,6 +785,67 @@ vrid = 6
 vips = ["10.0.0.105/24"]
 `, []string{
 		"t.toml:6:1: node[0].priority: priority 255 is only for an address owner, and 10.0.0.1 is not a VIP of vrrp groups \"g\", \"h\", \"k\" and 1 more; override it in those groups' priorities",
+	}},
+	{"sync groups", head + group + `sync_group = "nat"
+[[vrrp]]
+name = "h"
+interface = "eth1"
+vrid = 2
+vips = ["10.0.1.100/24"]
+sync_group = "nat"
+[[vrrp]]
+name = "i"
+interface = "eth1"
+vrid = 3
+vips = ["10.0.1.101/24"]
+priorities = { lb2 = 200 }
+sync_group = "nat"
+[[vrrp]]
+name = "j"
+interface = "eth1"
+vrid = 4
+vips = ["10.0.1.102/24"]
+sync_group = "alone"
+[[vrrp]]
+name = "k"
+interface = "eth1"
+vrid = 5
+vips = ["10.0.1.103/24"]
+sync_group = ""
+`, []string{
+		"t.toml:28:1: vrrp[2].sync_group: sync group \"nat\": node lb1 ranks above lb2 in vrrp group \"h\" (priority 150 to 100) but below it in \"i\" (150 to 200); the members of a sync group must prefer the same node",
+		"t.toml:34:1: warning: vrrp[3].sync_group: sync group \"alone\" has no other member: no [[vrrp]] moves together with this one",
+		"t.toml:40:1: vrrp[4].sync_group: must not be empty: name the sync group, or leave the key out",
+	}},
+	{"sync group ranks by address ownership", head + group + `sync_group = "s"
+[[vrrp]]
+name = "owned"
+interface = "eth0"
+vrid = 2
+vips = ["10.0.0.2/24"]
+sync_group = "s"
+`, []string{
+		"t.toml:21:1: vrrp[1].sync_group: sync group \"s\": node lb1 ranks above lb2 in vrrp group \"g\" (priority 150 to 100) but below it in \"owned\" (150 to 255); the members of a sync group must prefer the same node",
+	}},
+	{"sync group ranks equal priorities by address", head + group + `priorities = { lb1 = 100 }
+sync_group = "s"
+[[vrrp]]
+name = "h"
+interface = "eth0"
+vrid = 2
+vips = ["10.0.0.101/24"]
+priorities = { lb1 = 90 }
+sync_group = "s"
+[[vrrp]]
+name = "i"
+interface = "eth0"
+vrid = 3
+vips = ["10.0.0.102/24"]
+priorities = { lb2 = 90 }
+sync_group = "s"
+`, []string{
+		"t.toml:15:16: warning: vrrp[0]: nodes lb1 and lb2 both have priority 100 in this group; the higher address wins every election",
+		"t.toml:30:1: vrrp[2].sync_group: sync group \"s\": node lb2 ranks above lb1 in vrrp group \"h\" (priority 100 to 90) but below it in \"i\" (90 to 150); the members of a sync group must prefer the same node",
 	}},
 }
 

@@ -70,6 +70,18 @@ func (g *Group) AdvertSize() int {
 	return n
 }
 
+// SyncGroupMembers returns the names of the [[vrrp]] groups whose
+// sync_group is name, in file order; none for "".
+func (s *Site) SyncGroupMembers(name string) []string {
+	var out []string
+	for _, g := range s.Groups {
+		if name != "" && g.SyncGroup == name {
+			out = append(out, g.Name)
+		}
+	}
+	return out
+}
+
 // Group returns the [[vrrp]] group named name, or nil.
 func (s *Site) Group(name string) *Group {
 	for i := range s.Groups {

@@ -224,3 +224,13 @@ func TestAdvertSize(t *testing.T) {
 		}
 	}
 }
+
+func TestSyncGroupMembers(t *testing.T) {
+	s := mustLoad(t, filepath.Join("..", "..", "examples", "havip.toml"))
+	if diff := cmp.Diff([]string{"front6", "gateway6"}, s.SyncGroupMembers("nat6")); diff != "" {
+		t.Errorf("SyncGroupMembers(nat6) (-want +got):\n%s", diff)
+	}
+	if got := s.SyncGroupMembers(""); got != nil {
+		t.Errorf("SyncGroupMembers(\"\") = %v, want none: \"\" is no sync group", got)
+	}
+}

@@ -46,6 +46,11 @@ type Group struct {
 	Notify        []string         // argv
 	NotifyTimeout time.Duration    // key "notify_timeout", default 10s
 	Track         []Track
+	// SyncGroup: key sync_group, "" = none. The groups of one sync group
+	// move together (keepalived's vrrp_sync_group): when one leaves
+	// MASTER, the others follow. conf guarantees that they rank the nodes
+	// alike; see Site.SyncGroupMembers.
+	SyncGroup string
 
 	// Gratuitous ARP / unsolicited NA: keys garp_count (default 5; 0..100,
 	// 0 = none at all), garp_interval (default "100ms"; 10ms..10s),
