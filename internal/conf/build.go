@@ -2,6 +2,7 @@ package conf
 
 import (
 	"cmp"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"net"
@@ -25,11 +26,23 @@ var (
 	schedFlags = map[string]string{"sh-fallback": "sh", "sh-port": "sh", "mh-fallback": "mh", "mh-port": "mh"}
 )
 
+// maxPersistence is the longest persistence the kernel keeps: it counts it
+// in 32 bits of jiffies, 49.7 days at HZ=1000.
+const maxPersistence = 49 * 24 * time.Hour
+
+// One advert carries every VIP of its group: its address count is one
+// byte, and it must fit the link.
+const (
+	maxVIPs     = 255
+	ethernetMTU = 1500
+)
+
 // groupAux is what cross-checks need to know about a [[vrrp]] table
 // beyond the Group itself.
 type groupAux struct {
 	t      *table
-	vipPos []pos // parallel to Group.VIPs
+	prio   *table // priorities; nil when absent
+	vipPos []pos  // parallel to Group.VIPs
 	tracks []*table
 }
 
@@ -61,9 +74,9 @@ func (p *parser) site(root *table) *Site {
 	root.finish()
 
 	p.crossNodes(root, s, nodeT)
-	p.crossGroups(s, groups, nodeT)
+	vips := p.crossGroups(s, groups, nodeT)
 	p.unique("check name", checkT, "name", func(i int) string { return s.Checks[i].Name })
-	p.crossVirtualServers(s, vsT)
+	p.crossVirtualServers(s, vsT, vips)
 	return s
 }
 
@@ -94,6 +107,9 @@ func (p *parser) siteTable(root *table, s *Site) {
 	}
 	if v, ok := t.intIn("pair_port", 1, 65535); ok {
 		s.PairPort = uint16(v)
+	}
+	if p.onHost {
+		p.checkHost(t, s)
 	}
 	t.finish()
 }
@@ -165,7 +181,7 @@ func (p *parser) group(t *table) (Group, groupAux) {
 	if v, ok := t.boolean("preempt"); ok {
 		g.Preempt = v
 	}
-	if v, ok := t.duration("preempt_delay"); ok {
+	if v, ok := t.durationUpTo("preempt_delay", time.Hour); ok {
 		g.PreemptDelay = v
 		if !g.Preempt && v > 0 {
 			t.warnf("preempt_delay", "has no effect with preempt = false")
@@ -177,38 +193,22 @@ func (p *parser) group(t *table) (Group, groupAux) {
 
 	t.require("vips")
 	if vips, ok := t.array("vips"); ok {
-		if len(vips) == 0 {
+		switch {
+		case len(vips) == 0:
 			t.errorf("vips", "a group needs at least one VIP")
+		case len(vips) > maxVIPs:
+			// Once for the list, not once for each VIP past the limit.
+			t.errorf("vips", "%d VIPs are more than the %d one advert carries; split them across groups", len(vips), maxVIPs)
 		}
-		for i, e := range vips {
-			at := t.elemPos("vips", i)
-			path := index(t.keyPath("vips"), i)
-			v, ok := e.(string)
-			if !ok {
-				p.errorf(at, "%s: expected a string, got %s", path, typeName(e))
-				continue
-			}
-			pre, err := parseVIP(v)
-			if err != nil {
-				p.errorf(at, "%s: %v", path, err)
-				continue
-			}
-			if j := slices.IndexFunc(g.VIPs, func(q netip.Prefix) bool { return q.Addr() == pre.Addr() }); j >= 0 {
-				p.errorf(at, "%s: VIP %s is listed twice (also at line %d)", path, pre.Addr(), aux.vipPos[j].line)
-				continue
-			}
-			switch {
-			case pre.Addr().Is6() && versionOK && g.Version == 2:
-				p.errorf(at, "%s: IPv6 VIP %s needs version = 3 (VRRPv2 is IPv4 only)", path, pre)
-			case len(g.VIPs) > 0 && pre.Addr().Is4() != g.VIPs[0].Addr().Is4():
-				p.errorf(at, "%s: VIP %s mixes address families with %s; put IPv4 and IPv6 VIPs in separate groups", path, pre, g.VIPs[0])
-			}
-			g.VIPs = append(g.VIPs, pre)
-			aux.vipPos = append(aux.vipPos, at)
+		p.vips(t, &g, &aux, vips, versionOK)
+		if n := g.AdvertSize(); len(vips) <= maxVIPs && n > ethernetMTU {
+			t.errorf("vips", "an advert carrying %d %s VIPs is %d bytes, more than the %d-byte Ethernet MTU; split them across groups",
+				len(g.VIPs), ipVersion(g.VIPs[0].Addr()), n, ethernetMTU)
 		}
 	}
 
 	if pt := t.sub("priorities"); pt != nil {
+		aux.prio = pt
 		g.Priorities = map[string]uint8{}
 		for _, k := range pt.keys() {
 			if v, ok := pt.intIn(k, 1, 255); ok {
@@ -222,22 +222,25 @@ func (p *parser) group(t *table) (Group, groupAux) {
 		}
 		g.Notify = v
 	}
-	if v, ok := t.duration("notify_timeout"); ok {
+	if v, ok := t.durationUpTo("notify_timeout", 5*time.Minute); ok {
 		if v == 0 {
 			t.errorf("notify_timeout", "must be greater than 0")
 		}
 		g.NotifyTimeout = v
 	}
-	if v, ok := t.intIn("garp_count", 0, 1000); ok {
+	if v, ok := t.intIn("garp_count", 0, 100); ok {
 		g.GARPCount = int(v)
 	}
-	if v, ok := t.duration("garp_interval"); ok {
+	if v, ok := t.durationIn("garp_interval", 10*time.Millisecond, 10*time.Second); ok {
 		g.GARPInterval = v
 	}
 	if v, ok := t.duration("garp_refresh"); ok {
+		if v != 0 && (v < time.Second || v > 24*time.Hour) {
+			t.errorf("garp_refresh", "%s is out of range: \"0s\" (off) or 1s..24h", short(v))
+		}
 		g.GARPRefresh = v
 	}
-	if v, ok := t.duration("vip_lifetime"); ok {
+	if v, ok := t.durationUpTo("vip_lifetime", 24*time.Hour); ok {
 		g.VIPLifetime = v
 		if v < 2*time.Second {
 			t.errorf("vip_lifetime", "%s is too short: it must be at least 2s", v)
@@ -248,12 +251,49 @@ func (p *parser) group(t *table) (Group, groupAux) {
 		t.errorf("advert", "advert %s needs vip_lifetime longer than %s (the default is %s)", g.Advert, 2*g.Advert, g.VIPLifetime)
 	}
 
+	if v, ok := t.str("sync_group"); ok {
+		if v == "" {
+			t.errorf("sync_group", "must not be empty: name the sync group, or leave the key out")
+		}
+		g.SyncGroup = v
+	}
+
 	for _, tt := range t.tables("track") {
 		g.Track = append(g.Track, p.track(tt))
 		aux.tracks = append(aux.tracks, tt)
 	}
 	t.finish()
 	return g, aux
+}
+
+// vips reads the group's VIPs, checking each and that none is listed twice.
+func (p *parser) vips(t *table, g *Group, aux *groupAux, vips []any, versionOK bool) {
+	seen := make(map[netip.Addr]int, len(vips)) // address -> index in g.VIPs
+	for i, e := range vips {
+		v, ok := e.(string)
+		if !ok {
+			t.elemErrorf("vips", i, "expected a string, got %s", typeName(e))
+			continue
+		}
+		pre, err := parseVIP(v)
+		if err != nil {
+			t.elemErrorf("vips", i, "%v", err)
+			continue
+		}
+		if j, dup := seen[pre.Addr()]; dup {
+			t.elemErrorf("vips", i, "VIP %s is listed twice (also at line %d)", pre.Addr(), aux.vipPos[j].line)
+			continue
+		}
+		seen[pre.Addr()] = len(g.VIPs)
+		switch {
+		case pre.Addr().Is6() && versionOK && g.Version == 2:
+			t.elemErrorf("vips", i, "IPv6 VIP %s needs version = 3 (VRRPv2 is IPv4 only)", pre)
+		case len(g.VIPs) > 0 && pre.Addr().Is4() != g.VIPs[0].Addr().Is4():
+			t.elemErrorf("vips", i, "VIP %s mixes address families with %s; put IPv4 and IPv6 VIPs in separate groups", pre, g.VIPs[0])
+		}
+		g.VIPs = append(g.VIPs, pre)
+		aux.vipPos = append(aux.vipPos, t.elemPos("vips", i))
+	}
 }
 
 // checkAdvert reports whether the advert interval fits the version's field:
@@ -273,13 +313,52 @@ func checkAdvert(version int, d time.Duration) error {
 
 func parseVIP(v string) (netip.Prefix, error) {
 	pre, err := netip.ParsePrefix(v)
-	if err == nil {
-		return pre, nil
+	if err != nil {
+		if a, aerr := netip.ParseAddr(v); aerr == nil {
+			return netip.Prefix{}, fmt.Errorf("VIP %q is not a prefix: write %s/%d, or the prefix length of the interface's subnet", v, a, a.BitLen())
+		}
+		return netip.Prefix{}, fmt.Errorf("VIP %q is not an IP prefix like 192.168.0.210/24", v)
 	}
-	if a, aerr := netip.ParseAddr(v); aerr == nil {
-		return netip.Prefix{}, fmt.Errorf("VIP %q is not a prefix: write %s/%d, or the prefix length of the interface's subnet", v, a, a.BitLen())
+	if why := unusableVIP(pre); why != "" {
+		return netip.Prefix{}, fmt.Errorf("VIP %s %s", pre, why)
 	}
-	return netip.Prefix{}, fmt.Errorf("VIP %q is not an IP prefix like 192.168.0.210/24", v)
+	return pre, nil
+}
+
+// unusableVIP says why pre cannot be a VIP a client reaches, or "".
+func unusableVIP(pre netip.Prefix) string {
+	a := pre.Addr()
+	switch {
+	case a.Is4In6():
+		return fmt.Sprintf("is an IPv4-mapped IPv6 address; write %s in an IPv4 group", a.Unmap())
+	case a.IsUnspecified():
+		return "is the unspecified address"
+	case a.IsLoopback():
+		return "is a loopback address"
+	case a.IsMulticast():
+		return "is a multicast address"
+	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "is the broadcast address"
+	case pre.Bits() == 0:
+		return "has prefix length /0, which would put every address on the interface's link; write the subnet's length"
+	case a.Is4() && pre.Bits() <= 30: // /31 and /32 have no network or broadcast address (RFC 3021)
+		subnet := pre.Masked()
+		if a == subnet.Addr() {
+			return fmt.Sprintf("is the network address of %s", subnet)
+		}
+		if a == lastAddr(subnet) {
+			return fmt.Sprintf("is the broadcast address of %s", subnet)
+		}
+	}
+	return ""
+}
+
+// lastAddr is the highest address of an IPv4 prefix: its broadcast address.
+func lastAddr(pre netip.Prefix) netip.Addr {
+	b := pre.Addr().As4()
+	n := binary.BigEndian.Uint32(b[:]) | (1<<(32-pre.Bits()) - 1)
+	binary.BigEndian.PutUint32(b[:], n)
+	return netip.AddrFrom4(b)
 }
 
 func (p *parser) track(t *table) Track {
@@ -348,12 +427,11 @@ func (p *parser) virtualServer(t *table) VirtualServer {
 	}
 	if v, ok := t.stringList("scheduler_flags"); ok {
 		for i, f := range v {
-			at, path := t.elemPos("scheduler_flags", i), index(t.keyPath("scheduler_flags"), i)
 			switch sched, known := schedFlags[f]; {
 			case !known:
-				p.errorf(at, "%s: unknown scheduler flag %q (one of sh-fallback, sh-port, mh-fallback, mh-port)", path, f)
+				t.elemErrorf("scheduler_flags", i, "unknown scheduler flag %q (one of sh-fallback, sh-port, mh-fallback, mh-port)", f)
 			case sched != vs.Scheduler:
-				p.errorf(at, "%s: flag %s needs scheduler = %q", path, f, sched)
+				t.elemErrorf("scheduler_flags", i, "flag %s needs scheduler = %q", f, sched)
 			}
 		}
 		vs.SchedFlags = v
@@ -361,7 +439,7 @@ func (p *parser) virtualServer(t *table) VirtualServer {
 	if v, ok := p.enum(t, "forward", forwards); ok {
 		vs.Forward = v
 	}
-	if v, ok := t.duration("persistence"); ok {
+	if v, ok := t.durationUpTo("persistence", maxPersistence); ok {
 		if v%time.Second != 0 {
 			t.errorf("persistence", "%s: IPVS persistence is in whole seconds", v)
 		}
@@ -431,8 +509,11 @@ func (p *parser) checkRealServers(vs *VirtualServer, rsT []*table) {
 		}
 		seen[rs.Address] = i
 		fwd := cmp.Or(rs.Forward, vs.Forward)
-		if family(rs.Address.Addr()) != vs.Family && fwd != "tun" {
-			t.errorf("address", "%s is not in the virtual server's family (%s); only forward = \"tun\" can cross families", rs.Address, vs.Family)
+		if family(rs.Address.Addr()) != vs.Family {
+			// IPVS can tunnel across families, but moby/ipvs never sends
+			// the destination's family: the kernel would read the address
+			// as one of the service's family.
+			t.errorf("address", "%s is not in the virtual server's family (%s); not even forward = \"tun\" can cross families, because moby/ipvs never sends the destination's family", rs.Address, vs.Family)
 		}
 		if vs.Address.IsValid() && fwd != "nat" && rs.Address.Port() != vs.Address.Port() {
 			t.warnf("address", "forward = %q cannot change the port: packets arrive at port %d, not %d", fwd, vs.Address.Port(), rs.Address.Port())
@@ -515,12 +596,12 @@ func (p *parser) check(t *table, topLevel bool) Check {
 		}
 		for i, n := range v {
 			if n < 100 || n > 599 {
-				p.errorf(t.elemPos("expect_status", i), "%s: %d is not an HTTP status (100..599)", index(t.keyPath("expect_status"), i), n)
+				t.elemErrorf("expect_status", i, "%d is not an HTTP status (100..599)", n)
 			}
 			c.ExpectStatus = append(c.ExpectStatus, int(n))
 		}
 	}
-	interval, intervalOK := t.duration("interval")
+	interval, intervalOK := t.durationIn("interval", 100*time.Millisecond, time.Hour)
 	if intervalOK {
 		c.Interval = interval
 	}
@@ -533,6 +614,8 @@ func (p *parser) check(t *table, topLevel bool) Check {
 	case !timingOK:
 	case c.Timeout <= 0:
 		t.errorf("timeout", "must be greater than 0")
+	case c.Timeout < 10*time.Millisecond:
+		t.errorf("timeout", "%s is too short: it must be at least 10ms", c.Timeout)
 	case c.Interval <= c.Timeout:
 		key := "interval"
 		if !t.has(key) {
@@ -672,6 +755,8 @@ func (p *parser) addr(t *table, key, v string) (netip.Addr, bool) {
 	switch {
 	case err == nil && a.Zone() != "":
 		t.errorf(key, "%q: a zone is not allowed here", v)
+	case err == nil && a.Is4In6():
+		t.errorf(key, "%q is an IPv4-mapped IPv6 address; write %s", v, a.Unmap())
 	case err == nil:
 		return a, true
 	default:
@@ -696,6 +781,10 @@ func (p *parser) addrPort(t *table, key, v string) (netip.AddrPort, bool) {
 	}
 	if ap.Addr().Zone() != "" {
 		t.errorf(key, "%q: a zone is not allowed here", v)
+		return netip.AddrPort{}, false
+	}
+	if a := ap.Addr(); a.Is4In6() {
+		t.errorf(key, "%q is an IPv4-mapped IPv6 address; write %s", v, netip.AddrPortFrom(a.Unmap(), ap.Port()))
 		return netip.AddrPort{}, false
 	}
 	return ap, true
@@ -728,8 +817,8 @@ func parseNetmask(v, fam string) (netip.Prefix, error) {
 	zero := unspecified(fam)
 	if bits, ok := strings.CutPrefix(v, "/"); ok {
 		n, err := strconv.Atoi(bits)
-		if err != nil || n < 0 || n > zero.BitLen() {
-			return netip.Prefix{}, fmt.Errorf("%q is not a prefix length /0../%d", v, zero.BitLen())
+		if err != nil || n < 1 || n > zero.BitLen() {
+			return netip.Prefix{}, fmt.Errorf("%q is not a prefix length /1../%d", v, zero.BitLen())
 		}
 		return netip.PrefixFrom(zero, n), nil
 	}
@@ -739,7 +828,10 @@ func parseNetmask(v, fam string) (netip.Prefix, error) {
 	}
 	b := a.As4()
 	ones, _ := net.IPMask(b[:]).Size()
-	if ones == 0 && a != zero {
+	switch {
+	case a == zero:
+		return netip.Prefix{}, fmt.Errorf("%q is a /0 mask; write one of /1../32", v)
+	case ones == 0:
 		return netip.Prefix{}, fmt.Errorf("%q is not a contiguous netmask", v)
 	}
 	return netip.PrefixFrom(zero, ones), nil

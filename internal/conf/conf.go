@@ -1,14 +1,23 @@
 // Package conf owns the havip site file: the one TOML file that both
 // directors of a pair load. It decodes strictly (every unknown key is an
 // error), validates in one pass that reports every problem at the line and
-// column of the key it is about, and fills in defaults. It never touches
-// the network or the kernel: choosing this node (SelectNode) is the only
-// thing that asks the OS anything, and only for the hostname.
+// column of the key it is about, and fills in defaults. It is the only
+// validator: the packages that take a Site rely on it being valid.
+//
+// It never touches the network or the kernel. Parse is pure; Load reads
+// the file and stats two paths the file names, the control socket and the
+// state directory, to refuse a file that would have havip replace
+// something else; choosing this node (SelectNode) asks for the hostname.
+// Input is capped (1 MiB, 10 levels of nesting, 512-byte key paths)
+// before it is decoded, and every check is linear in the input.
 package conf
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/BurntSushi/toml"
@@ -25,22 +34,60 @@ const (
 	DefaultSyncPort      = 8848
 )
 
+// MaxSize is the largest site file Load and Parse accept; the reference
+// example is a few kilobytes.
+const MaxSize = 1 << 20
+
+// maxProblems is how many problems Load and Parse report; the rest are
+// counted in one final problem.
+const maxProblems = 100
+
 // Load reads and validates the site file at path. The error is only for
 // failing to read it; everything wrong inside the file is a Problem. The
 // Site is nil when any problem is an error rather than a warning.
+//
+// Unlike Parse, Load also looks at this machine: it stats the control
+// socket and state directory paths (host.go).
 func Load(path string) (*Site, []Problem, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("conf: %w", err)
 	}
-	s, ps := Parse(path, data)
+	defer f.Close()
+	// Read one byte past the limit, never the whole of an oversized file.
+	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("conf: %w", err)
+	}
+	if len(data) > MaxSize {
+		n := int64(len(data))
+		if fi, err := f.Stat(); err == nil && fi.Size() > n {
+			n = fi.Size()
+		}
+		return nil, []Problem{tooBig(path, n)}, nil
+	}
+	s, ps := parse(path, data, true)
 	return s, ps, nil
 }
 
 // Parse validates data as the site file named file (used in messages only).
-// It returns every problem found, sorted by position; the Site is nil when
-// any of them is an error.
+// It returns every problem found, sorted by position, at most 100 and then
+// one that counts the rest; the Site is nil when any of them is an error.
+// It never looks at the machine it runs on.
 func Parse(file string, data []byte) (*Site, []Problem) {
+	return parse(file, data, false)
+}
+
+func parse(file string, data []byte, onHost bool) (*Site, []Problem) {
+	// The caps come before decoding, so that the decoder's cost, and
+	// the index's, stay linear in the file (see maxDepth).
+	if len(data) > MaxSize {
+		return nil, []Problem{tooBig(file, int64(len(data)))}
+	}
+	x := scan(data)
+	if x.refused != "" {
+		return nil, []Problem{{File: file, Line: x.refusedAt.line, Col: x.refusedAt.col, Msg: x.refused}}
+	}
 	var raw map[string]any
 	if _, err := toml.Decode(string(data), &raw); err != nil {
 		p := Problem{File: file, Line: 1, Msg: err.Error()}
@@ -48,7 +95,7 @@ func Parse(file string, data []byte) (*Site, []Problem) {
 		if errors.As(err, &pe) {
 			// The decoder's Line can be one past the offending byte; its
 			// byte offset is exact.
-			at := (&indexer{src: data, lines: lineStarts(data)}).posAt(pe.Position.Start)
+			at := x.posAt(pe.Position.Start)
 			if pe.Position.Start == 0 && pe.Position.Line > 1 {
 				at = pos{line: pe.Position.Line}
 			}
@@ -56,12 +103,37 @@ func Parse(file string, data []byte) (*Site, []Problem) {
 		}
 		return nil, []Problem{p}
 	}
-	p := &parser{file: file, ix: indexPositions(data)}
-	s := p.site(p.newTable("", pos{line: 1}, raw))
+	p := &parser{file: file, ix: x.ix, onHost: onHost}
+	s := p.site(p.newTable("", 0, pos{line: 1}, raw))
 	sortProblems(p.probs)
 	if HasErrors(p.probs) {
-		return nil, p.probs
+		return nil, capProblems(p.probs)
 	}
 	s.File = file
-	return s, p.probs
+	s.Revision = revision(data)
+	return s, capProblems(p.probs)
+}
+
+func tooBig(file string, n int64) Problem {
+	return Problem{File: file, Line: 1, Msg: fmt.Sprintf("site file is %d bytes; the limit is 1 MiB", n)}
+}
+
+// revision names the file's contents: the first 12 hex digits of their
+// SHA-256, so an operator can see that both directors run the same file.
+func revision(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:6])
+}
+
+// capProblems keeps the first maxProblems of the sorted ps and counts the
+// rest in one more, placed where the first of them is. That one is an
+// error when any of the rest is, so HasErrors still tells the truth.
+func capProblems(ps []Problem) []Problem {
+	if len(ps) <= maxProblems {
+		return ps
+	}
+	rest := ps[maxProblems:]
+	more := Problem{File: rest[0].File, Line: rest[0].Line, Warning: !HasErrors(rest),
+		Msg: fmt.Sprintf("... and %d more problems", len(rest))}
+	return append(ps[:maxProblems:maxProblems], more)
 }

@@ -11,8 +11,11 @@ import (
 // decoded TOML tree.
 type parser struct {
 	file  string
-	ix    map[string]pos
+	ix    *positions
 	probs []Problem
+	// onHost is set by Load: also check the paths [site] names on this
+	// machine (host.go).
+	onHost bool
 	// tracer, when set, sees the path of every key the decoder asks for:
 	// tests use it to keep the reference example complete.
 	tracer func(path string)
@@ -31,16 +34,14 @@ func (p *parser) warnf(at pos, format string, args ...any)  { p.report(at, true,
 type table struct {
 	p     *parser
 	path  string
+	node  int // in p.ix; noNode when the table is not written in the file
 	at    pos
 	m     map[string]any
 	known map[string]bool
 }
 
-func (p *parser) newTable(path string, at pos, m map[string]any) *table {
-	if q, ok := p.ix[path]; ok {
-		at = q
-	}
-	return &table{p: p, path: path, at: at, m: m, known: map[string]bool{}}
+func (p *parser) newTable(path string, node int, at pos, m map[string]any) *table {
+	return &table{p: p, path: path, node: node, at: at, m: m, known: map[string]bool{}}
 }
 
 // name is how messages refer to the table.
@@ -55,15 +56,15 @@ func (t *table) keyPath(key string) string { return join(t.path, key) }
 
 // pos is where key is written, else where its table starts.
 func (t *table) pos(key string) pos {
-	if at, ok := t.p.ix[t.keyPath(key)]; ok {
-		return at
+	if n := t.p.ix.key(t.node, key); n != noNode {
+		return t.p.ix.at[n]
 	}
 	return t.at
 }
 
 func (t *table) elemPos(key string, i int) pos {
-	if at, ok := t.p.ix[index(t.keyPath(key), i)]; ok {
-		return at
+	if n := t.p.ix.elem(t.p.ix.key(t.node, key), i); n != noNode {
+		return t.p.ix.at[n]
 	}
 	return t.pos(key)
 }
@@ -75,6 +76,11 @@ func (t *table) errorf(key, format string, args ...any) {
 
 func (t *table) warnf(key, format string, args ...any) {
 	t.p.warnf(t.pos(key), "%s: %s", t.keyPath(key), fmt.Sprintf(format, args...))
+}
+
+// elemErrorf reports a problem with element i of the array at key, at the element.
+func (t *table) elemErrorf(key string, i int, format string, args ...any) {
+	t.p.errorf(t.elemPos(key, i), "%s: %s", index(t.keyPath(key), i), fmt.Sprintf(format, args...))
 }
 
 // tableErrorf reports a problem with the table as a whole, at its header.
@@ -195,6 +201,38 @@ func (t *table) duration(key string) (time.Duration, bool) {
 	return d, true
 }
 
+// durationIn reads a duration that must lie within lo..hi.
+func (t *table) durationIn(key string, lo, hi time.Duration) (time.Duration, bool) {
+	d, ok := t.duration(key)
+	if ok && (d < lo || d > hi) {
+		t.errorf(key, "%s is out of range %s..%s", short(d), short(lo), short(hi))
+		return 0, false
+	}
+	return d, ok
+}
+
+// durationUpTo reads a duration that must not be longer than hi.
+func (t *table) durationUpTo(key string, hi time.Duration) (time.Duration, bool) {
+	d, ok := t.duration(key)
+	if ok && d > hi {
+		t.errorf(key, "%s is too long: it must be at most %s", short(d), short(hi))
+		return 0, false
+	}
+	return d, ok
+}
+
+// short writes d without the zero units Go adds: 24h, not 24h0m0s.
+func short(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
 func (t *table) array(key string) ([]any, bool) {
 	v, ok := t.lookup(key)
 	if !ok {
@@ -225,7 +263,7 @@ func (t *table) stringList(key string) ([]string, bool) {
 	for i, v := range a {
 		s, isStr := v.(string)
 		if !isStr {
-			t.p.errorf(t.elemPos(key, i), "%s: expected a string, got %s", index(t.keyPath(key), i), typeName(v))
+			t.elemErrorf(key, i, "expected a string, got %s", typeName(v))
 			ok = false
 		}
 		out = append(out, s)
@@ -242,7 +280,7 @@ func (t *table) ints(key string) ([]int64, bool) {
 	for i, v := range a {
 		n, isInt := v.(int64)
 		if !isInt {
-			t.p.errorf(t.elemPos(key, i), "%s: expected an integer, got %s", index(t.keyPath(key), i), typeName(v))
+			t.elemErrorf(key, i, "expected an integer, got %s", typeName(v))
 			ok = false
 		}
 		out = append(out, n)
@@ -261,7 +299,7 @@ func (t *table) sub(key string) *table {
 		t.typeErr(key, "a table", v)
 		return nil
 	}
-	return t.p.newTable(t.keyPath(key), t.pos(key), m)
+	return t.p.newTable(t.keyPath(key), t.p.ix.key(t.node, key), t.pos(key), m)
 }
 
 // tables returns the array of tables at key.
@@ -271,14 +309,14 @@ func (t *table) tables(key string) []*table {
 		return nil
 	}
 	var out []*table
+	arr := t.p.ix.key(t.node, key)
 	for i, v := range a {
-		path := index(t.keyPath(key), i)
 		m, ok := v.(map[string]any)
 		if !ok {
-			t.p.errorf(t.elemPos(key, i), "%s: expected a table, got %s", path, typeName(v))
+			t.elemErrorf(key, i, "expected a table, got %s", typeName(v))
 			continue
 		}
-		out = append(out, t.p.newTable(path, t.elemPos(key, i), m))
+		out = append(out, t.p.newTable(index(t.keyPath(key), i), t.p.ix.elem(arr, i), t.elemPos(key, i), m))
 	}
 	return out
 }
@@ -296,13 +334,24 @@ func (t *table) keys() []string {
 }
 
 func (t *table) sortByPos(ks []string) {
-	sort.Slice(ks, func(i, j int) bool {
-		a, b := t.pos(ks[i]), t.pos(ks[j])
+	type keyAt struct {
+		k  string
+		at pos
+	}
+	kas := make([]keyAt, len(ks))
+	for i, k := range ks {
+		kas[i] = keyAt{k, t.pos(k)}
+	}
+	sort.Slice(kas, func(i, j int) bool {
+		a, b := kas[i].at, kas[j].at
 		if a != b {
 			return a.line < b.line || a.line == b.line && a.col < b.col
 		}
-		return ks[i] < ks[j]
+		return kas[i].k < kas[j].k
 	})
+	for i := range kas {
+		ks[i] = kas[i].k
+	}
 }
 
 // finish reports every key of the table that no accessor asked for.
@@ -333,13 +382,19 @@ func (t *table) finish() {
 // a likely typo.
 func suggest(k string, known []string) string {
 	best, bestD := "", 3
+	k = strings.ToLower(k)
 	for _, c := range known {
-		if d := editDistance(strings.ToLower(k), c); d < bestD {
+		if abs(len(k)-len(c)) >= bestD {
+			continue // the distance is at least the difference in length
+		}
+		if d := editDistance(k, c); d < bestD {
 			best, bestD = c, d
 		}
 	}
 	return best
 }
+
+func abs(n int) int { return max(n, -n) }
 
 func editDistance(a, b string) int {
 	prev := make([]int, len(b)+1)

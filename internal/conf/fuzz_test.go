@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -35,8 +36,14 @@ func FuzzParse(f *testing.F) {
 		"x = '''\n[[y]]'''\n[[z]]\nq = {a.b = [1, {c = '}'}]}\n",
 		"\"quoted.key\" = 1\n'lit' = \"\\\"\"\n[\"a\".b]\nc = 1979-05-27 07:32:00Z\n",
 		"vrrp = [{ name = \"g\", track = [{ weight = 1 }] }]\n[site]\n",
+		"[[a.b]]\n[a.b.c.d.e]\nf.g.h.i.j = [[{k = 1}]]\n",
+		"[[vrrp]]\nsync_group = \"s\"\n[[vrrp]]\nsync_group = \"s\"\npriorities = { a = 1 }\n",
+		"[" + strings.Repeat("k", 300) + "]\n'" + strings.Repeat("q", 300) + "' = 1\n",
 	} {
 		f.Add([]byte(s))
+	}
+	for _, n := range nested {
+		f.Add([]byte(n.text(12)))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		indexPositions(data) // must not panic on text the decoder rejects either

@@ -38,15 +38,73 @@ func isBareKey(k string) bool {
 	return true
 }
 
-// indexPositions maps every key path written in src (tables, array-of-table
-// elements, keys, dotted keys, inline-table keys and array elements) to
-// where it is written. The TOML decoder does not expose key positions, so
-// this is a small scanner over text the decoder has already accepted; on
-// anything it does not understand it moves on, it never fails.
-func indexPositions(src []byte) map[string]pos {
-	x := &indexer{src: src, ix: map[string]pos{}, arrays: map[string]int{}, lines: lineStarts(src)}
+// Bounds on key paths, checked before the file is decoded: the decoder
+// spells out the whole path of every key it reads, so its cost is the
+// number of keys times their depth and length.
+const (
+	// maxDepth counts every key and array index of a path:
+	// vrrp[0].track[0].weight is 5 deep, the deepest the schema goes.
+	maxDepth = 10
+	// maxPathBytes counts the bytes of a path's keys and the dots
+	// between them. The longest a site file needs is a node name (a
+	// hostname, up to 253 bytes) under vrrp.priorities.
+	maxPathBytes = 512
+)
+
+// positions maps every key path written in a site file (tables,
+// array-of-table elements, keys, dotted keys, inline-table keys and array
+// elements) to where it is first written. The paths are the nodes of a
+// tree: node 0 is the top level and every other node is one key or array
+// index below its parent, so no path is ever spelled out and building the
+// index is linear in the file.
+type positions struct {
+	child map[step]int
+	at    []pos // by node
+	depth []int // by node: steps below the top level
+	bytes []int // by node: length of the path's keys, with a dot after each
+}
+
+// step is one key, or one array index, below a parent node.
+type step struct {
+	parent int
+	key    string
+	elem   int // index+1 for an array element; 0 for a key
+}
+
+// noNode is the node of a path that is not written in the file.
+const noNode = -1
+
+func newPositions() *positions {
+	return &positions{child: map[step]int{}, at: []pos{{}}, depth: []int{0}, bytes: []int{0}}
+}
+
+// key returns the node of key below n, or noNode.
+func (ix *positions) key(n int, key string) int { return ix.lookup(step{parent: n, key: key}) }
+
+// elem returns the node of element i of the array at n, or noNode.
+func (ix *positions) elem(n, i int) int { return ix.lookup(step{parent: n, elem: i + 1}) }
+
+func (ix *positions) lookup(s step) int {
+	if s.parent == noNode {
+		return noNode
+	}
+	if c, ok := ix.child[s]; ok {
+		return c
+	}
+	return noNode
+}
+
+// indexPositions indexes src. The TOML decoder does not expose key
+// positions, so this is a small scanner; on anything it does not
+// understand it moves on, it never fails.
+func indexPositions(src []byte) *positions { return scan(src).ix }
+
+// scan indexes src and, at a path past maxDepth or maxPathBytes, stops
+// there and says why.
+func scan(src []byte) *indexer {
+	x := &indexer{src: src, ix: newPositions(), arrays: map[int]int{}, lines: lineStarts(src)}
 	x.run()
-	return x.ix
+	return x
 }
 
 func lineStarts(src []byte) []int {
@@ -62,10 +120,14 @@ func lineStarts(src []byte) []int {
 type indexer struct {
 	src    []byte
 	i      int
-	lines  []int          // byte offset of each line start
-	ix     map[string]pos // key path -> position
-	arrays map[string]int // array-of-tables path -> elements seen so far
-	table  string         // path of the current [table]
+	lines  []int       // byte offset of each line start
+	ix     *positions  // what has been read so far
+	arrays map[int]int // array-of-tables node -> elements seen so far
+	table  int         // node of the current [table]
+	// refused says, when set, why the scan stopped at refusedAt: a path
+	// past maxDepth or maxPathBytes.
+	refused   string
+	refusedAt pos
 }
 
 func (x *indexer) posAt(off int) pos {
@@ -78,11 +140,33 @@ func (x *indexer) posAt(off int) pos {
 func (x *indexer) more() bool { return x.i < len(x.src) }
 func (x *indexer) peek() byte { return x.src[x.i] }
 
-// mark records where path is first written.
-func (x *indexer) mark(path string, p pos) {
-	if _, ok := x.ix[path]; !ok {
-		x.ix[path] = p
+// enter returns the node one step below s.parent, recording p as where it
+// is first written. Past maxDepth or maxPathBytes it ends the scan and
+// returns noNode.
+func (x *indexer) enter(s step, p pos) int {
+	if c, ok := x.ix.child[s]; ok {
+		return c
 	}
+	d, n := x.ix.depth[s.parent]+1, x.ix.bytes[s.parent]
+	if s.elem == 0 {
+		n += len(s.key) + 1
+	}
+	switch {
+	case d > maxDepth:
+		x.refused = fmt.Sprintf("nested more than %d levels deep; a site file needs 5 at most (vrrp[0].track[0].weight)", maxDepth)
+	case n > maxPathBytes:
+		x.refused = fmt.Sprintf("key path longer than %d bytes, with the names of the tables it is in", maxPathBytes)
+	default:
+		c := len(x.ix.at)
+		x.ix.child[s] = c
+		x.ix.at = append(x.ix.at, p)
+		x.ix.depth = append(x.ix.depth, d)
+		x.ix.bytes = append(x.ix.bytes, n)
+		return c
+	}
+	x.refusedAt = p
+	x.i = len(x.src)
+	return noNode
 }
 
 func (x *indexer) run() {
@@ -205,35 +289,40 @@ func (x *indexer) header() {
 	if len(segs) == 0 {
 		return
 	}
-	parent := ""
+	n := 0
 	for _, seg := range segs[:len(segs)-1] {
-		parent = join(parent, seg)
-		if n, ok := x.arrays[parent]; ok {
-			parent = index(parent, n-1)
+		if n = x.enter(step{parent: n, key: seg}, p); n == noNode {
+			return
 		}
-		x.mark(parent, p)
+		if k, ok := x.arrays[n]; ok {
+			n = x.ix.elem(n, k-1)
+		}
 	}
-	path := join(parent, segs[len(segs)-1])
+	if n = x.enter(step{parent: n, key: segs[len(segs)-1]}, p); n == noNode {
+		return
+	}
 	if array {
-		n := x.arrays[path]
-		x.arrays[path] = n + 1
-		x.mark(path, p)
-		path = index(path, n)
+		k := x.arrays[n]
+		x.arrays[n] = k + 1
+		if n = x.enter(step{parent: n, elem: k + 1}, p); n == noNode {
+			return
+		}
 	}
-	x.ix[path] = p
-	x.table = path
+	x.ix.at[n] = p
+	x.table = n
 }
 
-func (x *indexer) keyValue(base string) {
+func (x *indexer) keyValue(base int) {
 	segs, at := x.key()
 	if len(segs) == 0 {
 		return
 	}
 	p := x.posAt(at)
-	path := base
+	n := base
 	for _, seg := range segs {
-		path = join(path, seg)
-		x.mark(path, p)
+		if n = x.enter(step{parent: n, key: seg}, p); n == noNode {
+			return
+		}
 	}
 	x.skipSpace(false)
 	if !x.more() || x.peek() != '=' {
@@ -241,10 +330,10 @@ func (x *indexer) keyValue(base string) {
 	}
 	x.i++
 	x.skipSpace(false)
-	x.value(path)
+	x.value(n)
 }
 
-func (x *indexer) value(path string) {
+func (x *indexer) value(n int) {
 	if !x.more() {
 		return
 	}
@@ -253,7 +342,7 @@ func (x *indexer) value(path string) {
 		x.str()
 	case '[':
 		x.i++
-		for n := 0; x.more(); {
+		for k := 0; x.more(); {
 			x.skipSpace(true)
 			if !x.more() {
 				return
@@ -267,10 +356,12 @@ func (x *indexer) value(path string) {
 				continue
 			}
 			before := x.i
-			elem := index(path, n)
-			x.mark(elem, x.posAt(x.i))
+			elem := x.enter(step{parent: n, elem: k + 1}, x.posAt(x.i))
+			if elem == noNode {
+				return
+			}
 			x.value(elem)
-			n++
+			k++
 			if x.i == before {
 				x.i++
 			}
@@ -291,7 +382,7 @@ func (x *indexer) value(path string) {
 				continue
 			}
 			before := x.i
-			x.keyValue(path)
+			x.keyValue(n)
 			if x.i == before {
 				x.i++
 			}

@@ -59,7 +59,7 @@ var problemCases = []struct {
 		"t.toml:15:1: unknown key vrrp[0].advret (did you mean advert?)",
 	}},
 	{"unknown key lists the table's keys", head + group + "prioritty = 5\n", []string{
-		"t.toml:15:1: unknown key vrrp[0].prioritty (vrrp[0] takes accept, advert, garp_count, garp_interval, garp_refresh, interface, name, notify, notify_timeout, preempt, preempt_delay, priorities, track, unicast, version, vip_lifetime, vips, vrid)",
+		"t.toml:15:1: unknown key vrrp[0].prioritty (vrrp[0] takes accept, advert, garp_count, garp_interval, garp_refresh, interface, name, notify, notify_timeout, preempt, preempt_delay, priorities, sync_group, track, unicast, version, vip_lifetime, vips, vrid)",
 	}},
 	{"unknown key in inline table", head + group + "track = [{ interface = \"eth1\", wieght = -10 }]\n", []string{
 		"t.toml:15:32: unknown key vrrp[0].track[0].wieght (did you mean weight?)",
@@ -209,8 +209,7 @@ vrid = 1
 unicast = true
 vips = ["2001:db8::1/64"]
 `, []string{
-		"t.toml:14:1: vrrp[0].unicast: unicast adverts for IPv6 VIPs go to IPv6 node addresses, but node lb1 has 10.0.0.1",
-		"t.toml:14:1: vrrp[0].unicast: unicast adverts for IPv6 VIPs go to IPv6 node addresses, but node lb2 has 10.0.0.2",
+		"t.toml:14:1: vrrp[0].unicast: unicast adverts for IPv6 VIPs go to IPv6 node addresses, but nodes lb1 and lb2 have IPv4 addresses",
 	}},
 	{"node names and addresses", head + `[[node]]
 name = "lb1"
@@ -326,7 +325,7 @@ address = "10.0.1.3:8080"
 		"t.toml:20:1: virtual_server[0].real_server[0].address: \"10.0.1.1\" needs a port: write 10.0.1.1:80",
 		"t.toml:23:1: virtual_server[0].real_server[1].weight: 65536 is out of range 0..65535",
 		"t.toml:25:1: virtual_server[0].real_server[2].address: real server 10.0.1.2:80 is listed twice (also at line 22)",
-		"t.toml:27:1: virtual_server[0].real_server[3].address: [2001:db8::5]:80 is not in the virtual server's family (inet); only forward = \"tun\" can cross families",
+		"t.toml:27:1: virtual_server[0].real_server[3].address: [2001:db8::5]:80 is not in the virtual server's family (inet); not even forward = \"tun\" can cross families, because moby/ipvs never sends the destination's family",
 		"t.toml:29:1: warning: virtual_server[0].real_server[4].address: forward = \"dr\" cannot change the port: packets arrive at port 80, not 8080",
 	}},
 	{"sorry server and persistence", head + group + `[[virtual_server]]
@@ -515,6 +514,349 @@ address = "10.0.0.200:80"
 		"t.toml:15:1: warning: virtual_server[0]: no real servers",
 		"t.toml:17:1: warning: virtual_server[0].address: 10.0.0.200 is not a VIP of any [[vrrp]] group, so havip never holds it",
 	}},
+	{"unusable VIPs", head + `[[vrrp]]
+name = "g"
+interface = "eth0"
+vrid = 1
+vips = [
+  "10.0.0.100/24",
+  "224.0.0.18/32",
+  "127.0.0.2/8",
+  "255.255.255.255/32",
+  "10.0.0.0/24",
+  "10.0.0.255/24",
+  "10.0.0.7/30",
+  "10.0.0.6/31",
+  "10.0.0.9/32",
+  "10.0.0.1/0",
+  "0.0.0.0/8",
+  "::ffff:10.0.0.1/128",
+  "::1/128",
+  "ff02::12/128",
+  "::/64",
+]
+`, []string{
+		"t.toml:16:3: vrrp[0].vips[1]: VIP 224.0.0.18/32 is a multicast address",
+		"t.toml:17:3: vrrp[0].vips[2]: VIP 127.0.0.2/8 is a loopback address",
+		"t.toml:18:3: vrrp[0].vips[3]: VIP 255.255.255.255/32 is the broadcast address",
+		"t.toml:19:3: vrrp[0].vips[4]: VIP 10.0.0.0/24 is the network address of 10.0.0.0/24",
+		"t.toml:20:3: vrrp[0].vips[5]: VIP 10.0.0.255/24 is the broadcast address of 10.0.0.0/24",
+		"t.toml:21:3: vrrp[0].vips[6]: VIP 10.0.0.7/30 is the broadcast address of 10.0.0.4/30",
+		"t.toml:24:3: vrrp[0].vips[9]: VIP 10.0.0.1/0 has prefix length /0, which would put every address on the interface's link; write the subnet's length",
+		"t.toml:25:3: vrrp[0].vips[10]: VIP 0.0.0.0/8 is the unspecified address",
+		"t.toml:26:3: vrrp[0].vips[11]: VIP ::ffff:10.0.0.1/128 is an IPv4-mapped IPv6 address; write 10.0.0.1 in an IPv4 group",
+		"t.toml:27:3: vrrp[0].vips[12]: VIP ::1/128 is a loopback address",
+		"t.toml:28:3: vrrp[0].vips[13]: VIP ff02::12/128 is a multicast address",
+		"t.toml:29:3: vrrp[0].vips[14]: VIP ::/64 is the unspecified address",
+	}},
+	{"more VIPs than one advert carries", head + `[[vrrp]]
+name = "v4"
+interface = "eth0"
+vrid = 1
+vips = [` + vipList("10.1.%d.%d/16", 256) + `]
+[[vrrp]]
+name = "v6"
+interface = "eth0"
+vrid = 2
+vips = [` + vipList("2001:db8::%x:%x/64", 100) + `]
+[[vrrp]]
+name = "v6-fits"
+interface = "eth0"
+vrid = 3
+vips = [` + vipList("2001:db8:1::%x:%x/64", 90) + `]
+[[vrrp]]
+name = "v2-fits"
+interface = "eth0"
+vrid = 4
+version = 2
+vips = [` + vipList("10.2.%d.%d/16", 255) + `]
+`, []string{
+		"t.toml:14:1: vrrp[0].vips: 256 VIPs are more than the 255 one advert carries; split them across groups",
+		"t.toml:19:1: vrrp[1].vips: an advert carrying 100 IPv6 VIPs is 1648 bytes, more than the 1500-byte Ethernet MTU; split them across groups",
+	}},
+	{"group bounds", head + group + `garp_count = 101
+garp_interval = "1ns"
+garp_refresh = "500ms"
+vip_lifetime = "25h"
+notify_timeout = "6m"
+preempt_delay = "2h"
+[[vrrp]]
+name = "h"
+interface = "eth0"
+vrid = 2
+vips = ["10.0.0.101/24"]
+garp_count = 0
+garp_interval = "10s"
+garp_refresh = "24h"
+vip_lifetime = "24h"
+notify_timeout = "5m"
+preempt_delay = "1h"
+[[vrrp]]
+name = "i"
+interface = "eth0"
+vrid = 3
+vips = ["10.0.0.102/24"]
+garp_interval = "10ms"
+garp_refresh = "0s"
+[[vrrp]]
+name = "j"
+interface = "eth0"
+vrid = 4
+vips = ["10.0.0.103/24"]
+garp_interval = "11s"
+garp_refresh = "25h"
+`, []string{
+		"t.toml:15:1: vrrp[0].garp_count: 101 is out of range 0..100",
+		"t.toml:16:1: vrrp[0].garp_interval: 1ns is out of range 10ms..10s",
+		"t.toml:17:1: vrrp[0].garp_refresh: 500ms is out of range: \"0s\" (off) or 1s..24h",
+		"t.toml:18:1: vrrp[0].vip_lifetime: 25h is too long: it must be at most 24h",
+		"t.toml:19:1: vrrp[0].notify_timeout: 6m is too long: it must be at most 5m",
+		"t.toml:20:1: vrrp[0].preempt_delay: 2h is too long: it must be at most 1h",
+		"t.toml:44:1: vrrp[3].garp_interval: 11s is out of range 10ms..10s",
+		"t.toml:45:1: vrrp[3].garp_refresh: 25h is out of range: \"0s\" (off) or 1s..24h",
+	}},
+	{"check bounds", head + group + `[[virtual_server]]
+name = "v"
+address = "10.0.0.100:80"
+real_server = [{ address = "10.0.1.1:80" }]
+check = { interval = "50ms", timeout = "20ms" }
+[[virtual_server]]
+name = "w"
+address = "10.0.0.100:81"
+real_server = [{ address = "10.0.1.1:81" }]
+check = { interval = "2h" }
+[[virtual_server]]
+name = "x"
+address = "10.0.0.100:82"
+real_server = [{ address = "10.0.1.1:82" }]
+check = { timeout = "5ms" }
+[[virtual_server]]
+name = "y"
+address = "10.0.0.100:83"
+real_server = [{ address = "10.0.1.1:83" }]
+check = { interval = "100ms", timeout = "10ms" }
+[[check]]
+name = "c"
+target = "10.0.0.1:1"
+interval = "1h"
+timeout = "59m"
+`, []string{
+		"t.toml:19:11: virtual_server[0].check.interval: 50ms is out of range 100ms..1h",
+		"t.toml:24:11: virtual_server[1].check.interval: 2h is out of range 100ms..1h",
+		"t.toml:29:11: virtual_server[2].check.timeout: 5ms is too short: it must be at least 10ms",
+	}},
+	{"IPv4-mapped addresses", `[site]
+name = "t"
+[[node]]
+name = "lb1"
+address = "::ffff:10.0.0.1"
+[[node]]
+name = "lb2"
+address = "10.0.0.2"
+[[vrrp]]
+name = "g"
+interface = "eth0"
+vrid = 1
+vips = ["10.0.0.100/24"]
+[[virtual_server]]
+name = "v"
+address = "[::ffff:10.0.0.100]:80"
+real_server = [{ address = "10.0.1.1:80" }]
+[[virtual_server]]
+name = "w"
+address = "[2001:db8::1]:80"
+sorry_server = "[::ffff:10.0.9.9]:80"
+real_server = [{ address = "[::ffff:10.0.1.1]:80" }]
+`, []string{
+		"t.toml:5:1: node[0].address: \"::ffff:10.0.0.1\" is an IPv4-mapped IPv6 address; write 10.0.0.1",
+		"t.toml:16:1: virtual_server[0].address: \"[::ffff:10.0.0.100]:80\" is an IPv4-mapped IPv6 address; write 10.0.0.100:80",
+		"t.toml:20:1: warning: virtual_server[1].address: 2001:db8::1 is not a VIP of any [[vrrp]] group, so havip never holds it",
+		"t.toml:21:1: virtual_server[1].sorry_server: \"[::ffff:10.0.9.9]:80\" is an IPv4-mapped IPv6 address; write 10.0.9.9:80",
+		"t.toml:22:18: virtual_server[1].real_server[0].address: \"[::ffff:10.0.1.1]:80\" is an IPv4-mapped IPv6 address; write 10.0.1.1:80",
+	}},
+	// Everything ipvsync.Desired used to refuse at run time, refused here
+	// instead: it now takes what conf gives it without a second look.
+	{"what the IPVS table needs", head + group + `[[virtual_server]]
+name = "mixed"
+address = "10.0.0.100:80"
+forward = "tun"
+real_server = [{ address = "[2001:db8::5]:80" }]
+[[virtual_server]]
+name = "persist"
+address = "10.0.0.100:81"
+persistence = "1200h"
+real_server = [{ address = "10.0.1.1:81" }]
+[[virtual_server]]
+name = "mask0"
+address = "10.0.0.100:82"
+persistence = "60s"
+persistence_netmask = "/0"
+real_server = [{ address = "10.0.1.1:82" }]
+[[virtual_server]]
+name = "mask0-dotted"
+address = "10.0.0.100:83"
+persistence = "60s"
+persistence_netmask = "0.0.0.0"
+real_server = [{ address = "10.0.1.1:83" }]
+[[virtual_server]]
+name = "mask33"
+address = "10.0.0.100:84"
+persistence = "60s"
+persistence_netmask = "/33"
+real_server = [{ address = "10.0.1.1:84" }]
+[[virtual_server]]
+name = "mark"
+fwmark = 7
+real_server = [{ address = "10.0.1.1:0" }]
+[[virtual_server]]
+name = "mark-again"
+fwmark = 7
+family = "inet"
+real_server = [{ address = "10.0.1.2:0" }]
+[[virtual_server]]
+name = "mark6"
+fwmark = 7
+family = "inet6"
+real_server = [{ address = "[2001:db8::5]:0" }]
+[[virtual_server]]
+name = "udp"
+address = "10.0.0.100:80"
+protocol = "udp"
+real_server = [{ address = "10.0.1.1:80" }]
+[[virtual_server]]
+name = "tcp-again"
+address = "10.0.0.100:80"
+protocol = "tcp"
+real_server = [{ address = "10.0.1.1:80" }]
+`, []string{
+		"t.toml:19:18: virtual_server[0].real_server[0].address: [2001:db8::5]:80 is not in the virtual server's family (inet); not even forward = \"tun\" can cross families, because moby/ipvs never sends the destination's family",
+		"t.toml:23:1: virtual_server[1].persistence: 1200h is too long: it must be at most 1176h",
+		"t.toml:29:1: virtual_server[2].persistence_netmask: \"/0\" is not a prefix length /1../32",
+		"t.toml:35:1: virtual_server[3].persistence_netmask: \"0.0.0.0\" is a /0 mask; write one of /1../32",
+		"t.toml:41:1: virtual_server[4].persistence_netmask: \"/33\" is not a prefix length /1../32",
+		"t.toml:49:1: virtual_server[6].fwmark: duplicate virtual service \"fwmark 7 inet\" (first at line 45)",
+		"t.toml:64:1: virtual_server[9].address: duplicate virtual service \"tcp 10.0.0.100:80\" (first at line 17)",
+	}},
+	{"equal own priorities warn once for all groups", strings.Replace(head, "priority = 150", "priority = 100", 1) + group + `[[vrrp]]
+name = "h"
+interface = "eth0"
+vrid = 2
+vips = ["10.0.0.101/24"]
+[[node]]
+name = "lb3"
+address = "10.0.0.3"
+`, []string{
+		"t.toml:7:1: warning: node[1].priority: nodes lb1 and lb2 both have priority 100; in a vrrp group that overrides neither, the higher address wins every election",
+		"t.toml:20:1: warning: node[2].priority: nodes lb1 and lb3 both have priority 100; in a vrrp group that overrides neither, the higher address wins every election",
+	}},
+	{"equal own priorities that every group overrides", strings.Replace(head, "priority = 150", "priority = 100", 1) + group + `priorities = { lb1 = 150 }
+[[vrrp]]
+name = "h"
+interface = "eth0"
+vrid = 2
+vips = ["10.0.0.101/24"]
+priorities = { lb2 = 150 }
+`, nil},
+	{"priority 255 in many groups", strings.Replace(head, "priority = 150", "priority = 255", 1) + group + `[[vrrp]]
+name = "h"
+interface = "eth0"
+vrid = 2
+vips = ["10.0.0.101/24"]
+[[vrrp]]
+name = "i"
+interface = "eth0"
+vrid = 3
+vips = ["10.0.0.1/24"]
+[[vrrp]]
+name = "j"
+interface = "eth0"
+vrid = 4
+vips = ["10.0.0.103/24"]
+priorities = { lb1 = 200 }
+[[vrrp]]
+name = "k"
+interface = "eth0"
+vrid = 5
+vips = ["10.0.0.104/24"]
+[[vrrp]]
+name = "l"
+interface = "eth0"
+vrid = 6
+vips = ["10.0.0.105/24"]
+`, []string{
+		"t.toml:6:1: node[0].priority: priority 255 is only for an address owner, and 10.0.0.1 is not a VIP of vrrp groups \"g\", \"h\", \"k\" and 1 more; override it in those groups' priorities",
+	}},
+	{"sync groups", head + group + `sync_group = "nat"
+[[vrrp]]
+name = "h"
+interface = "eth1"
+vrid = 2
+vips = ["10.0.1.100/24"]
+sync_group = "nat"
+[[vrrp]]
+name = "i"
+interface = "eth1"
+vrid = 3
+vips = ["10.0.1.101/24"]
+priorities = { lb2 = 200 }
+sync_group = "nat"
+[[vrrp]]
+name = "j"
+interface = "eth1"
+vrid = 4
+vips = ["10.0.1.102/24"]
+sync_group = "alone"
+[[vrrp]]
+name = "k"
+interface = "eth1"
+vrid = 5
+vips = ["10.0.1.103/24"]
+sync_group = ""
+`, []string{
+		"t.toml:28:1: vrrp[2].sync_group: sync group \"nat\": node lb1 ranks above lb2 in vrrp group \"h\" (priority 150 to 100) but below it in \"i\" (150 to 200); the members of a sync group must prefer the same node",
+		"t.toml:34:1: warning: vrrp[3].sync_group: sync group \"alone\" has no other member: no [[vrrp]] moves together with this one",
+		"t.toml:40:1: vrrp[4].sync_group: must not be empty: name the sync group, or leave the key out",
+	}},
+	{"sync group ranks by address ownership", head + group + `sync_group = "s"
+[[vrrp]]
+name = "owned"
+interface = "eth0"
+vrid = 2
+vips = ["10.0.0.2/24"]
+sync_group = "s"
+`, []string{
+		"t.toml:21:1: vrrp[1].sync_group: sync group \"s\": node lb1 ranks above lb2 in vrrp group \"g\" (priority 150 to 100) but below it in \"owned\" (150 to 255); the members of a sync group must prefer the same node",
+	}},
+	{"sync group ranks equal priorities by address", head + group + `priorities = { lb1 = 100 }
+sync_group = "s"
+[[vrrp]]
+name = "h"
+interface = "eth0"
+vrid = 2
+vips = ["10.0.0.101/24"]
+priorities = { lb1 = 90 }
+sync_group = "s"
+[[vrrp]]
+name = "i"
+interface = "eth0"
+vrid = 3
+vips = ["10.0.0.102/24"]
+priorities = { lb2 = 90 }
+sync_group = "s"
+`, []string{
+		"t.toml:15:16: warning: vrrp[0]: nodes lb1 and lb2 both have priority 100 in this group; the higher address wins every election",
+		"t.toml:30:1: vrrp[2].sync_group: sync group \"s\": node lb2 ranks above lb1 in vrrp group \"h\" (priority 100 to 90) but below it in \"i\" (90 to 150); the members of a sync group must prefer the same node",
+	}},
+}
+
+// vipList writes n VIPs for an array, from a format taking the two low
+// bytes of a counter.
+func vipList(format string, n int) string {
+	vips := make([]string, n)
+	for i := range vips {
+		vips[i] = fmt.Sprintf(`"`+format+`"`, (i+1)>>8, (i+1)&0xff)
+	}
+	return strings.Join(vips, ", ")
 }
 
 func TestProblems(t *testing.T) {

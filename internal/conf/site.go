@@ -53,6 +53,35 @@ func (g *Group) PriorityOf(node *Node) uint8 {
 	return node.Priority
 }
 
+// AdvertSize is the size in bytes of the IP packet that carries g's
+// advertisement: the IPv4 (20) or IPv6 (40) header, the VRRP header (8),
+// every VIP (4 or 16 bytes each) and, for VRRPv2, 8 bytes of
+// authentication data. conf refuses a group whose advert exceeds the
+// 1500-byte Ethernet MTU; the daemon can hold it against the interface's.
+func (g *Group) AdvertSize() int {
+	ipHeader, addr := 20, 4
+	if len(g.VIPs) > 0 && g.VIPs[0].Addr().Is6() {
+		ipHeader, addr = 40, 16
+	}
+	n := ipHeader + 8 + addr*len(g.VIPs)
+	if g.Version == 2 {
+		n += 8
+	}
+	return n
+}
+
+// SyncGroupMembers returns the names of the [[vrrp]] groups whose
+// sync_group is name, in file order; none for "".
+func (s *Site) SyncGroupMembers(name string) []string {
+	var out []string
+	for _, g := range s.Groups {
+		if name != "" && g.SyncGroup == name {
+			out = append(out, g.Name)
+		}
+	}
+	return out
+}
+
 // Group returns the [[vrrp]] group named name, or nil.
 func (s *Site) Group(name string) *Group {
 	for i := range s.Groups {
@@ -91,8 +120,6 @@ func (s *Site) node(name string) *Node {
 	}
 	return nil
 }
-
-func (s *Site) hasNode(name string) bool { return s.node(name) != nil }
 
 func (s *Site) nodeNames() string {
 	names := make([]string, len(s.Nodes))

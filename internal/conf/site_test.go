@@ -2,6 +2,8 @@ package conf
 
 import (
 	"errors"
+	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -127,7 +129,7 @@ lb1 = 3
 [a . "b c" . d]
 e = [{ f = 1, g = [2, { h = 3 }] }, { f = 4 }]
 `
-	got := indexPositions([]byte(src))
+	got := indexPositions([]byte(src)).paths()
 	want := map[string]pos{
 		"top":                         {2, 1},
 		"vrrp":                        {3, 1},
@@ -164,5 +166,71 @@ e = [{ f = 1, g = [2, { h = 3 }] }, { f = 4 }]
 	}
 	if diff := cmp.Diff(want, got, cmp.AllowUnexported(pos{})); diff != "" {
 		t.Errorf("indexPositions (-want +got):\n%s", diff)
+	}
+}
+
+// paths spells out every path of ix, for comparing with a table of them.
+func (ix *positions) paths() map[string]pos {
+	steps := make([]step, len(ix.at))
+	for s, n := range ix.child {
+		steps[n] = s
+	}
+	// A node is made after its parent, so parents are spelled first.
+	path := make([]string, len(ix.at))
+	out := map[string]pos{}
+	for n := 1; n < len(ix.at); n++ {
+		if s := steps[n]; s.elem > 0 {
+			path[n] = index(path[s.parent], s.elem-1)
+		} else {
+			path[n] = join(path[s.parent], s.key)
+		}
+		out[path[n]] = ix.at[n]
+	}
+	return out
+}
+
+func TestRevision(t *testing.T) {
+	// sha256sum of head, first 12 hex digits.
+	s, _ := Parse("a.toml", []byte(head))
+	if s.Revision != "72d4b26e0c73" {
+		t.Errorf("Revision = %q", s.Revision)
+	}
+	if s, _ := Parse("a.toml", []byte(head+"# same\n")); s.Revision != "b6d81165ea53" {
+		t.Errorf("Revision after a comment = %q; any byte changes it", s.Revision)
+	}
+}
+
+func TestAdvertSize(t *testing.T) {
+	vips := func(format string, n int) []netip.Prefix {
+		out := make([]netip.Prefix, n)
+		for i := range out {
+			out[i] = netip.MustParsePrefix(fmt.Sprintf(format, i+1))
+		}
+		return out
+	}
+	tests := []struct {
+		g    Group
+		want int
+	}{
+		{Group{Version: 3, VIPs: vips("10.0.0.%d/24", 1)}, 20 + 8 + 4},
+		{Group{Version: 2, VIPs: vips("10.0.0.%d/24", 1)}, 20 + 8 + 4 + 8},
+		{Group{Version: 2, VIPs: vips("10.0.%d.1/16", 255)}, 1056},
+		{Group{Version: 3, VIPs: vips("2001:db8::%x/64", 90)}, 1488},
+		{Group{Version: 3, VIPs: vips("2001:db8::%x/64", 100)}, 1648},
+	}
+	for _, tt := range tests {
+		if got := tt.g.AdvertSize(); got != tt.want {
+			t.Errorf("v%d with %d VIPs like %s: AdvertSize() = %d, want %d", tt.g.Version, len(tt.g.VIPs), tt.g.VIPs[0], got, tt.want)
+		}
+	}
+}
+
+func TestSyncGroupMembers(t *testing.T) {
+	s := mustLoad(t, filepath.Join("..", "..", "examples", "havip.toml"))
+	if diff := cmp.Diff([]string{"front6", "gateway6"}, s.SyncGroupMembers("nat6")); diff != "" {
+		t.Errorf("SyncGroupMembers(nat6) (-want +got):\n%s", diff)
+	}
+	if got := s.SyncGroupMembers(""); got != nil {
+		t.Errorf("SyncGroupMembers(\"\") = %v, want none: \"\" is no sync group", got)
 	}
 }

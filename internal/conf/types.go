@@ -7,7 +7,8 @@ import (
 
 // Site is one validated site file: both directors of a pair load the same one.
 type Site struct {
-	File string // path it was loaded from, for messages
+	File     string // path it was loaded from, for messages
+	Revision string // first 12 hex digits of the SHA-256 of the file's bytes
 
 	Name          string
 	ControlSocket string // default /run/havip/havip.sock
@@ -45,15 +46,21 @@ type Group struct {
 	Notify        []string         // argv
 	NotifyTimeout time.Duration    // key "notify_timeout", default 10s
 	Track         []Track
+	// SyncGroup: key sync_group, "" = none. The groups of one sync group
+	// move together (keepalived's vrrp_sync_group): when one leaves
+	// MASTER, the others follow. conf guarantees that they rank the nodes
+	// alike; see Site.SyncGroupMembers.
+	SyncGroup string
 
-	// Gratuitous ARP / unsolicited NA: keys garp_count (default 5),
-	// garp_interval (default "100ms"), garp_refresh (default "10s"; "0s" off).
+	// Gratuitous ARP / unsolicited NA: keys garp_count (default 5; 0..100,
+	// 0 = none at all), garp_interval (default "100ms"; 10ms..10s),
+	// garp_refresh (default "10s"; "0s" off, else 1s..24h).
 	GARPCount    int
 	GARPInterval time.Duration
 	GARPRefresh  time.Duration
-	// VIPLifetime: key vip_lifetime, default "5s": the VIP address is added
-	// with this valid lifetime and refreshed by the master, so a killed
-	// daemon's VIPs vanish by the kernel's hand.
+	// VIPLifetime: key vip_lifetime, default "5s", at most 24h: the VIP
+	// address is added with this valid lifetime and refreshed by the
+	// master, so a killed daemon's VIPs vanish by the kernel's hand.
 	VIPLifetime time.Duration
 }
 

@@ -134,10 +134,8 @@ func (d *Daemon) pushHealthTracks() {
 		hl = d.health
 	}
 	vsDown := map[string]bool{}
-	if t, err := ipvsync.Desired(site.VirtualServers, hl); err == nil {
-		for _, s := range t.Services {
-			vsDown[s.Name] = s.Down
-		}
+	for _, s := range ipvsync.Desired(site.VirtualServers, hl).Services {
+		vsDown[s.Name] = s.Down
 	}
 	for _, g := range d.runningGroups() {
 		var set []func()

@@ -76,10 +76,7 @@ func (d *Daemon) startIPVS(ctx context.Context) error {
 // setSite computes the desired table, with the real servers' health, and
 // hands it to the reconciler.
 func (p *ipvsPart) setSite(site *conf.Site, health ipvsync.Health) error {
-	t, err := ipvsync.Desired(site.VirtualServers, health)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrBadInput, err)
-	}
+	t := ipvsync.Desired(site.VirtualServers, health)
 	p.mu.Lock()
 	switch {
 	case site.Sync == nil && p.sync != nil:

@@ -10,20 +10,10 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/havip/havip/internal/conf"
 	"github.com/moby/ipvs"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
-
-func mustDesired(t *testing.T, h Health, vss ...conf.VirtualServer) Table {
-	t.Helper()
-	tab, err := Desired(vss, h)
-	if err != nil {
-		t.Fatalf("Desired: %v", err)
-	}
-	return tab
-}
 
 func newRec(t *testing.T, k Kernel, dir string) *Reconciler {
 	t.Helper()
@@ -70,7 +60,7 @@ func ops(ch Changes) []string {
 func TestReconcileCreatesThenNoop(t *testing.T) {
 	k := &FakeKernel{}
 	r := newRec(t, k, "")
-	tab := mustDesired(t, nil, web())
+	tab := desired(nil, web())
 	ch := reconcile(t, r, tab)
 	want := []string{
 		"add-service tcp 192.168.0.210:80 (web): wrr",
@@ -92,12 +82,12 @@ func TestReconcileCreatesThenNoop(t *testing.T) {
 func TestReconcileOneWeightChangeIsOneWrite(t *testing.T) {
 	k := &FakeKernel{}
 	r := newRec(t, k, "")
-	reconcile(t, r, mustDesired(t, nil, web()))
+	reconcile(t, r, desired(nil, web()))
 	k.ResetCounts()
 
 	v := web()
 	v.RealServers[1].Weight = 5
-	ch := reconcile(t, r, mustDesired(t, nil, v))
+	ch := reconcile(t, r, desired(nil, v))
 	if diff := cmp.Diff([]string{"UpdateDestination tcp 192.168.0.210:80 192.168.0.145:80"}, k.Calls); diff != "" {
 		t.Errorf("kernel calls (-want +got):\n%s", diff)
 	}
@@ -109,14 +99,14 @@ func TestReconcileOneWeightChangeIsOneWrite(t *testing.T) {
 func TestReconcileServiceAndDestEdits(t *testing.T) {
 	k := &FakeKernel{}
 	r := newRec(t, k, "")
-	reconcile(t, r, mustDesired(t, nil, web()))
+	reconcile(t, r, desired(nil, web()))
 	k.ResetCounts()
 
 	v := web()
 	v.Scheduler = "lc"
 	v.RealServers[0].Address = netip.MustParseAddrPort("192.168.0.176:80") // replace rs1
 	v.RealServers[1].Forward = "tun"
-	reconcile(t, r, mustDesired(t, nil, v))
+	reconcile(t, r, desired(nil, v))
 	want := []string{
 		"UpdateService tcp 192.168.0.210:80",
 		"NewDestination tcp 192.168.0.210:80 192.168.0.176:80",
@@ -127,7 +117,7 @@ func TestReconcileServiceAndDestEdits(t *testing.T) {
 		t.Errorf("kernel calls (-want +got):\n%s", diff)
 	}
 	k.ResetCounts()
-	reconcile(t, r, mustDesired(t, nil, v))
+	reconcile(t, r, desired(nil, v))
 	if k.Writes != 0 {
 		t.Errorf("converged table still written: %v", k.Calls)
 	}
@@ -138,7 +128,7 @@ func TestReconcileLeavesForeignServicesAlone(t *testing.T) {
 	f := foreign(t, k)
 	before, _ := k.Destinations(f)
 	r := newRec(t, k, "")
-	reconcile(t, r, mustDesired(t, nil, web()))
+	reconcile(t, r, desired(nil, web()))
 	reconcile(t, r, Table{}) // the site drops everything
 	for _, c := range k.Calls {
 		if strings.Contains(c, "10.96.0.1") {
@@ -158,7 +148,7 @@ func TestReconcileLeavesForeignServicesAlone(t *testing.T) {
 func TestReconcileRemovesOwnedServiceAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
 	k := &FakeKernel{}
-	reconcile(t, newRec(t, k, dir), mustDesired(t, nil, web()))
+	reconcile(t, newRec(t, k, dir), desired(nil, web()))
 
 	// A new daemon (fresh memory) whose site no longer has "web".
 	r := newRec(t, k, dir)
@@ -181,7 +171,7 @@ func TestReconcileRemovesOwnedServiceAcrossRestart(t *testing.T) {
 func TestReconcileRepairsFlush(t *testing.T) {
 	k := &FakeKernel{}
 	r := newRec(t, k, "")
-	tab := mustDesired(t, nil, web())
+	tab := desired(nil, web())
 	reconcile(t, r, tab)
 	k.Flush() // ipvsadm -C behind havip's back
 	ch := reconcile(t, r, tab)
@@ -193,7 +183,7 @@ func TestReconcileRepairsFlush(t *testing.T) {
 func TestReconcileRetriesInterruptedDump(t *testing.T) {
 	k := &FakeKernel{}
 	r := newRec(t, k, "")
-	tab := mustDesired(t, nil, web())
+	tab := desired(nil, web())
 	reconcile(t, r, tab)
 	k.ResetCounts()
 
@@ -231,12 +221,18 @@ func TestReconcileRetriesInterruptedDump(t *testing.T) {
 func TestReconcileFWMarkAndIPv6(t *testing.T) {
 	k := &FakeKernel{}
 	r := newRec(t, k, "")
-	mark := conf.VirtualServer{Name: "mark", FWMark: 3, Family: "inet", Scheduler: "rr", Forward: "dr",
-		Persistence: time.Minute, PersistenceNetmask: netip.MustParsePrefix("0.0.0.0/24"),
-		RealServers: []conf.RealServer{{Address: rs1, Weight: 1}}}
-	six := conf.VirtualServer{Name: "six", Address: vip6, Protocol: "tcp", Scheduler: "rr", Forward: "dr",
-		RealServers: []conf.RealServer{{Address: rs61, Weight: 1}}}
-	tab := mustDesired(t, nil, mark, six)
+	vss := virtualServers(`[[virtual_server]]
+name = "mark"
+fwmark = 3
+scheduler = "rr"
+real_server = [{ address = "192.168.0.175:80" }]
+[[virtual_server]]
+name = "six"
+address = "[2001:db8::210]:443"
+scheduler = "rr"
+real_server = [{ address = "[2001:db8::175]:443" }]
+`)
+	tab := Desired(vss, nil)
 	if ch := reconcile(t, r, tab); len(ch) != 4 {
 		t.Fatalf("changes = %v", ops(ch))
 	}
@@ -259,7 +255,7 @@ func TestRunRepairsOnResync(t *testing.T) {
 		r.Run(ctx, tables, 20*time.Millisecond, func(c Changes) { changes <- c })
 		close(done)
 	}()
-	tables <- mustDesired(t, nil, web())
+	tables <- desired(nil, web())
 	wait := func() Changes {
 		select {
 		case c := <-changes:
@@ -297,7 +293,7 @@ func TestPublishedAndFormat(t *testing.T) {
 	v.OnFailure = "weight0"
 	v.SorryServer = netip.MustParseAddrPort("192.168.0.9:80")
 	v.Quorum = 1
-	tab := mustDesired(t, downSet{rs2: true}, v)
+	tab := desired(downSet{rs2: true}, v)
 	reconcile(t, r, tab)
 	if err := k.SetConns(tab.Services[0].Key, rs1, 7, 3); err != nil {
 		t.Fatal(err)
@@ -355,7 +351,7 @@ func TestPublishedAndFormat(t *testing.T) {
 func TestPublishedKeepsRowsOnError(t *testing.T) {
 	k := &FakeKernel{}
 	r := newRec(t, k, "")
-	tab := mustDesired(t, nil, web())
+	tab := desired(nil, web())
 	reconcile(t, r, tab)
 	before := r.Published()
 	k.DumpErrs = []error{unix.EPERM}

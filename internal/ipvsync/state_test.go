@@ -37,7 +37,7 @@ func TestNewReconcilerUnusableStateFile(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			k := &FakeKernel{}
-			reconcile(t, newRec(t, k, ""), mustDesired(t, nil, web2())) // before the cut
+			reconcile(t, newRec(t, k, ""), desired(nil, web2())) // before the cut
 			dir := t.TempDir()
 			if err := os.WriteFile(filepath.Join(dir, OwnedFile), []byte(tt.content), 0o644); err != nil {
 				t.Fatal(err)
@@ -62,7 +62,7 @@ func TestNewReconcilerUnusableStateFile(t *testing.T) {
 			}
 
 			k.ResetCounts()
-			ch := reconcile(t, r, mustDesired(t, nil, web()))
+			ch := reconcile(t, r, desired(nil, web()))
 			if len(ch) != 3 || ch[0].Op != OpAddService {
 				t.Errorf("changes = %v, want web created", ops(ch))
 			}
@@ -105,7 +105,7 @@ func TestStateWriteFailureKeepsReconciling(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			ch := reconcile(t, r, mustDesired(t, nil, web(), web2()))
+			ch := reconcile(t, r, desired(nil, web(), web2()))
 			if len(ch) != 6 {
 				t.Fatalf("changes with an unwritable state file = %v, want both services created", ops(ch))
 			}
@@ -120,7 +120,7 @@ func TestStateWriteFailureKeepsReconciling(t *testing.T) {
 			}
 
 			// The owned set lives on in memory: dropping web2 removes it.
-			ch = reconcile(t, r, mustDesired(t, nil, web()))
+			ch = reconcile(t, r, desired(nil, web()))
 			if diff := cmp.Diff([]string{"del-service tcp 192.168.0.210:8080"}, ops(ch)); diff != "" {
 				t.Errorf("dropping web2 (-want +got):\n%s", diff)
 			}
@@ -134,7 +134,7 @@ func TestStateWriteFailureKeepsReconciling(t *testing.T) {
 				t.Fatal(err)
 			}
 			k.ResetCounts()
-			if ch, err := r.ReconcileChanges(mustDesired(t, nil, web())); err != nil || len(ch) != 0 || k.Writes != 0 {
+			if ch, err := r.ReconcileChanges(desired(nil, web())); err != nil || len(ch) != 0 || k.Writes != 0 {
 				t.Fatalf("ReconcileChanges of an applied table: %v %v, %d writes", ops(ch), err, k.Writes)
 			}
 			if e, p := r.StateError(), r.Published(); e != "" || p.StateError != "" {

@@ -11,12 +11,11 @@
 package ipvsync
 
 import (
-	"errors"
+	"cmp"
 	"fmt"
-	"math"
 	"net/netip"
 	"strconv"
-	"strings"
+	"time"
 
 	"github.com/havip/havip/internal/conf"
 	"github.com/moby/ipvs"
@@ -36,9 +35,6 @@ const (
 	// (HASHED) is kernel bookkeeping and is ignored when comparing.
 	userFlags = FlagPersistent | FlagOnePacket | FlagSched1 | FlagSched2 | FlagSched3
 )
-
-// ErrConfig marks a virtual server that cannot be turned into an IPVS service.
-var ErrConfig = errors.New("ipvsync: invalid virtual server")
 
 // Health answers whether a real server of a virtual server is up. A nil
 // Health means every real server is up.
@@ -113,176 +109,72 @@ type Backend struct {
 // "remove") or kept with weight 0 (on_failure = "weight0"); a service with
 // fewer live real servers than its quorum is down and then points at its
 // sorry server alone, if it has one.
-func Desired(vss []conf.VirtualServer, health Health) (Table, error) {
+//
+// vss must come from a conf.Site: conf has filled in every default and
+// refused what IPVS cannot hold (unknown protocols, schedulers, flags and
+// forwarding methods, real servers of another address family, repeated
+// real servers or services), so Desired takes every field as it is.
+func Desired(vss []conf.VirtualServer, health Health) Table {
 	var t Table
-	seen := make(map[ServiceKey]string)
-	var errs []error
 	for _, vs := range vss {
-		s, err := desiredService(vs, health)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if other, dup := seen[s.Key]; dup {
-			errs = append(errs, fmt.Errorf("%w %q: same IPVS service %s as %q", ErrConfig, vs.Name, s.Key, other))
-			continue
-		}
-		seen[s.Key] = vs.Name
-		t.Services = append(t.Services, s)
+		t.Services = append(t.Services, desiredService(vs, health))
 	}
-	if len(errs) > 0 {
-		return Table{}, errors.Join(errs...)
-	}
-	return t, nil
+	return t
 }
 
-func desiredService(vs conf.VirtualServer, health Health) (Service, error) {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w %q: %s", ErrConfig, vs.Name, fmt.Sprintf(format, a...))
-	}
+func desiredService(vs conf.VirtualServer, health Health) Service {
 	s := Service{
 		Name:      vs.Name,
 		FWMark:    vs.FWMark,
-		Protocol:  strings.ToLower(vs.Protocol),
+		Family:    vs.Family,
+		Protocol:  vs.Protocol,
 		Scheduler: vs.Scheduler,
 	}
-	if s.Protocol == "" {
-		s.Protocol = "tcp"
-	}
-	proto, ok := protocolNumber(s.Protocol)
-	if !ok {
-		return Service{}, bad("unknown protocol %q (want tcp, udp or sctp)", vs.Protocol)
-	}
-	if s.Scheduler == "" {
-		s.Scheduler = "wlc" // the kernel's and ipvsadm's default
-	}
-
-	var fam uint16
-	switch {
-	case vs.FWMark != 0:
-		switch vs.Family {
-		case "", "inet":
-			fam, s.Family = unix.AF_INET, "inet"
-		case "inet6":
-			fam, s.Family = unix.AF_INET6, "inet6"
-		default:
-			return Service{}, bad("unknown family %q (want inet or inet6)", vs.Family)
-		}
+	fam := familyNumber(vs.Family)
+	if vs.FWMark != 0 {
 		s.Key = ServiceKey{FWMark: vs.FWMark, Family: fam}
-	case vs.Address.IsValid():
-		s.Address = unmapAP(vs.Address)
-		fam, s.Family = addrFamily(s.Address.Addr())
-		s.Key = ServiceKey{Family: fam, Protocol: proto, Address: s.Address}
-	default:
-		return Service{}, bad("neither an address nor a fwmark")
+	} else {
+		proto, _ := protocolNumber(vs.Protocol)
+		s.Address = vs.Address
+		s.Key = ServiceKey{Family: fam, Protocol: proto, Address: vs.Address}
 	}
-
 	for _, f := range vs.SchedFlags {
-		bit, err := schedFlag(s.Scheduler, f)
-		if err != nil {
-			return Service{}, bad("%v", err)
-		}
-		s.Flags |= bit
+		s.Flags |= schedFlags[f]
 	}
-
 	s.Netmask = maxBits(fam)
 	if vs.Persistence > 0 {
 		s.Flags |= FlagPersistent
-		secs := math.Ceil(vs.Persistence.Seconds())
-		if secs > math.MaxUint32 {
-			return Service{}, bad("persistence %s too long", vs.Persistence)
-		}
-		s.Timeout = uint32(secs)
-		if vs.PersistenceNetmask.IsValid() {
-			bits := vs.PersistenceNetmask.Bits()
-			if bits < 1 || bits > maxBits(fam) {
-				return Service{}, bad("persistence_netmask /%d does not fit %s", bits, s.Family)
-			}
-			s.Netmask = bits
-		}
+		s.Timeout = uint32(vs.Persistence / time.Second)
+		s.Netmask = vs.PersistenceNetmask.Bits()
 	}
 
-	fwd := vs.Forward
-	if fwd == "" {
-		fwd = "dr"
-	}
-	seenRS := make(map[netip.AddrPort]bool)
 	var live int
-	var dests []Dest
 	for _, rs := range vs.RealServers {
-		addr := unmapAP(rs.Address)
-		b := Backend{Address: addr, Weight: rs.Weight, Forward: rs.Forward}
-		if b.Forward == "" {
-			b.Forward = fwd
-		}
-		if _, ok := forwardFlag(b.Forward); !ok {
-			return Service{}, bad("real server %s: unknown forward %q (want dr, tun or nat)", addr, b.Forward)
-		}
-		if seenRS[addr] {
-			return Service{}, bad("real server %s listed twice", addr)
-		}
-		seenRS[addr] = true
-		if rs.Weight < 0 || rs.Weight > math.MaxUint16 {
-			return Service{}, bad("real server %s: weight %d out of 0..65535", addr, rs.Weight)
-		}
-		if f, _ := addrFamily(addr.Addr()); f != fam {
-			// The kernel could tunnel across families, but moby/ipvs never
-			// sends the destination's family, so the kernel would read the
-			// address as the service's family.
-			return Service{}, bad("real server %s: address family differs from the service", addr)
-		}
+		b := Backend{Address: rs.Address, Weight: rs.Weight, Forward: cmp.Or(rs.Forward, vs.Forward)}
 		b.Up = health == nil || health.Up(vs.Name, rs.Address)
 		s.Backends = append(s.Backends, b)
 		switch {
 		case b.Up:
 			live++
-			dests = append(dests, Dest{Address: addr, Weight: rs.Weight, Forward: b.Forward})
+			s.Dests = append(s.Dests, Dest{Address: rs.Address, Weight: rs.Weight, Forward: b.Forward})
 		case vs.OnFailure == "weight0":
-			dests = append(dests, Dest{Address: addr, Weight: 0, Forward: b.Forward})
-		case vs.OnFailure == "" || vs.OnFailure == "remove":
-		default:
-			return Service{}, bad("unknown on_failure %q (want remove or weight0)", vs.OnFailure)
+			s.Dests = append(s.Dests, Dest{Address: rs.Address, Weight: 0, Forward: b.Forward})
 		}
 	}
-	if vs.SorryServer.IsValid() {
-		s.Sorry = unmapAP(vs.SorryServer)
-		if f, _ := addrFamily(s.Sorry.Addr()); f != fam {
-			return Service{}, bad("sorry_server %s: address family differs from the service", s.Sorry)
-		}
-	}
-	s.Dests = dests
+	s.Sorry = vs.SorryServer
 	if live < vs.Quorum {
 		s.Down = true
 		if s.Sorry.IsValid() {
-			s.Dests = []Dest{{Address: s.Sorry, Weight: 1, Forward: fwd}}
+			s.Dests = []Dest{{Address: s.Sorry, Weight: 1, Forward: vs.Forward}}
 		}
 	}
-	return s, nil
+	return s
 }
 
-// schedFlag maps a scheduler_flags entry to its kernel bit.
-func schedFlag(sched, name string) (uint32, error) {
-	switch name {
-	case "sh-fallback", "sh-port":
-		if sched != "sh" {
-			return 0, fmt.Errorf("scheduler flag %q needs scheduler sh, not %q", name, sched)
-		}
-	case "mh-fallback", "mh-port":
-		if sched != "mh" {
-			return 0, fmt.Errorf("scheduler flag %q needs scheduler mh, not %q", name, sched)
-		}
-	}
-	switch name {
-	case "sh-fallback", "mh-fallback", "flag-1":
-		return FlagSched1, nil
-	case "sh-port", "mh-port", "flag-2":
-		return FlagSched2, nil
-	case "flag-3":
-		return FlagSched3, nil
-	case "ops":
-		return FlagOnePacket, nil
-	}
-	return 0, fmt.Errorf("unknown scheduler flag %q (want sh-fallback, sh-port, mh-fallback, mh-port, flag-1..3 or ops)", name)
+// schedFlags maps the scheduler_flags conf accepts to their kernel bits.
+var schedFlags = map[string]uint32{
+	"sh-fallback": FlagSched1, "mh-fallback": FlagSched1,
+	"sh-port": FlagSched2, "mh-port": FlagSched2,
 }
 
 // FlagNames names the configurable bits of flags, in ipvsadm's words.
@@ -362,6 +254,13 @@ func protocolName(p uint16) string {
 		return "sctp"
 	}
 	return "proto" + strconv.Itoa(int(p))
+}
+
+func familyNumber(name string) uint16 {
+	if name == "inet6" {
+		return unix.AF_INET6
+	}
+	return unix.AF_INET
 }
 
 func familyName(f uint16) string {

@@ -2,10 +2,9 @@ package ipvsync
 
 import (
 	"encoding/binary"
-	"errors"
+	"fmt"
 	"net/netip"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -29,13 +28,60 @@ var (
 	rs61 = netip.MustParseAddrPort("[2001:db8::175]:443")
 )
 
-func web() conf.VirtualServer {
-	return conf.VirtualServer{
-		Name: "web", Address: vip, Protocol: "tcp", Scheduler: "wrr", Forward: "dr",
-		Quorum: 1, OnFailure: "remove",
-		RealServers: []conf.RealServer{{Address: rs1, Weight: 1}, {Address: rs2, Weight: 3}},
+// siteHead is a valid site without virtual servers, its groups holding
+// the VIPs of the tests.
+const siteHead = `[site]
+name = "t"
+[[node]]
+name = "lb1"
+address = "192.168.0.11"
+[[node]]
+name = "lb2"
+address = "192.168.0.12"
+priority = 90
+[[vrrp]]
+name = "v4"
+interface = "eth0"
+vrid = 1
+vips = ["192.168.0.210/24"]
+[[vrrp]]
+name = "v6"
+interface = "eth0"
+vrid = 2
+vips = ["2001:db8::210/64"]
+`
+
+// virtualServers parses [[virtual_server]] tables into what conf hands
+// Desired: complete, defaults filled in, validated. An invalid text is a
+// bug in the test.
+func virtualServers(text string) []conf.VirtualServer {
+	s, ps := conf.Parse("test.toml", []byte(siteHead+text))
+	if s == nil {
+		panic(fmt.Sprintf("invalid test site: %v", ps))
 	}
+	return s.VirtualServers
 }
+
+// webWith is the web virtual server (wrr, rs1 weight 1, rs2 weight 3)
+// with more keys for itself and for rs2.
+func webWith(keys, rs2Keys string) conf.VirtualServer {
+	return virtualServers(`[[virtual_server]]
+name = "web"
+address = "192.168.0.210:80"
+scheduler = "wrr"
+` + keys + `
+[[virtual_server.real_server]]
+address = "192.168.0.175:80"
+[[virtual_server.real_server]]
+address = "192.168.0.145:80"
+weight = 3
+` + rs2Keys)[0]
+}
+
+func web() conf.VirtualServer { return webWith("", "") }
+
+// desired is Desired for a list written out.
+func desired(h Health, vss ...conf.VirtualServer) Table { return Desired(vss, h) }
 
 // web2 is a second service of ours, on another port of the same VIP.
 func web2() conf.VirtualServer {
@@ -47,93 +93,79 @@ func web2() conf.VirtualServer {
 
 func TestDesired(t *testing.T) {
 	webKey := ServiceKey{Family: unix.AF_INET, Protocol: unix.IPPROTO_TCP, Address: vip}
+	sorry := netip.MustParseAddrPort("192.168.0.9:8080")
+	mark6 := netip.MustParseAddrPort("[2001:db8::1]:0")
 	tests := []struct {
 		name   string
-		vs     func() conf.VirtualServer
+		vs     conf.VirtualServer
 		health Health
 		want   Service // Backends not compared
 	}{
 		{
 			name: "dr all up",
-			vs:   web,
+			vs:   web(),
 			want: Service{Key: webKey, Name: "web", Address: vip, Family: "inet", Protocol: "tcp", Scheduler: "wrr", Netmask: 32,
 				Dests: []Dest{{rs1, 1, "dr"}, {rs2, 3, "dr"}}},
 		},
 		{
 			name:   "remove a down real server",
-			vs:     web,
+			vs:     web(),
 			health: downSet{rs1: true},
 			want: Service{Key: webKey, Name: "web", Address: vip, Family: "inet", Protocol: "tcp", Scheduler: "wrr", Netmask: 32,
 				Dests: []Dest{{rs2, 3, "dr"}}},
 		},
 		{
-			name: "weight0 keeps a down real server",
-			vs: func() conf.VirtualServer {
-				v := web()
-				v.OnFailure = "weight0"
-				return v
-			},
+			name:   "weight0 keeps a down real server",
+			vs:     webWith(`on_failure = "weight0"`, ""),
 			health: downSet{rs1: true},
 			want: Service{Key: webKey, Name: "web", Address: vip, Family: "inet", Protocol: "tcp", Scheduler: "wrr", Netmask: 32,
 				Dests: []Dest{{rs1, 0, "dr"}, {rs2, 3, "dr"}}},
 		},
 		{
-			name: "quorum lost goes to the sorry server",
-			vs: func() conf.VirtualServer {
-				v := web()
-				v.Quorum = 2
-				v.SorryServer = netip.MustParseAddrPort("192.168.0.9:8080")
-				return v
-			},
+			name:   "quorum lost goes to the sorry server",
+			vs:     webWith("quorum = 2\nsorry_server = \"192.168.0.9:8080\"", ""),
 			health: downSet{rs2: true},
 			want: Service{Key: webKey, Name: "web", Address: vip, Family: "inet", Protocol: "tcp", Scheduler: "wrr", Netmask: 32,
-				Down: true, Sorry: netip.MustParseAddrPort("192.168.0.9:8080"),
-				Dests: []Dest{{netip.MustParseAddrPort("192.168.0.9:8080"), 1, "dr"}}},
+				Down: true, Sorry: sorry, Dests: []Dest{{sorry, 1, "dr"}}},
 		},
 		{
-			name: "quorum lost without sorry server keeps what is left",
-			vs: func() conf.VirtualServer {
-				v := web()
-				v.Quorum = 2
-				return v
-			},
+			name:   "quorum lost without sorry server keeps what is left",
+			vs:     webWith("quorum = 2", ""),
 			health: downSet{rs2: true},
 			want: Service{Key: webKey, Name: "web", Address: vip, Family: "inet", Protocol: "tcp", Scheduler: "wrr", Netmask: 32,
 				Down: true, Dests: []Dest{{rs1, 1, "dr"}}},
 		},
 		{
 			name: "persistence with netmask, tun, per-server nat override",
-			vs: func() conf.VirtualServer {
-				v := web()
-				v.Forward = "tun"
-				v.Persistence = 300 * time.Second
-				v.PersistenceNetmask = netip.MustParsePrefix("0.0.0.0/24")
-				v.RealServers[1].Forward = "nat"
-				return v
-			},
+			vs:   webWith("forward = \"tun\"\npersistence = \"300s\"\npersistence_netmask = \"/24\"", `forward = "nat"`),
 			want: Service{Key: webKey, Name: "web", Address: vip, Family: "inet", Protocol: "tcp", Scheduler: "wrr",
 				Flags: FlagPersistent, Timeout: 300, Netmask: 24,
 				Dests: []Dest{{rs1, 1, "tun"}, {rs2, 3, "nat"}}},
 		},
 		{
 			name: "sh flags",
-			vs: func() conf.VirtualServer {
-				v := web()
-				v.Scheduler = "sh"
-				v.SchedFlags = []string{"sh-fallback", "sh-port"}
-				return v
-			},
+			vs: virtualServers(`[[virtual_server]]
+name = "web"
+address = "192.168.0.210:80"
+scheduler = "sh"
+scheduler_flags = ["sh-fallback", "sh-port"]
+real_server = [{ address = "192.168.0.175:80" }, { address = "192.168.0.145:80", weight = 3 }]
+`)[0],
 			want: Service{Key: webKey, Name: "web", Address: vip, Family: "inet", Protocol: "tcp", Scheduler: "sh",
 				Flags: FlagSched1 | FlagSched2, Netmask: 32,
 				Dests: []Dest{{rs1, 1, "dr"}, {rs2, 3, "dr"}}},
 		},
 		{
 			name: "ipv6 udp mh persistence default netmask",
-			vs: func() conf.VirtualServer {
-				return conf.VirtualServer{Name: "dns6", Address: vip6, Protocol: "udp", Scheduler: "mh",
-					SchedFlags: []string{"mh-port"}, Persistence: 1500 * time.Millisecond, Forward: "dr",
-					RealServers: []conf.RealServer{{Address: rs61, Weight: 5}}}
-			},
+			vs: virtualServers(`[[virtual_server]]
+name = "dns6"
+address = "[2001:db8::210]:443"
+protocol = "udp"
+scheduler = "mh"
+scheduler_flags = ["mh-port"]
+persistence = "2s"
+real_server = [{ address = "[2001:db8::175]:443", weight = 5 }]
+`)[0],
 			want: Service{Key: ServiceKey{Family: unix.AF_INET6, Protocol: unix.IPPROTO_UDP, Address: vip6},
 				Name: "dns6", Address: vip6, Family: "inet6", Protocol: "udp", Scheduler: "mh",
 				Flags: FlagSched2 | FlagPersistent, Timeout: 2, Netmask: 128,
@@ -141,21 +173,20 @@ func TestDesired(t *testing.T) {
 		},
 		{
 			name: "fwmark inet6, default scheduler",
-			vs: func() conf.VirtualServer {
-				return conf.VirtualServer{Name: "mark", FWMark: 7, Family: "inet6", Protocol: "tcp",
-					RealServers: []conf.RealServer{{Address: netip.MustParseAddrPort("[2001:db8::1]:0"), Weight: 1}}}
-			},
+			vs: virtualServers(`[[virtual_server]]
+name = "mark"
+fwmark = 7
+family = "inet6"
+real_server = [{ address = "[2001:db8::1]:0" }]
+`)[0],
 			want: Service{Key: ServiceKey{FWMark: 7, Family: unix.AF_INET6}, Name: "mark", FWMark: 7, Family: "inet6",
 				Protocol: "tcp", Scheduler: "wlc", Netmask: 128,
-				Dests: []Dest{{netip.MustParseAddrPort("[2001:db8::1]:0"), 1, "dr"}}},
+				Dests: []Dest{{mark6, 1, "dr"}}},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tab, err := Desired([]conf.VirtualServer{tt.vs()}, tt.health)
-			if err != nil {
-				t.Fatalf("Desired: %v", err)
-			}
+			tab := desired(tt.health, tt.vs)
 			if len(tab.Services) != 1 {
 				t.Fatalf("got %d services, want 1", len(tab.Services))
 			}
@@ -169,56 +200,10 @@ func TestDesired(t *testing.T) {
 }
 
 func TestDesiredBackendsCarryHealth(t *testing.T) {
-	tab, err := Desired([]conf.VirtualServer{web()}, downSet{rs2: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tab := desired(downSet{rs2: true}, web())
 	want := []Backend{{rs1, 1, "dr", true}, {rs2, 3, "dr", false}}
 	if diff := cmp.Diff(want, tab.Services[0].Backends, cmpNetip); diff != "" {
 		t.Errorf("backends (-want +got):\n%s", diff)
-	}
-}
-
-func TestDesiredRejects(t *testing.T) {
-	tests := []struct {
-		name string
-		mod  func(*conf.VirtualServer)
-	}{
-		{"unknown protocol", func(v *conf.VirtualServer) { v.Protocol = "icmp" }},
-		{"sh flag on wrr", func(v *conf.VirtualServer) { v.SchedFlags = []string{"sh-port"} }},
-		{"unknown flag", func(v *conf.VirtualServer) { v.SchedFlags = []string{"bogus"} }},
-		{"unknown forward", func(v *conf.VirtualServer) { v.Forward = "gre" }},
-		{"duplicate real server", func(v *conf.VirtualServer) { v.RealServers[1].Address = rs1 }},
-		{"mixed family", func(v *conf.VirtualServer) { v.RealServers[1].Address = rs61 }},
-		{"negative weight", func(v *conf.VirtualServer) { v.RealServers[0].Weight = -1 }},
-		{"netmask too long", func(v *conf.VirtualServer) {
-			v.Persistence = time.Minute
-			v.PersistenceNetmask = netip.PrefixFrom(netip.IPv6Unspecified(), 33)
-		}},
-		{"no address", func(v *conf.VirtualServer) { v.Address = netip.AddrPort{} }},
-		{"unknown on_failure", func(v *conf.VirtualServer) { v.OnFailure = "panic" }},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			v := web()
-			tt.mod(&v)
-			var h Health
-			if tt.name == "unknown on_failure" {
-				h = downSet{rs1: true}
-			}
-			if _, err := Desired([]conf.VirtualServer{v}, h); !errors.Is(err, ErrConfig) {
-				t.Fatalf("Desired error = %v, want ErrConfig", err)
-			}
-		})
-	}
-}
-
-func TestDesiredDuplicateService(t *testing.T) {
-	a, b := web(), web()
-	b.Name = "web2"
-	_, err := Desired([]conf.VirtualServer{a, b}, nil)
-	if !errors.Is(err, ErrConfig) {
-		t.Fatalf("Desired error = %v, want ErrConfig", err)
 	}
 }
 

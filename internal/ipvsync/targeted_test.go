@@ -12,11 +12,11 @@ func TestReconcileChangesIsTargeted(t *testing.T) {
 	foreign(t, k)
 	r := newRec(t, k, "")
 	other := web2()
-	reconcile(t, r, mustDesired(t, nil, web(), other))
+	reconcile(t, r, desired(nil, web(), other))
 
 	// Same table again: nothing read, nothing written.
 	k.ResetCounts()
-	ch, err := r.ReconcileChanges(mustDesired(t, nil, web(), other))
+	ch, err := r.ReconcileChanges(desired(nil, web(), other))
 	if err != nil || len(ch) != 0 || k.Reads != 0 || k.Writes != 0 {
 		t.Fatalf("unchanged table: changes %v err %v, %d reads %d writes; want none", ops(ch), err, k.Reads, k.Writes)
 	}
@@ -25,7 +25,7 @@ func TestReconcileChangesIsTargeted(t *testing.T) {
 	changed := web()
 	changed.RealServers[0].Weight = 7
 	k.ResetCounts()
-	ch, err = r.ReconcileChanges(mustDesired(t, nil, changed, other))
+	ch, err = r.ReconcileChanges(desired(nil, changed, other))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestReconcileChangesIsTargeted(t *testing.T) {
 
 	// Dropping a service deletes it (and only it); the foreign one stays.
 	k.ResetCounts()
-	if _, err := r.ReconcileChanges(mustDesired(t, nil, changed)); err != nil {
+	if _, err := r.ReconcileChanges(desired(nil, changed)); err != nil {
 		t.Fatal(err)
 	}
 	if k.Writes != 1 {
@@ -52,7 +52,7 @@ func TestReconcileChangesIsTargeted(t *testing.T) {
 
 	// A full reconcile finds nothing left to do: the targeted path agreed.
 	k.ResetCounts()
-	if ch := reconcile(t, r, mustDesired(t, nil, changed)); len(ch) != 0 || k.Writes != 0 {
+	if ch := reconcile(t, r, desired(nil, changed)); len(ch) != 0 || k.Writes != 0 {
 		t.Fatalf("full reconcile after targeted ones wrote %v", ops(ch))
 	}
 }
@@ -61,13 +61,13 @@ func TestReconcileChangesIsTargeted(t *testing.T) {
 func TestReconcileChangesFallsBackAfterError(t *testing.T) {
 	k := &FakeKernel{}
 	r := newRec(t, k, "")
-	reconcile(t, r, mustDesired(t, nil, web()))
+	reconcile(t, r, desired(nil, web()))
 	k.Flush() // behind our back
 	broken := web()
 	broken.RealServers[0].Weight = 9
 	r.applied = nil // as after an error
 	k.ResetCounts()
-	if _, err := r.ReconcileChanges(mustDesired(t, nil, broken)); err != nil {
+	if _, err := r.ReconcileChanges(desired(nil, broken)); err != nil {
 		t.Fatal(err)
 	}
 	svcs, _ := k.Services()
@@ -84,7 +84,7 @@ func TestPublishedAfterTargeted(t *testing.T) {
 	r := newRec(t, k, "")
 	other := web2()
 	other.RealServers = other.RealServers[:1] // rs1 only: rs2's health is web's alone
-	tab := mustDesired(t, downSet{rs2: true}, web(), other)
+	tab := desired(downSet{rs2: true}, web(), other)
 	reconcile(t, r, tab)
 	webKey, web2Key := tab.Services[0].Key, tab.Services[1].Key
 	for _, c := range []struct {
@@ -101,7 +101,7 @@ func TestPublishedAfterTargeted(t *testing.T) {
 	changed := web()
 	changed.RealServers[1].Weight = 4
 	k.ResetCounts()
-	if _, err := r.ReconcileChanges(mustDesired(t, nil, changed, other)); err != nil {
+	if _, err := r.ReconcileChanges(desired(nil, changed, other)); err != nil {
 		t.Fatal(err)
 	}
 	if k.Reads != 2 {
@@ -126,7 +126,7 @@ func TestPublishedAfterTargeted(t *testing.T) {
 	}
 
 	// The next full reconcile reads every counter.
-	reconcile(t, r, mustDesired(t, nil, changed, other))
+	reconcile(t, r, desired(nil, changed, other))
 	if got := r.Published().Rows[1].Dests[0].Active; got != 8 {
 		t.Errorf("web2's active connections after a full reconcile = %d, want 8", got)
 	}

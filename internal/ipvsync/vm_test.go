@@ -47,31 +47,40 @@ func TestVMProbe(t *testing.T) {
 }
 
 func vmSite() []conf.VirtualServer {
-	return []conf.VirtualServer{
-		{
-			Name: "web", Address: netip.MustParseAddrPort("10.10.0.210:80"), Protocol: "tcp", Scheduler: "wrr", Forward: "dr",
-			Quorum: 1, OnFailure: "remove",
-			RealServers: []conf.RealServer{
-				{Address: netip.MustParseAddrPort("10.10.0.11:80"), Weight: 1},
-				{Address: netip.MustParseAddrPort("10.10.0.12:80"), Weight: 3, Forward: "tun"},
-				{Address: netip.MustParseAddrPort("10.10.0.13:8080"), Weight: 2, Forward: "nat"},
-			},
-		},
-		{
-			Name: "mark", FWMark: 5, Family: "inet", Scheduler: "sh", SchedFlags: []string{"sh-fallback", "sh-port"},
-			Forward: "dr", Persistence: time.Minute, PersistenceNetmask: netip.MustParsePrefix("0.0.0.0/24"),
-			RealServers: []conf.RealServer{{Address: netip.MustParseAddrPort("10.10.0.11:0"), Weight: 1}},
-		},
-		{
-			Name: "dns6", Address: netip.MustParseAddrPort("[2001:db8::53]:53"), Protocol: "udp", Scheduler: "mh",
-			SchedFlags: []string{"mh-port"}, Forward: "dr", Persistence: 30 * time.Second,
-			PersistenceNetmask: netip.MustParsePrefix("::/64"),
-			RealServers: []conf.RealServer{
-				{Address: netip.MustParseAddrPort("[2001:db8::11]:53"), Weight: 1},
-				{Address: netip.MustParseAddrPort("[2001:db8::12]:53"), Weight: 1},
-			},
-		},
-	}
+	return virtualServers(`[[virtual_server]]
+name = "web"
+address = "10.10.0.210:80"
+scheduler = "wrr"
+[[virtual_server.real_server]]
+address = "10.10.0.11:80"
+[[virtual_server.real_server]]
+address = "10.10.0.12:80"
+weight = 3
+forward = "tun"
+[[virtual_server.real_server]]
+address = "10.10.0.13:8080"
+weight = 2
+forward = "nat"
+
+[[virtual_server]]
+name = "mark"
+fwmark = 5
+scheduler = "sh"
+scheduler_flags = ["sh-fallback", "sh-port"]
+persistence = "60s"
+persistence_netmask = "/24"
+real_server = [{ address = "10.10.0.11:0" }]
+
+[[virtual_server]]
+name = "dns6"
+address = "[2001:db8::53]:53"
+protocol = "udp"
+scheduler = "mh"
+scheduler_flags = ["mh-port"]
+persistence = "30s"
+persistence_netmask = "/64"
+real_server = [{ address = "[2001:db8::11]:53" }, { address = "[2001:db8::12]:53" }]
+`)
 }
 
 func foreignService(t *testing.T, k Kernel) (*ipvs.Service, *ipvs.Destination) {
@@ -115,10 +124,7 @@ func TestVMReconcileRealKernel(t *testing.T) {
 	other := openKernel(t) // another program's handle
 	fs, _ := foreignService(t, other)
 
-	tab, err := Desired(vmSite(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tab := Desired(vmSite(), nil)
 	r, err := NewReconciler(k, t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -222,10 +228,7 @@ func TestVMRunRepairsFlush(t *testing.T) {
 	inNewNetns(t)
 	k := openKernel(t)
 	other := openKernel(t)
-	tab, err := Desired(vmSite()[:1], nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tab := Desired(vmSite()[:1], nil)
 	r, err := NewReconciler(k, "", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -349,10 +352,7 @@ func TestVMReconcileChangesRealKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	site := vmSite()
-	tab, err := Desired(site, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tab := Desired(site, nil)
 	if _, err := r.Reconcile(Table{}); err != nil { // applied = empty table
 		t.Fatal(err)
 	}
@@ -360,10 +360,7 @@ func TestVMReconcileChangesRealKernel(t *testing.T) {
 		t.Fatalf("targeted create: %v %v", ch, err)
 	}
 	site[0].RealServers[0].Weight += 5
-	tab2, err := Desired(site, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tab2 := Desired(site, nil)
 	ch, err := r.ReconcileChanges(tab2)
 	if err != nil || len(ch) != 1 || ch[0].Op != OpUpdateDest {
 		t.Fatalf("targeted weight change: %v %v", ch, err)
@@ -381,10 +378,7 @@ func TestVMEmptyOwnedFileAtStart(t *testing.T) {
 	inNewNetns(t)
 	k := openKernel(t)
 	site := vmSite()
-	before, err := Desired(site[:1], nil) // "web", made before the cut
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := Desired(site[:1], nil) // "web", made before the cut
 	r0, err := NewReconciler(k, "", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -404,10 +398,7 @@ func TestVMEmptyOwnedFileAtStart(t *testing.T) {
 	if aside, _ := filepath.Glob(filepath.Join(dir, OwnedFile+".corrupt-*")); len(aside) != 1 {
 		t.Errorf("files moved aside: %v, want one", aside)
 	}
-	tab, err := Desired(site[1:], nil) // "mark" and "dns6"
-	if err != nil {
-		t.Fatal(err)
-	}
+	tab := Desired(site[1:], nil) // "mark" and "dns6"
 	ch, err := r.Reconcile(tab)
 	if err != nil {
 		t.Fatalf("reconcile: %v", err)

@@ -1,0 +1,89 @@
+package conf
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+// TestHostChecks: Load refuses a control socket path or a state directory
+// that is already something else; Parse never looks.
+func TestHostChecks(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	missing := filepath.Join(dir, "missing")
+
+	site := func(socket, state string) string {
+		return strings.Replace(head, "[site]\n", "[site]\ncontrol_socket = \""+socket+"\"\nstate_dir = \""+state+"\"\n", 1)
+	}
+	tests := []struct {
+		name, text string
+		want       []string // as Load prints them, FILE being the site file
+	}{
+		{"a socket and a directory", site(sock, dir), nil},
+		{"neither exists yet", site(missing, missing), nil},
+		{"a file at both", site(file, file), []string{
+			"FILE:2:1: site.control_socket: " + file + " exists and is not a socket; havip will not replace it",
+			"FILE:3:1: site.state_dir: " + file + " exists and is not a directory",
+		}},
+		{"a directory as the socket", site(dir, sock), []string{
+			"FILE:2:1: site.control_socket: " + dir + " exists and is not a socket; havip will not replace it",
+			"FILE:3:1: site.state_dir: " + sock + " exists and is not a directory",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "site.toml")
+			if err := os.WriteFile(path, []byte(tt.text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, ps, err := Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := strs(ps)
+			for i := range got {
+				got[i] = strings.Replace(got[i], path, "FILE", 1)
+			}
+			if diff := cmp.Diff(tt.want, got, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("Load (-want +got):\n%s", diff)
+			}
+			if _, ps := Parse(path, []byte(tt.text)); len(ps) != 0 {
+				t.Errorf("Parse looked at the machine: %v", ps)
+			}
+		})
+	}
+}
+
+// TestHostChecksDefaulted: a default path that is something else is
+// reported at [site], naming the key.
+func TestHostChecksDefaulted(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := &parser{file: "x", ix: newPositions()}
+	st := p.newTable("site", noNode, pos{line: 3, col: 1}, map[string]any{})
+	p.checkHost(st, &Site{ControlSocket: file, StateDir: file})
+	want := []string{
+		"x:3:1: site: control_socket " + file + " (the default) exists and is not a socket; havip will not replace it",
+		"x:3:1: site: state_dir " + file + " (the default) exists and is not a directory",
+	}
+	if diff := cmp.Diff(want, strs(p.probs)); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
