@@ -5,78 +5,151 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/havip/havip/internal/ctl"
-	"github.com/havip/havip/internal/vrrp"
 )
 
-// serveControl listens on the root-only control socket.
-func (d *Daemon) serveControl(ctx context.Context) (net.Listener, error) {
-	d.mu.Lock()
-	path := d.site.ControlSocket
-	d.mu.Unlock()
+// controlTask serves the root-only control socket: one JSON request and one
+// JSON response per connection. Status is built from published snapshots;
+// reload and failover are requests to the controller.
+type controlTask struct {
+	path string
+	l    *net.UnixListener
+	c    *controller
+	ino  uint64 // of the socket file we created, so we remove only ours
+}
+
+// errNotSocket refuses a control_socket path that is some other file.
+var errNotSocket = errors.New("exists and is not a socket; havip will not replace it")
+
+// listenControl opens the control socket at path. An existing file that
+// is not a socket is refused and left alone; a socket someone answers on
+// means another havip runs; a dead one is left over from a crash and is
+// replaced.
+func listenControl(path string, c *controller) (*controlTask, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	// A socket file nobody answers on is left over from a crash.
-	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("control socket %s: another havip is already running", path)
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("%w: control socket %s %w", ErrBadInput, path, errNotSocket)
+		}
+		if conn, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+			conn.Close()
+			return nil, fmt.Errorf("control socket %s: another havip is already running", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("control socket: removing the stale %s: %w", path, err)
+		}
 	}
-	_ = os.Remove(path)
 	old := syscall.Umask(0o077)
-	l, err := net.Listen("unix", path)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	syscall.Umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go d.handle(ctx, c)
+	l.SetUnlinkOnClose(false) // we remove it ourselves, if it is still ours
+	t := &controlTask{path: path, l: l, c: c}
+	if fi, err := os.Stat(path); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			t.ino = st.Ino
 		}
-	}()
-	go func() { <-ctx.Done(); l.Close() }()
-	return l, nil
+	}
+	return t, nil
 }
 
-func (d *Daemon) handle(ctx context.Context, c net.Conn) {
-	defer c.Close()
-	if uc, ok := c.(*net.UnixConn); ok && !peerIsRoot(uc) {
-		_ = json.NewEncoder(c).Encode(ctl.Response{Error: "permission denied: root only"})
+// Run accepts connections until ctx ends, then waits for the handlers.
+func (t *controlTask) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	go func() { <-ctx.Done(); t.l.Close() }()
+	for {
+		conn, err := t.l.Accept()
+		if err != nil {
+			if ctx.Err() == nil {
+				t.c.log.Error("control socket: accept", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(minBackoff):
+					continue
+				}
+			}
+			break
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); t.handle(ctx, conn) }()
+	}
+	wg.Wait()
+	t.remove()
+	return nil
+}
+
+// close stops listening without Run (a reload that prepared a new socket
+// and then refused).
+func (t *controlTask) close() {
+	t.l.Close()
+	t.remove()
+}
+
+func (t *controlTask) remove() {
+	fi, err := os.Stat(t.path)
+	if err != nil {
 		return
 	}
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Ino == t.ino {
+		_ = os.Remove(t.path)
+	}
+}
+
+func (t *controlTask) handle(ctx context.Context, conn net.Conn) {
+	defer conn.Close()
+	if uc, ok := conn.(*net.UnixConn); ok && !peerIsRoot(uc) {
+		_ = json.NewEncoder(conn).Encode(ctl.Response{Error: "permission denied: root only"})
+		return
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	var req ctl.Request
-	if err := json.NewDecoder(c).Decode(&req); err != nil {
-		_ = json.NewEncoder(c).Encode(ctl.Response{Error: "bad request: " + err.Error()})
+	if err := json.NewDecoder(conn).Decode(&req); err != nil {
+		_ = json.NewEncoder(conn).Encode(ctl.Response{Error: "bad request: " + err.Error()})
 		return
 	}
-	_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+	_ = conn.SetDeadline(time.Now().Add(90 * time.Second))
+	rctx, cancel := context.WithTimeout(ctx, 80*time.Second)
+	defer cancel()
 	resp := ctl.Response{OK: true}
 	switch req.Cmd {
 	case ctl.CmdPing:
 	case ctl.CmdStatus:
-		resp.Status = d.status()
+		resp.Status = t.c.status()
 	case ctl.CmdFailover:
-		res, err := d.failover(ctx, req.Groups)
-		resp.Failover = res
+		rep, err := ask(rctx, t.c, func(r chan failoverReply) any { return failoverReq{groups: req.Groups, reply: r} })
+		if err == nil {
+			err = rep.err
+		}
+		resp.Failover = rep.results
 		if err != nil {
 			resp.OK, resp.Error = false, err.Error()
+		}
+	case ctl.CmdReload:
+		res, err := ask(rctx, t.c, func(r chan *ctl.ReloadResult) any { return reloadReq{at: time.Now(), reply: r} })
+		switch {
+		case err != nil:
+			resp.OK, resp.Error = false, err.Error()
+		case !res.Applied:
+			resp.OK, resp.Error, resp.Reload = false, "reload refused", res
+		default:
+			resp.Reload = res
 		}
 	default:
 		resp = ctl.Response{Error: fmt.Sprintf("unknown command %q", req.Cmd)}
 	}
-	_ = json.NewEncoder(c).Encode(resp)
+	_ = json.NewEncoder(conn).Encode(resp)
 }
 
 func peerIsRoot(c *net.UnixConn) bool {
@@ -91,81 +164,4 @@ func peerIsRoot(c *net.UnixConn) bool {
 		}
 	})
 	return uid == 0
-}
-
-// failover is the planned-handover drill: every named group (all groups
-// this node is master of when none are named) resigns, and the peer's
-// takeover is timed from the resign to its first advert as master.
-func (d *Daemon) failover(ctx context.Context, names []string) ([]ctl.FailoverResult, error) {
-	var todo []*group
-	for _, g := range d.runningGroups() {
-		st := g.status.Load()
-		if len(names) == 0 && st.State == vrrp.Master.String() || slices.Contains(names, g.cfg.Name) {
-			todo = append(todo, g)
-		}
-	}
-	for _, n := range names {
-		if !slices.ContainsFunc(todo, func(g *group) bool { return g.cfg.Name == n }) {
-			return nil, fmt.Errorf("no group named %q", n)
-		}
-	}
-	if len(todo) == 0 {
-		return nil, errors.New("this node is master of no group: run the drill on the master")
-	}
-	out := make([]ctl.FailoverResult, len(todo))
-	done := make(chan struct{}, len(todo))
-	for i, g := range todo {
-		go func() { out[i] = d.drill(ctx, g); done <- struct{}{} }()
-	}
-	for range todo {
-		<-done
-	}
-	for _, r := range out {
-		if r.Error != "" {
-			return out, errors.New("failover drill failed for at least one group")
-		}
-	}
-	return out, nil
-}
-
-func (d *Daemon) drill(ctx context.Context, g *group) ctl.FailoverResult {
-	res := ctl.FailoverResult{Group: g.cfg.Name, From: d.node.Name}
-	if st := g.status.Load(); st.State != vrrp.Master.String() {
-		res.Error = "not master here (" + st.State + ")"
-		return res
-	}
-	var start, released time.Time
-	var rxBefore uint64
-	err := g.do(ctx, func() {
-		rxBefore = g.m.Status().Counters.RxAdverts
-		start = time.Now()
-		g.exec(g.m.Resign(start))
-		released = time.Now()
-	})
-	if err != nil {
-		res.Error = err.Error()
-		return res
-	}
-	// The peer's first advert as master ends the handover.
-	limit := time.Now().Add(3*g.cfg.Advert + time.Second)
-	for time.Now().Before(limit) {
-		ps := g.status.Load()
-		if ps.RxAdverts > rxBefore && ps.MasterAddr != "" && ps.MasterAddr != g.src.String() && ps.MasterPriority > 0 {
-			at := g.lastRx.Load()
-			if at != nil {
-				res.To = ps.MasterAddr
-				res.Handover = at.Sub(start).Round(10 * time.Microsecond).String()
-				// The VIP had no owner from our release until the peer
-				// claimed it, just before its first advert; a peer that
-				// was faster than our release left no gap at all.
-				gap := max(at.Sub(released), 0)
-				res.Gap = gap.Round(10 * time.Microsecond).String()
-				res.GapSeen = gap > 0
-				return res
-			}
-		}
-		time.Sleep(200 * time.Microsecond)
-	}
-	res.Error = "the peer did not take over within 3 advert intervals"
-	return res
 }

@@ -2,49 +2,152 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"reflect"
-	"sort"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/havip/havip/internal/conf"
-	"github.com/havip/havip/internal/ctl"
+	"github.com/havip/havip/internal/notify"
 	"github.com/havip/havip/internal/vip"
 	"github.com/havip/havip/internal/vrrp"
 	"github.com/havip/havip/internal/vrrpnet"
 )
 
-// group runs one [[vrrp]] instance: it owns the state machine, the advert
-// socket and the VIP claimer, all driven from one goroutine.
+// A group runs one [[vrrp]] instance on one goroutine: the state machine,
+// its advert socket, the VIP claimer and the advertised address list. It
+// takes its configuration and what derive wants from a mailbox the
+// controller fills (the newest input wins, the controller never waits on
+// a group), heals its socket by itself (reopened when the interface comes
+// back with a new index, or after a read or send error, with backoff),
+// and publishes a snapshot after every step for status and metrics.
+
+// sockKey is what the advert socket is made of: changing any of it needs
+// a new group (see reload.go); everything else is changed in place.
+type sockKey struct {
+	iface   string
+	vrid    uint8
+	version int
+	unicast bool
+	v6      bool
+}
+
+func sockKeyOf(g *conf.Group) sockKey {
+	return sockKey{iface: g.Interface, vrid: g.VRID, version: g.Version, unicast: g.Unicast, v6: isIPv6(g)}
+}
+
+// groupInput is everything a group runs with.
+type groupInput struct {
+	cfg     *conf.Group // part of an immutable loaded site
+	node    conf.Node
+	peers   []netip.Addr // unicast destinations: the other directors
+	twoNode bool
+	rev     string // revision of the site file cfg comes from
+	want    groupWant
+	peer    peerGroup
+}
+
+// claimer is what a group needs of its VIPs: *vip.Claimer in production,
+// a fake in the group's unit tests.
+type claimer interface {
+	Claim(ctx context.Context) error
+	ClaimSome(ctx context.Context, ps []netip.Prefix) error
+	Refresh() error
+	Announce(ctx context.Context)
+	Release() error
+	ReleaseSome(ps []netip.Prefix) error
+	RemoveStale() (int, error)
+	Set(vips []netip.Prefix, opt vip.Options) (added, removed []netip.Prefix, err error)
+	Counters() (garpSent, naSent, sendErrors uint64)
+	Close() error
+}
+
+var _ claimer = (*vip.Claimer)(nil)
+
+// groupDeps are the kernel-facing parts a group is built with.
+type groupDeps struct {
+	listen     func(vrrpnet.Options) (vrrpnet.Conn, error)
+	newClaimer func(ifname string, vips []netip.Prefix, opt vip.Options) (claimer, error)
+}
+
+// kernelDeps are the real ones: raw sockets and netlink.
+var kernelDeps = groupDeps{
+	listen: vrrpnet.Listen,
+	newClaimer: func(ifname string, vips []netip.Prefix, opt vip.Options) (claimer, error) {
+		return vip.New(ifname, vips, opt)
+	},
+}
+
+// groupChanged tells the controller about a state change.
+type groupChanged struct {
+	g        *group
+	from, to vrrp.State
+	reason   string
+}
+
+// Socket and claim retry bounds.
+const (
+	minBackoff     = 100 * time.Millisecond
+	maxBackoff     = 5 * time.Second
+	claimAttempts  = 3
+	claimRetry     = 200 * time.Millisecond
+	minClaimPause  = 5 * time.Second // FAULT after failed claims lasts this, doubling
+	maxClaimPause  = time.Minute
+	healthySocket  = 10 * time.Second // a socket that lasted this long resets the backoff
+	logEvery       = 10 * time.Second // rate limit of repeated socket errors in the log
+	rxBufferSize   = 65535            // fits any advert (at most 255 IPv6 addresses) and more
+	rxQueue        = 256
+	placeholderSrc = "fe80::" // an IPv6 group's primary before its link-local exists (it is in FAULT then)
+)
+
 type group struct {
-	cfg   conf.Group
-	node  conf.Node
-	peers []netip.Addr // unicast destinations
-	log   *slog.Logger
-	hooks *notifier
+	name   string
+	sock   sockKey
+	log    *slog.Logger
+	hooks  *notify.Runner
+	events func(any) // to the controller; never blocks for long
+	deps   groupDeps
 
-	m     *vrrp.Machine
-	conn  vrrpnet.Conn
-	claim *vip.Claimer
-	vips  []netip.Addr
-	src   netip.Addr
+	mail *mailbox[groupInput]
+	cmds chan func()
+	snap atomic.Pointer[groupSnap]
+	done chan struct{}
 
-	rx      chan rxPacket
-	cmds    chan func()
-	tracks  map[string]*trackState
-	onState func(g *group, s vrrp.State) // pair link, sync daemons
+	// Owned by the run goroutine.
+	in        groupInput
+	m         *vrrp.Machine
+	claim     claimer
+	lists     advertLists
+	conn      vrrpnet.Conn
+	connGen   uint64
+	connIdx   int // ifindex and source of the last open attempt
+	connSrc   netip.Addr
+	lastMC    vrrp.Config // what the machine was last configured with
+	openedAt  time.Time
+	sockFault string // why there is no socket, "" when there is
+	backoff   time.Duration
+	nextOpen  time.Time // no new socket before this
+	reopenAt  time.Time // a retry is due then
+	openLog   rateLog
+	rx        chan rxPacket
+	sockErrs  chan sockErr
+	sendLog   rateLog
+	readLog   rateLog
 
-	base uint8 // configured priority; tracking moves the effective one
+	claimFails   int
+	claimErr     string
+	claimRetryAt time.Time
+	claimFault   string    // FAULT after repeated claim failures
+	claimUntil   time.Time // when the claim fault is lifted for a new try
+	claimPause   time.Duration
 
-	status     atomic.Pointer[ctl.GroupStatus]
-	sendErrors atomic.Uint64
-	rxOverflow atomic.Uint64
-	lastRx     atomic.Pointer[time.Time] // arrival of the last accepted advert
-	done       chan struct{}
+	lastRx                                  time.Time
+	sendErrors, readErrors, reopens, rxDrop uint64
 }
 
 type rxPacket struct {
@@ -53,203 +156,206 @@ type rxPacket struct {
 	at   time.Time
 }
 
-type trackState struct {
-	ctl.TrackStatus
+type sockErr struct {
+	gen uint64
+	err error
 }
 
-func newGroup(site *conf.Site, node *conf.Node, cfg conf.Group, log *slog.Logger, hooks *notifier) (*group, error) {
+// groupSnap is what a group publishes.
+type groupSnap struct {
+	cfg        *conf.Group
+	rev        string
+	status     vrrp.Status
+	base, prio uint8
+	fault      string
+	tracks     []trackState
+	adv        []netip.Addr
+	holding    bool // advertising the peer's list, not ours (rolling push)
+	src        netip.Addr
+	socket     string // why there is no socket
+	claimErr   string
+	lastRx     time.Time
+	sendErrors uint64
+	readErrors uint64
+	reopens    uint64
+	rxDrop     uint64
+	garp       uint64
+	na         uint64
+}
+
+// newGroup builds a group from its first input; it opens nothing yet.
+func newGroup(in groupInput, log *slog.Logger, hooks *notify.Runner, events func(any), deps groupDeps) (*group, error) {
 	g := &group{
-		cfg:    cfg,
-		node:   *node,
-		log:    log.With("group", cfg.Name),
-		hooks:  hooks,
-		rx:     make(chan rxPacket, 256),
-		cmds:   make(chan func(), 16),
-		tracks: map[string]*trackState{},
-		done:   make(chan struct{}),
+		deps:     deps,
+		name:     in.cfg.Name,
+		sock:     sockKeyOf(in.cfg),
+		log:      log.With("group", in.cfg.Name),
+		hooks:    hooks,
+		events:   events,
+		mail:     newMailbox[groupInput](),
+		cmds:     make(chan func(), 64),
+		done:     make(chan struct{}),
+		in:       in,
+		rx:       make(chan rxPacket, rxQueue),
+		sockErrs: make(chan sockErr, 4),
+		backoff:  minBackoff,
+		lists:    newAdvertLists(cfgSpoken(in.cfg)),
 	}
-	v6 := len(cfg.VIPs) > 0 && cfg.VIPs[0].Addr().Is6()
-	for _, p := range cfg.VIPs {
-		g.vips = append(g.vips, p.Addr())
-	}
-	for _, p := range site.Peers(node.Name) {
-		g.peers = append(g.peers, p.Address)
-	}
-	g.src = node.Address
-	if v6 {
-		ll, err := vrrpnet.LinkLocal(cfg.Interface)
-		if err != nil {
-			return nil, fmt.Errorf("group %s: %w", cfg.Name, err)
-		}
-		g.src = ll
-	}
-	prio := basePriority(cfg, node)
-	g.base = prio
-	m, err := vrrp.NewMachine(vrrp.Config{
-		VRID:         cfg.VRID,
-		Version:      uint8(cfg.Version),
-		Priority:     prio,
-		Advert:       cfg.Advert,
-		Preempt:      cfg.Preempt,
-		PreemptDelay: cfg.PreemptDelay,
-		Accept:       cfg.Accept,
-		Primary:      g.src,
-		Addrs:        g.vips,
-		TwoNode:      len(site.Nodes) == 2,
-	})
+	m, err := vrrp.NewMachine(g.machineConfig())
 	if err != nil {
-		return nil, fmt.Errorf("group %s: %w", cfg.Name, err)
+		return nil, fmt.Errorf("group %s: %w", g.name, err)
 	}
-	g.m = m
-	claim, err := vip.New(cfg.Interface, cfg.VIPs, vip.Options{
-		Lifetime:     cfg.VIPLifetime,
-		GARPCount:    cfg.GARPCount,
-		GARPInterval: cfg.GARPInterval,
-		Owner:        node.Address, // an owned VIP is the operator's address: announced, never deleted
-		Logger:       g.log,
-	})
+	g.m, g.lastMC = m, g.machineConfig()
+	claim, err := deps.newClaimer(in.cfg.Interface, in.cfg.VIPs, g.vipOptions())
 	if err != nil {
-		return nil, fmt.Errorf("group %s: %w", cfg.Name, err)
+		return nil, fmt.Errorf("group %s: %w", g.name, err)
 	}
 	g.claim = claim
-	// Our own interface is always tracked: no link, no mastership.
-	g.tracks["interface:"+cfg.Interface] = &trackState{ctl.TrackStatus{Kind: "interface", Name: cfg.Interface}}
-	for _, t := range cfg.Track {
-		ts := ctl.TrackStatus{Weight: t.Weight}
-		switch {
-		case t.Interface != "":
-			ts.Kind, ts.Name = "interface", t.Interface
-		case t.VirtualServer != "":
-			ts.Kind, ts.Name = "virtual_server", t.VirtualServer
-		default:
-			ts.Kind, ts.Name = "check", t.Check
-		}
-		g.tracks[ts.Kind+":"+ts.Name] = &trackState{ts}
-	}
-	g.publish(time.Now())
+	g.publish()
 	return g, nil
 }
 
-// basePriority is the node's configured priority in group cfg: 255 when
-// it owns one of the VIPs (RFC 5798 address owner).
-func basePriority(cfg conf.Group, node *conf.Node) uint8 {
-	for _, p := range cfg.VIPs {
-		if p.Addr() == node.Address {
-			return 255
+func (g *group) machineConfig() vrrp.Config {
+	cfg := g.in.cfg
+	src := g.in.want.source
+	if !src.IsValid() {
+		src = g.in.node.Address
+		if isIPv6(cfg) {
+			src = netip.MustParseAddr(placeholderSrc)
 		}
 	}
-	return cfg.PriorityOf(node)
-}
-
-// repriority applies a reloaded configuration that differs from the
-// running one only in priorities, without restarting the group.
-func (g *group) repriority(cfg conf.Group, node *conf.Node) {
-	g.cfg.Priorities = cfg.Priorities // the only field that may differ; others are read elsewhere
-	if p := basePriority(cfg, node); p != g.base {
-		g.log.Info("priority changed by reload", "from", g.base, "to", p)
-		g.base = p
-		g.applyTracks(time.Now())
+	advert := cfg.Advert
+	if g.lists.adv.advert != 0 {
+		advert = g.lists.adv.advert // v2: the interval the peer knows, during a rolling push
+	}
+	return vrrp.Config{
+		VRID:         cfg.VRID,
+		Version:      uint8(cfg.Version),
+		Priority:     g.in.want.base,
+		Advert:       advert,
+		Preempt:      cfg.Preempt,
+		PreemptDelay: cfg.PreemptDelay,
+		Accept:       cfg.Accept,
+		Primary:      src,
+		Addrs:        g.lists.adv.addrs,
+		AlsoAccept:   g.lists.alsoAccept(prefixAddrs(cfg.VIPs)),
+		TwoNode:      g.in.twoNode,
 	}
 }
 
-// onlyPriorityChanged reports whether a and b differ in nothing but the
-// per-node priority overrides.
-func onlyPriorityChanged(a, b conf.Group) bool {
-	b.Priorities = a.Priorities
-	return reflect.DeepEqual(a, b)
+// cfgSpoken is what the group's own configuration has it say.
+func cfgSpoken(cfg *conf.Group) spoken {
+	return spokenOf(prefixAddrs(cfg.VIPs), cfg.Advert, cfg.Version)
 }
 
-// open removes stale VIPs of a crashed run and opens the advert socket.
-func (g *group) open() error {
-	if n, err := g.claim.RemoveStale(); err != nil {
+func (g *group) vipOptions() vip.Options {
+	return vip.Options{
+		Lifetime:     g.in.cfg.VIPLifetime,
+		GARPCount:    g.in.cfg.GARPCount,
+		GARPInterval: g.in.cfg.GARPInterval,
+		Owner:        g.in.node.Address,
+		Logger:       g.log,
+	}
+}
+
+// prepare removes VIPs a crashed run left behind and opens the socket if
+// the interface is there. Nothing here stops the daemon: a missing
+// interface or a socket that cannot be opened leaves the group waiting in
+// FAULT, retrying (a reload, though, is refused for a socket it cannot
+// open: see reload.go).
+func (g *group) prepare() {
+	if n, err := g.claim.RemoveStale(); err != nil && !errors.Is(err, vip.ErrNoLink) {
 		g.log.Warn("removing stale VIPs", "err", err)
 	} else if n > 0 {
 		g.log.Info("removed stale VIPs left by an earlier run", "count", n)
 	}
-	conn, err := vrrpnet.Listen(vrrpnet.Options{Interface: g.cfg.Interface, Source: g.src, Multicast: !g.cfg.Unicast})
-	if err != nil {
-		return fmt.Errorf("group %s: %w", g.cfg.Name, err)
-	}
-	g.conn = conn
-	return nil
-}
-
-func (g *group) readLoop() {
-	buf := make([]byte, 1500)
-	for {
-		n, meta, err := g.conn.ReadFrom(buf)
-		if err != nil {
-			return // closed
-		}
-		p := rxPacket{b: append([]byte(nil), buf[:n]...), meta: meta, at: time.Now()}
-		select {
-		case g.rx <- p:
-		default:
-			g.rxOverflow.Add(1)
-		}
+	if g.wantsSocket() {
+		_ = g.open(time.Now())
 	}
 }
 
-// run is the group's single goroutine. It returns after a graceful stop.
-func (g *group) run(ctx context.Context) {
+// Run is the group's goroutine; it returns after the graceful stop when
+// ctx ends.
+func (g *group) Run(ctx context.Context) error {
 	defer close(g.done)
-	go g.readLoop()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	var refresh, garp <-chan time.Time
 	var refreshT, garpT *time.Ticker
-
-	g.exec(g.m.Start(time.Now()))
-	g.applyTracks(time.Now())
-	for {
-		st := g.m.Status().State
-		if st == vrrp.Master && refreshT == nil {
-			refreshT = time.NewTicker(max(g.cfg.VIPLifetime/3, 200*time.Millisecond))
-			refresh = refreshT.C
-			if g.cfg.GARPRefresh > 0 {
-				garpT = time.NewTicker(g.cfg.GARPRefresh)
-				garp = garpT.C
-			}
-		} else if st != vrrp.Master && refreshT != nil {
+	var refresh, garp <-chan time.Time
+	stopTickers := func() {
+		if refreshT != nil {
 			refreshT.Stop()
 			refreshT, refresh = nil, nil
-			if garpT != nil {
-				garpT.Stop()
-				garpT, garp = nil, nil
+		}
+		if garpT != nil {
+			garpT.Stop()
+			garpT, garp = nil, nil
+		}
+	}
+	defer stopTickers()
+	var tickFor [2]time.Duration // refresh, garp periods the tickers run at
+
+	now := time.Now()
+	g.applyWant(now)
+	g.exec(now, g.m.Start(now))
+	g.publish()
+	for {
+		// Tickers follow the state and the configured periods.
+		if g.m.Status().State == vrrp.Master {
+			want := [2]time.Duration{max(g.in.cfg.VIPLifetime/3, 200*time.Millisecond), g.in.cfg.GARPRefresh}
+			if want != tickFor || refreshT == nil {
+				stopTickers()
+				refreshT = time.NewTicker(want[0])
+				refresh = refreshT.C
+				if want[1] > 0 {
+					garpT = time.NewTicker(want[1])
+					garp = garpT.C
+				}
+				tickFor = want
 			}
+		} else if refreshT != nil {
+			stopTickers()
 		}
 		g.armTimer(timer)
 		select {
 		case <-ctx.Done():
 			g.stop()
-			if refreshT != nil {
-				refreshT.Stop()
-			}
-			if garpT != nil {
-				garpT.Stop()
-			}
-			return
+			return nil
 		case p := <-g.rx:
 			acts, drop := g.m.Receive(p.at, p.b, p.meta.Src, p.meta.Dst, p.meta.TTL)
 			if drop == vrrp.DropNone {
-				g.lastRx.Store(&p.at)
+				g.lastRx = p.at
 			}
-			g.exec(acts)
+			g.exec(p.at, acts)
 		case <-timer.C:
-			g.exec(g.m.Tick(time.Now()))
+			g.wake(time.Now())
+		case <-g.mail.ready():
+			if in, ok := g.mail.take(); ok {
+				g.apply(time.Now(), in)
+			}
 		case fn := <-g.cmds:
 			fn()
+		case e := <-g.sockErrs:
+			if e.gen == g.connGen && g.conn != nil {
+				g.readErrors++
+				g.readLog.warn(g.log, time.Now(), "advert socket read failed; reopening", "err", e.err)
+				g.socketFailed(time.Now(), true)
+			}
 		case <-refresh:
 			if err := g.claim.Refresh(); err != nil {
-				g.log.Warn("refreshing VIP lifetime", "err", err)
+				g.claimFailed(time.Now(), fmt.Errorf("refreshing VIPs: %w", err))
+			} else {
+				g.claimOK()
 			}
 		case <-garp:
 			g.claim.Announce(context.Background())
 		}
-		g.publish(time.Now())
+		g.publish()
 	}
 }
 
+// armTimer sets t for the earliest of the machine's deadline and the
+// group's own retries.
 func (g *group) armTimer(t *time.Timer) {
 	if !t.Stop() {
 		select {
@@ -257,191 +363,426 @@ func (g *group) armTimer(t *time.Timer) {
 		default:
 		}
 	}
-	d := g.m.Deadline()
-	if d.IsZero() {
+	next := g.m.Deadline()
+	for _, at := range []time.Time{g.reopenAt, g.claimRetryAt, g.claimUntil} {
+		if !at.IsZero() && (next.IsZero() || at.Before(next)) {
+			next = at
+		}
+	}
+	if next.IsZero() {
 		t.Reset(time.Hour)
 		return
 	}
-	t.Reset(max(time.Until(d), 0))
+	t.Reset(max(time.Until(next), 0))
 }
 
-// stop ends the group gracefully: priority-0 advert first so the peer takes
-// over at once, then the VIPs go.
+// wake handles every timer that is due.
+func (g *group) wake(now time.Time) {
+	if !g.reopenAt.IsZero() && !now.Before(g.reopenAt) {
+		g.reopenAt = time.Time{}
+		if g.wantsSocket() {
+			_ = g.open(now)
+			g.applyWant(now)
+		}
+	}
+	if !g.claimUntil.IsZero() && !now.Before(g.claimUntil) {
+		g.claimUntil, g.claimFault = time.Time{}, ""
+		g.log.Info("trying to claim the VIPs again after the pause")
+		g.applyWant(now)
+	}
+	if !g.claimRetryAt.IsZero() && !now.Before(g.claimRetryAt) {
+		g.claimRetryAt = time.Time{}
+		if g.m.Status().State == vrrp.Master {
+			if err := g.claim.Claim(context.Background()); err != nil {
+				g.claimFailed(now, fmt.Errorf("claiming VIPs: %w", err))
+			} else {
+				g.claimOK()
+			}
+		}
+	}
+	g.exec(now, g.m.Tick(now))
+}
+
+// apply takes a new input: configuration changes in place, then what
+// derive wants, then the peer's address lists.
+func (g *group) apply(now time.Time, in groupInput) {
+	old := g.in
+	g.in = in
+	if in.cfg != old.cfg || in.node != old.node || !slices.Equal(in.peers, old.peers) || in.twoNode != old.twoNode {
+		g.reconfigure(now, old)
+	}
+	g.ensureSocket(now)
+	g.lists = g.lists.heard(now, cfgSpoken(in.cfg), in.peer)
+	g.reconfigureMachine(now)
+	g.applyWant(now)
+}
+
+// reconfigure applies a changed [[vrrp]] table without leaving the state.
+func (g *group) reconfigure(now time.Time, old groupInput) {
+	cfg := g.in.cfg
+	if !slices.Equal(cfg.VIPs, old.cfg.VIPs) || cfg.Advert != old.cfg.Advert {
+		g.lists = g.lists.reconfigured(now, cfgSpoken(cfg), g.in.peer)
+	}
+	added, removed, err := g.claim.Set(cfg.VIPs, g.vipOptions())
+	if err != nil {
+		// conf validated the VIPs: this is a bug, not bad input.
+		g.log.Error("reload: new VIPs refused by the claimer; keeping the old ones", "err", err)
+		return
+	}
+	if g.m.Status().State == vrrp.Master {
+		if len(removed) > 0 {
+			if err := g.claim.ReleaseSome(removed); err != nil {
+				g.log.Warn("reload: releasing removed VIPs", "err", err)
+			}
+		}
+		if len(added) > 0 {
+			if err := g.claim.ClaimSome(context.Background(), added); err != nil {
+				g.claimFailed(now, fmt.Errorf("claiming added VIPs: %w", err))
+			}
+		}
+	}
+	if len(added)+len(removed) > 0 {
+		g.log.Info("reload: VIPs changed in place", "added", added, "removed", removed)
+	}
+}
+
+// reconfigureMachine hands the machine the current configuration and
+// address lists; it never changes the state.
+func (g *group) reconfigureMachine(now time.Time) {
+	mc := g.machineConfig()
+	if reflect.DeepEqual(mc, g.lastMC) {
+		return
+	}
+	acts, err := g.m.Reconfigure(now, mc)
+	if err != nil {
+		g.log.Error("reconfiguring the state machine", "err", err)
+		return
+	}
+	g.lastMC = mc
+	g.exec(now, acts)
+}
+
+// fault is why the group must be in FAULT now, or "".
+func (g *group) fault() string {
+	switch {
+	case g.in.want.fault != "":
+		return g.in.want.fault
+	case g.sockFault != "":
+		return "advert socket: " + g.sockFault
+	}
+	return g.claimFault
+}
+
+// applyWant moves the machine to what derive and the group's own faults
+// say: FAULT with its reason, or out of it, and the effective priority.
+func (g *group) applyWant(now time.Time) {
+	if f := g.fault(); f != "" {
+		g.exec(now, g.m.SetFault(now, true, f))
+		return
+	}
+	g.exec(now, g.m.SetPriority(now, g.in.want.prio))
+	if g.m.Status().State == vrrp.Fault {
+		g.exec(now, g.m.SetFault(now, false, ""))
+	}
+}
+
+func (g *group) wantsSocket() bool { return g.in.want.link.Exists && g.in.want.source.IsValid() }
+
+// ensureSocket opens, reopens or closes the socket to match the link: a
+// new interface index (deleted and created again) or source address means
+// a new socket at once; a socket that failed waits for its retry.
+func (g *group) ensureSocket(now time.Time) {
+	switch {
+	case !g.wantsSocket():
+		if g.conn != nil {
+			g.log.Info("closing the advert socket: the interface or source address is gone")
+			g.closeConn()
+		}
+		g.sockFault, g.reopenAt, g.connIdx, g.connSrc = "", time.Time{}, 0, netip.Addr{}
+	case g.connIdx != g.in.want.link.Index || g.connSrc != g.in.want.source:
+		if g.conn != nil {
+			// Bound to an interface index that is gone, or sending from
+			// an old source: useless now.
+			g.log.Info("reopening the advert socket", "ifindex", g.in.want.link.Index, "source", g.in.want.source)
+			g.closeConn()
+		}
+		g.backoff, g.nextOpen = minBackoff, time.Time{}
+		_ = g.open(now)
+	}
+}
+
+// open opens a new advert socket and, once it works, replaces the current
+// one. A failure keeps the current socket; with none the group is in
+// FAULT. Each attempt pushes the next one back (backoff).
+func (g *group) open(now time.Time) error {
+	g.connIdx, g.connSrc = g.in.want.link.Index, g.in.want.source
+	g.nextOpen = now.Add(g.backoff)
+	g.backoff = min(2*g.backoff, maxBackoff)
+	c, err := g.deps.listen(vrrpnet.Options{Interface: g.in.cfg.Interface, Source: g.in.want.source, Multicast: !g.in.cfg.Unicast})
+	if err != nil {
+		g.reopenAt = g.nextOpen
+		if g.conn == nil {
+			g.sockFault = err.Error()
+		}
+		g.openLog.warn(g.log, now, "opening the advert socket failed; retrying", "err", err, "retry_in", g.nextOpen.Sub(now))
+		return err
+	}
+	g.closeConn()
+	g.connGen++
+	g.conn, g.openedAt = c, now
+	g.sockFault, g.reopenAt = "", time.Time{}
+	g.reopens++
+	go g.readLoop(c, g.connGen)
+	return nil
+}
+
+func (g *group) closeConn() {
+	if g.conn != nil {
+		g.conn.Close()
+		g.conn = nil
+		g.connGen++
+	}
+}
+
+// socketFailed handles a read or send error: the socket is replaced by a
+// new one, at most once per backoff period (doubling; reset after a
+// healthy spell). Until then the old socket stays: a firewall that drops
+// our adverts must not take the group down (the pair link reports the
+// dual master that follows); a socket whose reader died is replaced when
+// the period ends.
+func (g *group) socketFailed(now time.Time, readerDead bool) {
+	if now.Sub(g.openedAt) > healthySocket {
+		g.backoff, g.nextOpen = minBackoff, time.Time{}
+	}
+	if now.Before(g.nextOpen) {
+		if readerDead && g.reopenAt.IsZero() {
+			g.reopenAt = g.nextOpen
+		}
+		return
+	}
+	_ = g.open(now)
+	g.applyWant(now)
+}
+
+func (g *group) readLoop(c vrrpnet.Conn, gen uint64) {
+	buf := make([]byte, rxBufferSize)
+	for {
+		n, meta, err := c.ReadFrom(buf)
+		if err != nil {
+			select {
+			case g.sockErrs <- sockErr{gen, err}:
+			default:
+			}
+			return
+		}
+		p := rxPacket{b: append([]byte(nil), buf[:n]...), meta: meta, at: time.Now()}
+		select {
+		case g.rx <- p:
+		default:
+			atomic.AddUint64(&g.rxDrop, 1)
+		}
+	}
+}
+
+// stop ends the group gracefully: a priority-0 advert first so the peer
+// takes over at once, then the VIPs go.
 func (g *group) stop() {
-	g.exec(g.m.Stop(time.Now()))
+	now := time.Now()
+	g.exec(now, g.m.Stop(now))
 	if err := g.claim.Release(); err != nil {
 		g.log.Warn("releasing VIPs", "err", err)
 	}
 	g.claim.Close()
-	g.conn.Close()
-	g.publish(time.Now())
+	g.closeConn()
+	g.publish()
 }
 
-func (g *group) exec(acts []vrrp.Action) {
+func (g *group) exec(now time.Time, acts []vrrp.Action) {
 	for _, a := range acts {
 		switch a.Kind {
 		case vrrp.ActSend:
-			g.send(a.Priority)
+			g.send(now, a.Priority)
 		case vrrp.ActAnnounce:
 			g.claim.Announce(context.Background())
 		case vrrp.ActBecome:
-			g.become(a)
+			g.become(now, a)
 		}
 	}
 }
 
-func (g *group) send(prio uint8) {
-	pkt := vrrp.Packet{
-		Version:  uint8(g.cfg.Version),
-		VRID:     g.cfg.VRID,
-		Priority: prio,
-		Interval: g.cfg.Advert,
-		Addrs:    g.vips,
+func (g *group) send(now time.Time, prio uint8) {
+	if g.conn == nil {
+		return
 	}
+	pkt := g.m.Advert(prio)
 	dsts := []netip.Addr{vrrpnet.Group4}
-	if g.src.Is6() {
+	if g.sock.v6 {
 		dsts = []netip.Addr{vrrpnet.Group6}
 	}
-	if g.cfg.Unicast {
-		dsts = g.peers
+	if g.in.cfg.Unicast {
+		dsts = g.in.peers
 	}
 	for _, d := range dsts {
-		b, err := pkt.Marshal(g.src, d)
+		b, err := pkt.Marshal(g.connSrc, d)
 		if err == nil {
 			err = g.conn.WriteTo(b, d)
 		}
 		if err != nil {
-			if g.sendErrors.Add(1) == 1 {
-				g.log.Warn("sending advert", "dst", d, "err", err)
-			}
+			g.sendErrors++
+			g.sendLog.warn(g.log, now, "sending advert failed", "dst", d, "err", err, "send_errors", g.sendErrors)
+			g.socketFailed(now, false)
+			return
 		}
 	}
 }
 
-func (g *group) become(a vrrp.Action) {
+func (g *group) become(now time.Time, a vrrp.Action) {
 	g.log.Info("state change", "from", a.From.String(), "to", a.To.String(), "reason", a.Reason)
 	switch {
 	case a.To == vrrp.Master:
+		g.claimFails = 0
 		if err := g.claim.Claim(context.Background()); err != nil {
-			g.log.Error("claiming VIPs", "err", err)
+			g.claimFailed(now, fmt.Errorf("claiming VIPs: %w", err))
+		} else {
+			g.claimOK()
 		}
 	case a.From == vrrp.Master:
+		g.claimRetryAt = time.Time{}
 		if err := g.claim.Release(); err != nil {
 			g.log.Error("releasing VIPs", "err", err)
 		}
 	}
-	if g.onState != nil {
-		g.onState(g, a.To)
+	g.events(groupChanged{g: g, from: a.From, to: a.To, reason: a.Reason})
+	if len(g.in.cfg.Notify) > 0 {
+		g.hooks.Notify(g.in.cfg.Notify, g.in.cfg.NotifyTimeout, g.name, a.To.String(), fmt.Sprint(g.m.Status().Priority))
 	}
-	g.hooks.run(g.cfg.Notify, g.cfg.NotifyTimeout, g.cfg.Name, a.To.String(), g.m.Status().Priority)
 }
 
-// setTrack records a tracked object's health; called on the group goroutine.
-func (g *group) setTrack(key string, failing bool) {
-	ts, ok := g.tracks[key]
-	if !ok || ts.Failing == failing {
+// claimFailed retries a failed claim or refresh a few times, then leaves
+// MASTER for FAULT: a master must not advertise VIPs it does not hold.
+func (g *group) claimFailed(now time.Time, err error) {
+	g.claimFails++
+	g.claimErr = err.Error()
+	if g.claimFails < claimAttempts {
+		g.log.Warn("VIP claim failed; retrying", "attempt", g.claimFails, "err", err)
+		g.claimRetryAt = now.Add(claimRetry)
 		return
 	}
-	ts.Failing = failing
-	g.log.Info("tracked object changed", "track", key, "failing", failing)
-	g.applyTracks(time.Now())
+	g.claimPause = min(max(2*g.claimPause, minClaimPause), maxClaimPause)
+	g.log.Error("VIP claim failed repeatedly; going to FAULT", "attempts", g.claimFails, "err", err, "retry_in", g.claimPause)
+	g.claimFails, g.claimRetryAt = 0, time.Time{}
+	g.claimFault = "VIPs could not be claimed: " + err.Error()
+	g.claimUntil = now.Add(g.claimPause)
+	g.applyWant(now)
 }
 
-// applyTracks turns the tracked objects into an effective priority or FAULT.
-func (g *group) applyTracks(now time.Time) {
-	st := g.m.Status()
-	prio := int(g.base)
-	fault := ""
-	for key, ts := range g.tracks {
-		if !ts.Failing {
-			continue
-		}
-		if ts.Weight == 0 {
-			fault = key + " failing"
-			continue
-		}
-		prio += ts.Weight
+func (g *group) claimOK() {
+	if g.claimErr != "" {
+		g.log.Info("VIPs claimed")
 	}
-	if fault != "" {
-		if st.State != vrrp.Fault {
-			g.exec(g.m.SetFault(now, true, fault))
-		}
-		return
-	}
-	if st.State == vrrp.Fault {
-		g.exec(g.m.SetFault(now, false, ""))
-	}
-	if g.base != 255 {
-		prio = min(max(prio, 1), 254)
-		if uint8(prio) != g.m.Status().Priority {
-			g.exec(g.m.SetPriority(now, uint8(prio)))
-		}
-	}
+	g.claimFails, g.claimErr, g.claimRetryAt, g.claimPause = 0, "", time.Time{}, 0
 }
 
 // do runs fn on the group goroutine and waits for it.
 func (g *group) do(ctx context.Context, fn func()) error {
-	var wg sync.WaitGroup
-	wg.Add(1)
+	ran := make(chan struct{})
 	select {
-	case g.cmds <- func() { fn(); wg.Done() }:
+	case g.cmds <- func() { fn(); close(ran) }:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-g.done:
-		return fmt.Errorf("group %s stopped", g.cfg.Name)
+		return fmt.Errorf("group %s stopped", g.name)
 	}
-	ch := make(chan struct{})
-	go func() { wg.Wait(); close(ch) }()
 	select {
-	case <-ch:
+	case <-ran:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-g.done:
+		return fmt.Errorf("group %s stopped", g.name)
 	}
 }
 
-func (g *group) publish(now time.Time) {
-	st := g.m.Status()
-	gs := &ctl.GroupStatus{
-		Name:           g.cfg.Name,
-		Interface:      g.cfg.Interface,
-		VRID:           g.cfg.VRID,
-		Version:        g.cfg.Version,
-		Unicast:        g.cfg.Unicast,
-		State:          st.State.String(),
-		Since:          st.Since,
-		Priority:       st.Priority,
-		BasePriority:   g.base,
-		Advert:         g.cfg.Advert.String(),
-		MasterPriority: st.MasterPriority,
-		Fault:          st.Fault,
-		Yielding:       st.Yielding,
-		RxAdverts:      st.Counters.RxAdverts,
-		TxAdverts:      st.Counters.TxAdverts,
-		Transitions:    st.Counters.Transitions,
-		Drops:          map[string]uint64{},
-		SendErrors:     g.sendErrors.Load(),
+// post queues fn for the group goroutine without waiting; the controller
+// uses it and must never block on a group.
+func (g *group) post(fn func()) {
+	select {
+	case g.cmds <- fn:
+	default:
+		g.log.Error("group command queue full; command dropped")
 	}
-	if st.MasterAddr.IsValid() {
-		gs.MasterAddr = st.MasterAddr.String()
-		gs.MasterInterval = st.MasterInterval.String()
-	}
-	for _, p := range g.cfg.VIPs {
-		gs.VIPs = append(gs.VIPs, p.String())
-	}
-	for r := vrrp.DropReason(1); r < vrrp.NumDropReasons; r++ {
-		if n := st.Counters.Drops[r]; n > 0 {
-			gs.Drops[r.String()] = n
-		}
-	}
-	if n := g.rxOverflow.Load(); n > 0 {
-		gs.Drops["rx_queue_full"] = n
-	}
-	for _, ts := range g.tracks {
-		gs.Tracks = append(gs.Tracks, ts.TrackStatus)
-	}
-	sort.Slice(gs.Tracks, func(i, j int) bool {
-		return gs.Tracks[i].Kind+gs.Tracks[i].Name < gs.Tracks[j].Kind+gs.Tracks[j].Name
-	})
-	g.status.Store(gs)
 }
+
+func (g *group) publish() {
+	garp, na, _ := g.claim.Counters()
+	g.snap.Store(&groupSnap{
+		cfg:        g.in.cfg,
+		rev:        g.in.rev,
+		status:     g.m.Status(),
+		base:       g.in.want.base,
+		prio:       g.m.Status().Priority,
+		fault:      g.fault(),
+		tracks:     g.in.want.tracks,
+		adv:        g.lists.adv.addrs,
+		holding:    g.lists.holding(cfgSpoken(g.in.cfg)),
+		src:        g.connSrc,
+		socket:     g.sockFault,
+		claimErr:   g.claimErr,
+		lastRx:     g.lastRx,
+		sendErrors: g.sendErrors,
+		readErrors: g.readErrors,
+		reopens:    g.reopens,
+		rxDrop:     atomic.LoadUint64(&g.rxDrop),
+		garp:       garp,
+		na:         na,
+	})
+}
+
+// rateLog logs a repeated warning at most once per logEvery, with how
+// many were left out in between.
+type rateLog struct {
+	last       time.Time
+	suppressed int
+}
+
+func (r *rateLog) warn(log *slog.Logger, now time.Time, msg string, args ...any) {
+	if !r.last.IsZero() && now.Sub(r.last) < logEvery {
+		r.suppressed++
+		return
+	}
+	if r.suppressed > 0 {
+		args = append(args, "suppressed_since_last", r.suppressed)
+	}
+	r.last, r.suppressed = now, 0
+	log.Warn(msg, args...)
+}
+
+// mailbox holds the newest value put; ready fires after a put.
+type mailbox[T any] struct {
+	mu  sync.Mutex
+	v   T
+	set bool
+	ch  chan struct{}
+}
+
+func newMailbox[T any]() *mailbox[T] { return &mailbox[T]{ch: make(chan struct{}, 1)} }
+
+func (m *mailbox[T]) put(v T) {
+	m.mu.Lock()
+	m.v, m.set = v, true
+	m.mu.Unlock()
+	select {
+	case m.ch <- struct{}{}:
+	default:
+	}
+}
+
+func (m *mailbox[T]) take() (T, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.v, m.set
+	m.set = false
+	return v, ok
+}
+
+func (m *mailbox[T]) ready() <-chan struct{} { return m.ch }

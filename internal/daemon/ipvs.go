@@ -1,18 +1,14 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/havip/havip/internal/conf"
-	"github.com/havip/havip/internal/ctl"
 	"github.com/havip/havip/internal/ipvsync"
 )
 
@@ -20,163 +16,158 @@ import (
 // nothing changed on havip's side (IPVS has no change notifications).
 const ipvsResync = 2 * time.Second
 
-// ipvsPart programs IPVS on this director whatever its VRRP state, and
-// runs the connection-sync daemons that follow it.
-type ipvsPart struct {
-	d       *Daemon
+// ipvsTask programs IPVS on this director whatever its VRRP state (the
+// reconciler owns the kernel handle) and runs the kernel's connection-sync
+// daemons for the role the controller asks for, retrying with backoff
+// when the kernel refuses them. It is started only for a site with
+// virtual servers or [sync].
+type ipvsTask struct {
+	log     *slog.Logger
 	kernel  *ipvsync.NetlinkKernel
 	rec     *ipvsync.Reconciler
 	desired chan ipvsync.Table
-	repairs atomic.Uint64
-
-	mu   sync.Mutex
-	sync *ipvsync.SyncDaemons
-	scfg *conf.Sync
+	sync    *mailbox[syncWant]
+	changes atomic.Uint64
+	snap    atomic.Pointer[syncSnap]
 }
 
-// startIPVS is a no-op for a VRRP-only site. With virtual servers, a kernel
-// without IPVS is a runtime failure naming the cause and the fix.
-func (d *Daemon) startIPVS(ctx context.Context) error {
-	d.mu.Lock()
-	site := d.site
-	d.mu.Unlock()
-	if len(site.VirtualServers) == 0 && site.Sync == nil {
-		return nil
-	}
+// syncWant is what the sync daemons should be: cfg nil = none. handle is
+// a fresh generic-netlink handle for a new or changed cfg (opened by the
+// reload before it commits, so a failure refuses the reload), nil to keep
+// the current one.
+type syncWant struct {
+	cfg    *conf.Sync
+	handle *ipvsync.SyncDaemons
+	master bool
+}
+
+// syncSnap is what status shows of the sync daemons.
+type syncSnap struct {
+	running []ipvsync.DaemonStatus
+	err     string
+	retryAt time.Time
+}
+
+// openIPVS opens the kernel handle and the reconciler; a kernel without
+// IPVS is a runtime failure that names the cause and the fix.
+func openIPVS(site *conf.Site, log *slog.Logger) (*ipvsTask, error) {
 	k, err := ipvsync.OpenKernel("")
 	if err != nil {
-		return fmt.Errorf("the site declares %d virtual server(s): %w", len(site.VirtualServers), err)
+		return nil, fmt.Errorf("the site declares %d virtual server(s): %w", len(site.VirtualServers), err)
 	}
 	if err := os.MkdirAll(site.StateDir, 0o755); err != nil {
-		return fmt.Errorf("state dir: %w", err)
+		k.Close()
+		return nil, fmt.Errorf("state dir: %w", err)
 	}
-	rec, err := ipvsync.NewReconciler(k, site.StateDir, d.log)
+	rec, err := ipvsync.NewReconciler(k, site.StateDir, log)
 	if err != nil {
 		k.Close()
-		return err
+		return nil, err
 	}
-	p := &ipvsPart{d: d, kernel: k, rec: rec, desired: make(chan ipvsync.Table, 1)}
-	if err := p.setSite(site, d.health); err != nil {
-		k.Close()
-		return err // bad virtual servers: ErrBadInput; sync: runtime
-	}
-	d.ipvs = p
-	go func() {
-		rec.Run(ctx, p.desired, ipvsResync, func(ch ipvsync.Changes) {
-			p.repairs.Add(uint64(len(ch)))
-			for _, c := range ch {
-				d.log.Info("ipvs: applied", "change", c.String())
-			}
-		})
-		k.Close()
-	}()
-	return p.follow(false)
+	t := &ipvsTask{log: log, kernel: k, rec: rec, desired: make(chan ipvsync.Table, 1), sync: newMailbox[syncWant]()}
+	t.snap.Store(&syncSnap{})
+	return t, nil
 }
 
-// setSite computes the desired table, with the real servers' health, and
-// hands it to the reconciler.
-func (p *ipvsPart) setSite(site *conf.Site, health ipvsync.Health) error {
-	t := ipvsync.Desired(site.VirtualServers, health)
-	p.mu.Lock()
-	switch {
-	case site.Sync == nil && p.sync != nil:
-		// [sync] removed: stop the kernel's daemons.
-		p.stopSyncLocked()
-	case site.Sync != nil && (p.scfg == nil || *p.scfg != *site.Sync):
-		// Open the new handle before dropping the old one, so a failure
-		// leaves the running sync untouched.
-		s, err := ipvsync.OpenSyncDaemons(*site.Sync)
-		if err != nil {
-			p.mu.Unlock()
-			return fmt.Errorf("connection sync: %w", err)
-		}
-		if p.sync != nil {
-			p.sync.Close()
-		}
-		p.sync, p.scfg = s, site.Sync
-	}
-	p.mu.Unlock()
-	// The newest table replaces one the reconciler has not taken yet.
+// setTable hands the reconciler a new table; a newer one replaces one it
+// has not taken yet.
+func (t *ipvsTask) setTable(tb ipvsync.Table) {
 	select {
-	case <-p.desired:
+	case <-t.desired:
 	default:
 	}
-	p.desired <- t
+	t.desired <- tb
+}
+
+func (t *ipvsTask) setSync(w syncWant) { t.sync.put(w) }
+
+// Run reconciles until ctx ends; the table stays as configured, the sync
+// daemons are stopped.
+func (t *ipvsTask) Run(ctx context.Context) error {
+	recDone := make(chan struct{})
+	go func() {
+		defer close(recDone)
+		t.rec.Run(ctx, t.desired, ipvsResync, func(ch ipvsync.Changes) {
+			t.changes.Add(uint64(len(ch)))
+			for _, c := range ch {
+				t.log.Info("ipvs: applied", "change", c.String())
+			}
+		})
+	}()
+	t.runSync(ctx)
+	<-recDone
+	t.kernel.Close()
 	return nil
 }
 
-// follow runs the master sync daemon while any group is master here; the
-// backup daemon always runs, so a returning node learns the connections.
-func (p *ipvsPart) follow(master bool) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.sync == nil {
-		return nil
+// runSync owns the sync-daemon handle.
+func (t *ipvsTask) runSync(ctx context.Context) {
+	var cur syncWant
+	var h *ipvsync.SyncDaemons
+	backoff := minBackoff
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	apply := func() {
+		snap := &syncSnap{}
+		if h != nil {
+			if err := h.Follow(cur.master); err != nil {
+				snap.err = err.Error()
+				snap.retryAt = time.Now().Add(backoff)
+				t.log.Error("ipvs: connection sync daemons refused; retrying", "err", err, "retry_in", backoff)
+				retry.Reset(backoff)
+				backoff = min(2*backoff, 30*time.Second)
+			} else {
+				if t.snap.Load().err != "" {
+					t.log.Info("ipvs: connection sync daemons running again")
+				}
+				backoff = minBackoff
+			}
+			snap.running, _ = h.Get()
+		}
+		t.snap.Store(snap)
 	}
-	if err := p.sync.Follow(master); err != nil {
-		p.d.log.Error("ipvs: connection sync daemons", "err", err)
-		return nil // IPVS forwarding still works without sync
+	stop := func() {
+		if h == nil {
+			return
+		}
+		for _, r := range []ipvsync.Role{ipvsync.RoleMaster, ipvsync.RoleBackup} {
+			if err := h.Stop(r); err != nil {
+				t.log.Warn("ipvs: stopping sync daemon", "role", r.String(), "err", err)
+			}
+		}
+		h.Close()
+		h = nil
 	}
-	return nil
-}
-
-// stop stops the sync daemons; the IPVS table stays as configured.
-func (p *ipvsPart) stop() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.stopSyncLocked()
-}
-
-func (p *ipvsPart) stopSyncLocked() {
-	if p.sync == nil {
-		return
-	}
-	for _, r := range []ipvsync.Role{ipvsync.RoleMaster, ipvsync.RoleBackup} {
-		if err := p.sync.Stop(r); err != nil {
-			p.d.log.Warn("ipvs: stopping sync daemon", "role", r.String(), "err", err)
+	defer stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.sync.ready():
+			w, ok := t.sync.take()
+			if !ok {
+				continue
+			}
+			switch {
+			case w.cfg == nil:
+				stop()
+			case w.handle != nil:
+				if h != nil {
+					h.Close() // the new handle takes over the running daemons
+				}
+				h = w.handle
+			}
+			cur = w
+			cur.handle = nil
+			backoff = minBackoff
+			apply()
+		case <-retry.C:
+			apply()
 		}
 	}
-	p.sync.Close()
-	p.sync, p.scfg = nil, nil
 }
 
-func (p *ipvsPart) status() *ctl.IPVSStatus {
-	st := &ctl.IPVSStatus{Repairs: p.repairs.Load()}
-	p.mu.Lock()
-	sd := p.sync
-	p.mu.Unlock()
-	// What the reconciler last read and wrote: status never dumps the
-	// kernel itself.
-	pub := p.rec.Published()
-	if pub.LastError != "" {
-		st.Error = "last reconcile failed: " + pub.LastError
-	}
-	if pub.StateError != "" {
-		st.Error = strings.TrimSpace(st.Error + " state file: " + pub.StateError)
-	}
-	st.Services, _ = json.Marshal(pub.Rows)
-	var b bytes.Buffer
-	_ = ipvsync.Format(&b, pub.Rows)
-	st.Table = b.String()
-	if sd != nil {
-		p.mu.Lock()
-		ds, err := sd.Get()
-		p.mu.Unlock()
-		if err != nil {
-			st.Error += " sync: " + err.Error()
-		}
-		for _, d := range ds {
-			st.Sync = append(st.Sync, ctl.SyncDaemon{Role: d.Role.String(), Interface: d.Interface, SyncID: d.SyncID})
-		}
-	}
-	return st
-}
-
-func (d *Daemon) anyMasterExcept(name string) bool {
-	for _, g := range d.runningGroups() {
-		if s := g.status.Load(); g.cfg.Name != name && s != nil && s.State == "MASTER" {
-			return true
-		}
-	}
-	return false
+// published is what status reads: never the kernel itself.
+func (t *ipvsTask) published() (ipvsync.Published, *syncSnap) {
+	return t.rec.Published(), t.snap.Load()
 }

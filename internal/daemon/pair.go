@@ -3,73 +3,153 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/havip/havip/internal/ctl"
+	"github.com/havip/havip/internal/vrrp"
 )
 
-// pairLink is a small UDP heartbeat between the two directors, outside VRRP:
-// each side says which groups it holds. It is how a node notices a dual
-// master when adverts cannot cross (a partition that drops protocol 112),
-// and how a failover drill learns that the peer took over.
+// pairLink is a small UDP heartbeat between the two directors, outside
+// VRRP. Each side says which site-file revision it runs and, per group,
+// its state, its configured VIPs and the list it advertises. VRRP alone
+// decides who is master; the pair link lets a node see a dual master when
+// adverts do not cross, lets a group keep advertising the list the peer
+// knows during a rolling push, and lets a drill confirm the takeover.
+//
+// It owns its socket and what it heard; it reads the local side through
+// local() (published snapshots, never a lock of the controller's) and
+// tells the controller about news through events(). A socket that cannot
+// be bound (the node address is not there yet) is retried with backoff.
 type pairLink struct {
-	site, node string
-	conn       *net.UDPConn
-	peers      map[netip.Addr]string // address -> node name
-	port       uint16
-	log        *slog.Logger
-	local      func() map[string]string // group -> state
+	node   string
+	self   netip.Addr
+	port   uint16
+	log    *slog.Logger
+	local  func() pairLocal
+	events func(any)
+	grace  func(group string) time.Duration // a dual master shorter than this is an election, not a fault
 
-	grace func(group string) time.Duration // how long a dual master may last before it is reported
-	// peerYielded is called when the peer stops being master of a group
-	// we are master of: the end of a dual master, so we re-announce
-	// (the peer's last gratuitous ARPs may have been the ones clients kept).
-	peerYielded func(group string)
+	kick chan struct{}
 
 	mu        sync.Mutex
+	site      string
+	peers     map[netip.Addr]string // address -> node name
+	conn      *net.UDPConn
+	bindErr   string
 	heard     map[string]peerHeard // node -> last message
+	alive     map[string]bool      // node -> alive as last reported to the controller
 	dualSince map[string]time.Time // group -> both sides master since
 	dual      map[string]bool      // group -> dual master reported
+	recv      chan struct{}        // closed and replaced on every message (wakes drills)
 
 	drops atomic.Uint64
-	kick  chan struct{}
-	recv  chan struct{} // closed and replaced on every message (wakes drills)
+}
+
+// pairLocal is what this node says.
+type pairLocal struct {
+	rev    string
+	groups map[string]pairGroupMsg
 }
 
 type pairMsg struct {
-	Site   string            `json:"site"`
-	Node   string            `json:"node"`
-	Seq    uint64            `json:"seq"`
-	Groups map[string]string `json:"groups"`
+	Site   string                  `json:"site"`
+	Node   string                  `json:"node"`
+	Seq    uint64                  `json:"seq"`
+	Rev    string                  `json:"rev"`
+	Groups map[string]pairGroupMsg `json:"groups"`
+}
+
+type pairGroupMsg struct {
+	State  string        `json:"state"`
+	Cfg    []netip.Addr  `json:"cfg"`              // configured VIPs
+	Advert time.Duration `json:"advert,omitempty"` // configured advert interval, VRRPv2 only
+	Adv    []netip.Addr  `json:"adv"`              // the list advertised now
 }
 
 type peerHeard struct {
 	at     time.Time
 	addr   netip.Addr
-	groups map[string]string
+	rev    string
+	groups map[string]pairGroupMsg
 }
+
+// peerView is what the controller learns: the peer's revision and groups.
+type peerView struct {
+	node   string
+	alive  bool
+	rev    string
+	groups map[string]pairGroupMsg
+}
+
+// group returns what the peer said about group name.
+func (v peerView) group(name string) peerGroup {
+	m, ok := v.groups[name]
+	return peerGroup{alive: v.alive, known: ok, state: m.State, cfg: spoken{addrs: m.Cfg, advert: m.Advert}, adv: m.Adv}
+}
+
+// peerYielded: the peer stopped being master of a group this node is
+// master of (the end of a dual master): re-announce, since the peer's
+// last gratuitous ARPs may be what the clients kept.
+type peerYielded struct{ group string }
+
+// master is vrrp.Master as the pair link's messages spell it.
+var master = vrrp.Master.String()
 
 const (
 	pairInterval = 250 * time.Millisecond
 	pairAlive    = 2 * time.Second
+	maxPairMsg   = 64 << 10
 )
 
-func newPairLink(site, node string, self netip.Addr, port uint16, peers map[netip.Addr]string, local func() map[string]string, grace func(string) time.Duration, log *slog.Logger) (*pairLink, error) {
-	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(self, port)))
-	if err != nil {
-		return nil, fmt.Errorf("pair link: listen %s port %d: %w", self, port, err)
-	}
+func newPairLink(site, node string, self netip.Addr, port uint16, peers map[netip.Addr]string,
+	local func() pairLocal, events func(any), grace func(string) time.Duration, log *slog.Logger) *pairLink {
 	return &pairLink{
-		site: site, node: node, conn: c, peers: peers, port: port, log: log, local: local,
-		grace: grace, heard: map[string]peerHeard{}, dual: map[string]bool{}, dualSince: map[string]time.Time{},
-		kick: make(chan struct{}, 1), recv: make(chan struct{}),
-	}, nil
+		site: site, node: node, self: self, port: port, peers: peers, log: log, local: local, events: events, grace: grace,
+		kick: make(chan struct{}, 1), heard: map[string]peerHeard{}, alive: map[string]bool{},
+		dual: map[string]bool{}, dualSince: map[string]time.Time{}, recv: make(chan struct{}),
+	}
+}
+
+// update changes the site name and peers in place (a reload that keeps
+// the node address and port).
+func (p *pairLink) update(site string, peers map[netip.Addr]string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.site, p.peers = site, peers
+	for name := range p.heard {
+		if !slices.Contains(slices.Collect(maps.Values(peers)), name) {
+			delete(p.heard, name)
+			delete(p.alive, name)
+		}
+	}
+}
+
+func (p *pairLink) config() (string, map[netip.Addr]string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.site, p.peers
+}
+
+// bind opens the socket; reloads call it before committing, so a port in
+// use refuses the reload.
+func (p *pairLink) bind() error {
+	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.self, p.port)))
+	if err != nil {
+		return fmt.Errorf("pair link: listen %s port %d: %w", p.self, p.port, err)
+	}
+	p.mu.Lock()
+	p.conn, p.bindErr = c, ""
+	p.mu.Unlock()
+	return nil
 }
 
 // notify asks for an immediate heartbeat (after a state change).
@@ -80,80 +160,148 @@ func (p *pairLink) notify() {
 	}
 }
 
-func (p *pairLink) run(ctx context.Context) {
-	go p.readLoop()
+// Run sends heartbeats and reads the peer's until ctx ends; then it sends
+// a last message with the final states and closes the socket.
+func (p *pairLink) Run(ctx context.Context) error {
+	backoff := minBackoff
+	for p.getConn() == nil {
+		if err := p.bind(); err != nil {
+			p.mu.Lock()
+			first := p.bindErr == ""
+			p.bindErr = err.Error()
+			p.mu.Unlock()
+			if first {
+				p.log.Warn("pair link: cannot bind yet; retrying", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, maxBackoff)
+			continue
+		}
+		p.log.Info("pair link bound", "address", p.self, "port", p.port)
+	}
+	conn := p.getConn()
+	readDone := make(chan struct{})
+	go func() { p.readLoop(conn); close(readDone) }()
 	t := time.NewTicker(pairInterval)
 	defer t.Stop()
 	var seq uint64
 	for {
 		seq++
-		p.send(seq)
-		p.checkDual()
+		p.send(conn, seq)
+		p.checkPeers()
 		select {
 		case <-ctx.Done():
 			seq++
-			p.send(seq) // our final states (INIT) reach the peer at once
-			p.conn.Close()
-			return
+			p.send(conn, seq) // our final states reach the peer at once
+			conn.Close()
+			<-readDone
+			return nil
 		case <-t.C:
 		case <-p.kick:
 		}
 	}
 }
 
-func (p *pairLink) send(seq uint64) {
-	b, _ := json.Marshal(pairMsg{Site: p.site, Node: p.node, Seq: seq, Groups: p.local()})
-	for a := range p.peers {
-		_, _ = p.conn.WriteToUDPAddrPort(b, netip.AddrPortFrom(a, p.port))
+func (p *pairLink) getConn() *net.UDPConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.conn
+}
+
+func (p *pairLink) send(c *net.UDPConn, seq uint64) {
+	l := p.local()
+	site, peers := p.config()
+	b, err := json.Marshal(pairMsg{Site: site, Node: p.node, Seq: seq, Rev: l.rev, Groups: l.groups})
+	if err != nil {
+		p.log.Error("pair link: encoding a message", "err", err)
+		return
+	}
+	for a := range peers {
+		_, _ = c.WriteToUDPAddrPort(b, netip.AddrPortFrom(a, p.port))
 	}
 }
 
-func (p *pairLink) readLoop() {
-	buf := make([]byte, 64<<10)
+func (p *pairLink) readLoop(c *net.UDPConn) {
+	buf := make([]byte, maxPairMsg)
 	for {
-		n, from, err := p.conn.ReadFromUDPAddrPort(buf)
+		n, from, err := c.ReadFromUDPAddrPort(buf)
 		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				p.log.Warn("pair link: read failed", "err", err)
+			}
 			return
 		}
 		var m pairMsg
-		name, known := p.peers[from.Addr().Unmap()]
-		if !known || json.Unmarshal(buf[:n], &m) != nil || m.Site != p.site || m.Node != name {
+		site, peers := p.config()
+		name, known := peers[from.Addr().Unmap()]
+		if !known || json.Unmarshal(buf[:n], &m) != nil || m.Site != site || m.Node != name {
 			if p.drops.Add(1) == 1 {
 				p.log.Warn("pair link: dropped a message (unknown sender, wrong site or garbage); further drops are only counted", "from", from)
 			}
 			continue
 		}
-		local := p.local()
-		p.mu.Lock()
-		prev := p.heard[name]
-		for g, st := range prev.groups {
-			if st == "MASTER" && m.Groups[g] != "MASTER" && local[g] == "MASTER" && p.peerYielded != nil {
-				go p.peerYielded(g)
-			}
-		}
-		p.heard[name] = peerHeard{at: time.Now(), addr: from.Addr().Unmap(), groups: m.Groups}
-		close(p.recv)
-		p.recv = make(chan struct{})
-		p.mu.Unlock()
-		p.checkDual()
+		p.heardFrom(name, from.Addr().Unmap(), m)
 	}
 }
 
-// checkDual logs the start and end of a dual-master episode once each.
-// Both sides being master for a moment is normal VRRP convergence (two
-// nodes starting together); only one that outlasts the grace is reported.
-func (p *pairLink) checkDual() {
+func (p *pairLink) heardFrom(name string, addr netip.Addr, m pairMsg) {
 	local := p.local()
-	now := time.Now()
+	p.mu.Lock()
+	prev, had := p.heard[name]
+	var yielded []string
+	for g, st := range prev.groups {
+		if st.State == master && m.Groups[g].State != master && local.groups[g].State == master {
+			yielded = append(yielded, g)
+		}
+	}
+	p.heard[name] = peerHeard{at: time.Now(), addr: addr, rev: m.Rev, groups: m.Groups}
+	close(p.recv)
+	p.recv = make(chan struct{})
+	news := !had || !p.alive[name] || prev.rev != m.Rev || !sameGroupMsgs(prev.groups, m.Groups)
+	p.alive[name] = true
+	p.mu.Unlock()
+	for _, g := range yielded {
+		p.events(peerYielded{group: g})
+	}
+	if news {
+		p.events(p.view(name))
+	}
+	p.checkPeers()
+}
+
+// view is what the controller gets about peer name.
+func (p *pairLink) view(name string) peerView {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	h := p.heard[name]
+	return peerView{node: name, alive: p.alive[name], rev: h.rev, groups: h.groups}
+}
+
+// checkPeers reports peers that fell silent and logs the start and end of
+// dual-master episodes. Both sides being master for a moment is normal
+// VRRP convergence; only one that outlasts the grace is reported.
+func (p *pairLink) checkPeers() {
+	local := p.local()
+	now := time.Now()
+	var silent []string
+	p.mu.Lock()
+	for name, h := range p.heard {
+		if p.alive[name] && now.Sub(h.at) >= pairAlive {
+			p.alive[name] = false
+			silent = append(silent, name)
+		}
+	}
 	for g := range p.dualSince {
-		if _, ok := local[g]; !ok {
+		if _, ok := local.groups[g]; !ok {
 			delete(p.dualSince, g)
 		}
 	}
-	for g, st := range local {
-		both := st == "MASTER" && p.peerStateLocked(g) == "MASTER"
+	for g, st := range local.groups {
+		both := st.State == master && p.peerStateLocked(g) == master
 		if !both {
 			delete(p.dualSince, g)
 			if p.dual[g] {
@@ -173,14 +321,19 @@ func (p *pairLink) checkDual() {
 				"group", g, "for", now.Sub(since).Round(time.Millisecond))
 		}
 	}
+	p.mu.Unlock()
+	for _, name := range silent {
+		p.log.Warn("pair link: peer silent", "peer", name, "for", pairAlive)
+		p.events(p.view(name))
+	}
 }
 
 // peerStateLocked is the state the live peer last reported for group g.
 func (p *pairLink) peerStateLocked(g string) string {
-	for _, h := range p.heard {
-		if time.Since(h.at) < pairAlive {
+	for name, h := range p.heard {
+		if p.alive[name] {
 			if st, ok := h.groups[g]; ok {
-				return st
+				return st.State
 			}
 		}
 	}
@@ -195,26 +348,52 @@ func (p *pairLink) peerState(g string) (string, <-chan struct{}) {
 	return p.peerStateLocked(g), p.recv
 }
 
-// dualMaster reports a dual master that is reported and still holds: the
-// peer must still be heard saying MASTER.
-func (p *pairLink) dualMaster(g string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.dual[g] && p.peerStateLocked(g) == "MASTER"
+// pairSnap is what status shows of the pair link.
+type pairSnap struct {
+	bindErr string
+	drops   uint64
+	peers   []pairPeerSnap
+	dual    map[string]bool // group -> dual master reported and still holding
 }
 
-func (p *pairLink) status() []ctl.PeerStatus {
+type pairPeerSnap struct {
+	node     string
+	addr     netip.Addr
+	alive    bool
+	lastSeen time.Time
+	rev      string
+	groups   map[string]pairGroupMsg
+}
+
+func (p *pairLink) snapshot() pairSnap {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var out []ctl.PeerStatus
+	s := pairSnap{bindErr: p.bindErr, drops: p.drops.Load(), dual: map[string]bool{}}
 	for a, name := range p.peers {
-		ps := ctl.PeerStatus{Node: name, Address: a.String()}
+		ps := pairPeerSnap{node: name, addr: a}
 		if h, ok := p.heard[name]; ok {
-			ps.LastSeen = h.at
-			ps.Alive = time.Since(h.at) < pairAlive
-			ps.Groups = h.groups
+			ps.lastSeen, ps.alive, ps.rev, ps.groups = h.at, time.Since(h.at) < pairAlive, h.rev, h.groups
 		}
-		out = append(out, ps)
+		s.peers = append(s.peers, ps)
 	}
-	return out
+	sort.Slice(s.peers, func(i, j int) bool { return s.peers[i].node < s.peers[j].node })
+	for g, d := range p.dual {
+		if d && p.peerStateLocked(g) == master {
+			s.dual[g] = true
+		}
+	}
+	return s
+}
+
+func sameGroupMsgs(a, b map[string]pairGroupMsg) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, x := range a {
+		y, ok := b[k]
+		if !ok || x.State != y.State || x.Advert != y.Advert || !sameAddrSet(x.Cfg, y.Cfg) || !sameAddrSet(x.Adv, y.Adv) {
+			return false
+		}
+	}
+	return true
 }

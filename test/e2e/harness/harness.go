@@ -83,12 +83,12 @@ type Node struct {
 	Addr    netip.Addr
 	Host    *lab.Host
 	Sock    string
+	Config  string   // this node's site file (a rolling push changes one node's first)
 	Metrics string   // metrics listen address inside the namespace; "" = off
 	Env     []string // extra environment for the daemon
 
 	t      testing.TB
 	bin    string
-	cfg    string
 	stdout *syncBuffer
 	cmd    *exec.Cmd
 	exited chan struct{}
@@ -99,7 +99,7 @@ type Pair struct {
 	Switch *lab.Switch
 	Client *lab.Host
 	Nodes  [2]*Node
-	Config string
+	Config string // the site file as first written (each node runs its own copy, Node.Config)
 	VIP    netip.Addr
 	Site   Site
 }
@@ -178,8 +178,10 @@ garp_interval = "20ms"
 	for i, a := range []netip.Addr{Addr1, Addr2} {
 		name := fmt.Sprintf("lb%d", i+1)
 		h := sw.AddHost(t, name, netip.PrefixFrom(a, 24))
-		p.Nodes[i] = &Node{Name: name, Addr: a, Host: h, t: t, bin: bin, cfg: p.Config,
+		n := &Node{Name: name, Addr: a, Host: h, t: t, bin: bin, Config: filepath.Join(dir, name+".toml"),
 			Sock: filepath.Join(dir, name+".sock")}
+		n.WriteConfig(cfg)
+		p.Nodes[i] = n
 	}
 	return p
 }
@@ -189,7 +191,7 @@ func (n *Node) Start() {
 	t := n.t
 	t.Helper()
 	n.stdout = &syncBuffer{}
-	n.cmd = exec.Command(n.bin, "run", "-c", n.cfg, "--node", n.Name, "--socket", n.Sock,
+	n.cmd = exec.Command(n.bin, "run", "-c", n.Config, "--node", n.Name, "--socket", n.Sock,
 		"--state-dir", filepath.Dir(n.Sock), "--metrics", n.Metrics, "--log-level", "debug")
 	n.cmd.Stdout, n.cmd.Stderr = n.stdout, n.stdout
 	n.cmd.Env = append(os.Environ(), n.Env...)
@@ -226,6 +228,35 @@ func (n *Node) Start() {
 	}
 	t.Fatalf("harness: havip on %s did not open its control socket:\n%s", n.Name, n.stdout.String())
 }
+
+// WriteConfig replaces this node's site file (the daemon reads it on reload).
+func (n *Node) WriteConfig(content string) {
+	n.t.Helper()
+	if err := os.WriteFile(n.Config, []byte(content), 0o644); err != nil {
+		n.t.Fatalf("harness: write %s: %v", n.Config, err)
+	}
+}
+
+// ReadConfig returns this node's site file.
+func (n *Node) ReadConfig() string {
+	n.t.Helper()
+	b, err := os.ReadFile(n.Config)
+	if err != nil {
+		n.t.Fatalf("harness: read %s: %v", n.Config, err)
+	}
+	return string(b)
+}
+
+// WriteConfig replaces the site file of both nodes.
+func (p *Pair) WriteConfig(content string) {
+	for _, n := range p.Nodes {
+		n.WriteConfig(content)
+	}
+}
+
+// Reload runs `havip reload` against n's daemon and returns its output and
+// exit code.
+func (n *Node) Reload() (string, int) { return n.Run("reload", "-c", n.Config) }
 
 // Signal sends sig and, for SIGKILL/SIGTERM, waits for the process to end.
 func (n *Node) Signal(sig syscall.Signal) {
@@ -441,7 +472,7 @@ func (n *Node) Pid() int { return n.cmd.Process.Pid }
 // if it exits within two seconds, or -1 (and stops it) if it keeps running.
 func (n *Node) RunDaemonOnce() (string, int) {
 	n.t.Helper()
-	cmd := exec.Command(n.bin, "run", "-c", n.cfg, "--node", n.Name, "--socket", n.Sock,
+	cmd := exec.Command(n.bin, "run", "-c", n.Config, "--node", n.Name, "--socket", n.Sock,
 		"--state-dir", filepath.Dir(n.Sock), "--metrics", "")
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -388,10 +387,7 @@ func testMode(t *testing.T, mode string) {
 	// (e) reload: dropping [sync] stops the kernel's sync daemons, putting
 	// it back starts them for the current role (lb2 is master: both).
 	if mode == "dr" {
-		cfg, err := os.ReadFile(p.Config)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cfg := lb2.ReadConfig()
 		syncBlock := "\n[sync]\ninterface = \"eth0\"\nsync_id = 7\n"
 		if !strings.Contains(string(cfg), syncBlock) {
 			t.Fatalf("site file has no [sync] block to drop:\n%s", cfg)
@@ -407,10 +403,10 @@ func testMode(t *testing.T, mode string) {
 			}
 			return roles
 		}
-		os.WriteFile(p.Config, []byte(strings.Replace(string(cfg), syncBlock, "\n", 1)), 0o644)
+		lb2.WriteConfig(strings.Replace(cfg, syncBlock, "\n", 1))
 		lb2.Signal(syscall.SIGHUP)
 		h.WaitUntil(t, 5*time.Second, "sync daemons stopped by reload", func() bool { return len(syncRoles()) == 0 })
-		os.WriteFile(p.Config, cfg, 0o644)
+		lb2.WriteConfig(cfg)
 		lb2.Signal(syscall.SIGHUP)
 		h.WaitUntil(t, 5*time.Second, "sync daemons back after reload", func() bool { return len(syncRoles()) == 2 })
 		if st, _ := lb2.Status(); st == nil || st.ReloadError != "" {

@@ -1,0 +1,581 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"reflect"
+	"slices"
+	"sort"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	sd "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/havip/havip/internal/checks"
+	"github.com/havip/havip/internal/conf"
+	"github.com/havip/havip/internal/ctl"
+	"github.com/havip/havip/internal/ipvsync"
+	"github.com/havip/havip/internal/notify"
+	"github.com/havip/havip/internal/track"
+	"github.com/havip/havip/internal/vrrp"
+)
+
+// controller owns the daemon's state. Its fields below the line are
+// touched only by run's goroutine; other goroutines send it events
+// (emit, ask) and read what it publishes (view).
+type controller struct {
+	opts    Options
+	log     *slog.Logger
+	started time.Time
+	events  chan any
+	dead    chan struct{} // closed when run stops reading events
+
+	view atomic.Pointer[ctlView]
+
+	// --- owned by run ---
+	ctx      context.Context // the daemon's lifetime; tasks run under it
+	site     *conf.Site
+	node     *conf.Node
+	loadedAt time.Time
+	health   map[string]bool
+	links    map[string]track.LinkState
+	addrs    map[netip.Addr]track.AddrState
+	peer     peerView
+	states   map[string]vrrp.State // as last reported by each group
+	groups   map[string]*groupRun
+	inputs   map[string]groupInput // what each group was last given
+	table    *ipvsync.Table        // what the reconciler was last given
+	syncCfg  *conf.Sync
+	master   bool // the sync daemons were last told this node is master
+	last     *ctl.ReloadResult
+
+	watch    *linkWatch
+	hooks    *notify.Runner
+	hooksT   *taskHandle
+	control  *controlTask
+	controlT *taskHandle
+	metrics  *metricsTask
+	metricsT *taskHandle
+	checks   *healthTask
+	checksT  *taskHandle
+	ipvs     *ipvsTask
+	ipvsT    *taskHandle
+	pair     *pairLink
+	pairT    *taskHandle
+}
+
+type groupRun struct {
+	g    *group
+	task *taskHandle
+}
+
+// ctlView is what the controller publishes for readers: immutable once
+// stored, replaced whole.
+type ctlView struct {
+	site       *conf.Site
+	node       conf.Node
+	loadedAt   time.Time
+	lastReload *ctl.ReloadResult
+	groups     []*group // sorted by name
+	pair       *pairLink
+	ipvs       *ipvsTask
+	checks     *healthTask
+	hooks      *notify.Runner
+}
+
+// Requests that want an answer carry a reply channel.
+type (
+	reloadReq struct {
+		at    time.Time
+		reply chan *ctl.ReloadResult // nil for SIGHUP
+	}
+	failoverReq struct {
+		groups []string
+		reply  chan failoverReply
+	}
+	failoverReply struct {
+		results []ctl.FailoverResult
+		err     error
+	}
+	pingReq struct{ reply chan struct{} }
+)
+
+func newController(opts Options, log *slog.Logger, l *loaded) *controller {
+	return &controller{
+		opts: opts, log: log, started: time.Now(),
+		events: make(chan any, 1024), dead: make(chan struct{}),
+		site: l.site, node: l.node, loadedAt: time.Now(),
+		health: map[string]bool{}, links: map[string]track.LinkState{}, addrs: map[netip.Addr]track.AddrState{},
+		states: map[string]vrrp.State{}, groups: map[string]*groupRun{}, inputs: map[string]groupInput{},
+	}
+}
+
+// emit hands the controller an event; after run has stopped, events are
+// dropped.
+func (c *controller) emit(ev any) {
+	select {
+	case c.events <- ev:
+	case <-c.dead:
+	}
+}
+
+// ask sends a request and waits for its answer channel to be filled by
+// the controller (or for ctx).
+func ask[T any](ctx context.Context, c *controller, mk func(chan T) any) (T, error) {
+	reply := make(chan T, 1)
+	var zero T
+	select {
+	case c.events <- mk(reply):
+	case <-c.dead:
+		return zero, fmt.Errorf("the daemon is stopping")
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	}
+	select {
+	case v := <-reply:
+		return v, nil
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	}
+}
+
+// run starts the tasks, serves events until ctx ends or a stop signal,
+// and stops the tasks again. Start order: the link watch (link and address
+// states are known before any group decides), notify hooks, the control
+// socket (status works from here on), metrics, health checks, IPVS, the
+// pair link, the groups. Stop order: see shutdown.
+func (c *controller) run(ctx context.Context) (err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c.ctx = ctx
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	defer close(c.dead)
+	defer func() {
+		if err != nil {
+			c.shutdown()
+		}
+	}()
+
+	w, err := startLinkWatch(ctx, c.watchWant(c.site, c.node), c.log)
+	if err != nil {
+		return err
+	}
+	c.watch = w
+	c.takeLinks(w.initial)
+
+	c.hooks = notify.New(c.log, notify.Options{QueueLen: 64, DrainTimeout: hookDrain, OutputLimit: 4096})
+	c.hooksT = startTask(ctx, "notify", c.log, c.hooks.Run)
+
+	ct, err := listenControl(c.site.ControlSocket, c)
+	if err != nil {
+		return err
+	}
+	c.control, c.controlT = ct, startTask(ctx, "control socket", c.log, ct.Run)
+	if c.site.Metrics != "" {
+		mt, err := listenMetrics(c.site.Metrics, c)
+		if err != nil {
+			return err
+		}
+		c.metrics, c.metricsT = mt, startTask(ctx, "metrics", c.log, mt.Run)
+	}
+	c.checks = newHealthTask(c.log, c.emit)
+	c.checks.setSite(c.site)
+	c.checksT = startTask(ctx, "health checks", c.log, c.checks.Run)
+	if needsIPVS(c.site) {
+		t, err := openIPVS(c.site, c.log)
+		if err != nil {
+			return err
+		}
+		if c.site.Sync != nil {
+			h, err := ipvsync.OpenSyncDaemons(*c.site.Sync)
+			if err != nil {
+				t.kernel.Close()
+				return fmt.Errorf("connection sync: %w", err)
+			}
+			t.setSync(syncWant{cfg: c.site.Sync, handle: h})
+			c.syncCfg = c.site.Sync
+		}
+		c.ipvs, c.ipvsT = t, startTask(ctx, "ipvs", c.log, t.Run)
+	}
+	c.startPair(c.site, c.node)
+	for i := range c.site.Groups {
+		if err := c.startGroup(&c.site.Groups[i], nil); err != nil {
+			return err
+		}
+	}
+	c.update()
+	c.publish()
+	c.log.Info("havip running", "site", c.site.Name, "node", c.node.Name, "revision", c.site.Revision,
+		"groups", len(c.site.Groups), "virtual_servers", len(c.site.VirtualServers), "version", c.opts.Version)
+	_, _ = sd.SdNotify(false, sd.SdNotifyReady)
+	go c.watchdog(ctx)
+
+	for {
+		select {
+		case <-ctx.Done():
+			c.shutdown()
+			return nil
+		case s := <-sigs:
+			if s == syscall.SIGHUP {
+				c.reload(reloadReq{at: time.Now()})
+				continue
+			}
+			c.log.Info("stopping", "signal", s.String())
+			_, _ = sd.SdNotify(false, sd.SdNotifyStopping)
+			c.shutdown()
+			return nil
+		case u, ok := <-c.watch.ch:
+			if !ok {
+				c.watch.ch = nil // ctx ended
+				continue
+			}
+			c.takeLinks([]track.Update{u})
+			c.update()
+		case ev := <-c.events:
+			c.handle(ev)
+		}
+	}
+}
+
+// hookDrain bounds how long queued notify hooks may still run at shutdown,
+// well inside the unit's TimeoutStopSec (15 s).
+const hookDrain = 5 * time.Second
+
+func (c *controller) handle(ev any) {
+	switch ev := ev.(type) {
+	case checks.Result:
+		was, known := c.health[ev.Key]
+		c.health[ev.Key] = ev.Up
+		if known && was == ev.Up || !known && ev.Up {
+			return // unchanged, or the optimistic start confirmed
+		}
+		c.log.Info("health changed", "target", ev.Key, "up", ev.Up, "reason", ev.Reason)
+		c.update()
+	case groupChanged:
+		c.groupChanged(ev)
+	case peerView:
+		c.peer = ev
+		c.update()
+	case peerYielded:
+		if r := c.groups[ev.group]; r != nil {
+			g := r.g
+			g.post(func() {
+				if g.m.Status().State == vrrp.Master {
+					g.log.Info("peer stopped being master: re-announcing the VIPs")
+					g.claim.Announce(context.Background())
+				}
+			})
+		}
+	case reloadReq:
+		c.reload(ev)
+	case failoverReq:
+		c.failover(ev)
+	case pingReq:
+		ev.reply <- struct{}{}
+	case taskEnded:
+		if ev.err != nil {
+			c.log.Error("task ended", "task", ev.name, "err", ev.err)
+		}
+	default:
+		c.log.Error("controller: unknown event", "type", fmt.Sprintf("%T", ev))
+	}
+}
+
+// takeLinks folds link and address updates into the controller's state.
+func (c *controller) takeLinks(us []track.Update) {
+	for _, u := range us {
+		switch {
+		case u.Link != nil:
+			old, had := c.links[u.Link.Name]
+			c.links[u.Link.Name] = *u.Link
+			if had && old.Index != 0 && u.Link.Index != 0 && old.Index != u.Link.Index {
+				c.log.Info("interface re-created", "interface", u.Link.Name, "old_index", old.Index, "index", u.Link.Index)
+			}
+		case u.Addr != nil:
+			c.addrs[u.Addr.Addr] = *u.Addr
+		}
+	}
+}
+
+// update derives what is wanted from the current inputs and hands each
+// part to its owner; a part that did not change is not sent.
+func (c *controller) update() {
+	w := derive(inputs{site: c.site, node: c.node, health: c.health, links: c.links, addrs: c.addrs})
+	for name, r := range c.groups {
+		in := c.groupInputFor(c.site, c.node, c.site.Group(name))
+		in.want = w.groups[name]
+		in.peer = c.peer.group(name)
+		if reflect.DeepEqual(in, c.inputs[name]) {
+			continue
+		}
+		c.inputs[name] = in
+		r.g.mail.put(in)
+	}
+	if c.ipvs != nil && (c.table == nil || !reflect.DeepEqual(*c.table, w.table)) {
+		c.table = &w.table
+		c.ipvs.setTable(w.table)
+	}
+}
+
+// groupInputFor is a group's input under site, before derive fills want.
+func (c *controller) groupInputFor(site *conf.Site, node *conf.Node, gc *conf.Group) groupInput {
+	in := groupInput{cfg: gc, node: *node, twoNode: len(site.Nodes) == 2, rev: site.Revision}
+	for _, p := range site.Peers(node.Name) {
+		in.peers = append(in.peers, p.Address)
+	}
+	return in
+}
+
+// startGroup builds, prepares and starts the group gc of the current site.
+// g, when not nil, is already built and prepared (by a reload).
+func (c *controller) startGroup(gc *conf.Group, g *group) error {
+	if g == nil {
+		in := c.groupInputFor(c.site, c.node, gc)
+		in.want = derive(inputs{site: c.site, node: c.node, health: c.health, links: c.links, addrs: c.addrs}).groups[gc.Name]
+		in.peer = c.peer.group(gc.Name)
+		var err error
+		if g, err = newGroup(in, c.log, c.hooks, c.emit, kernelDeps); err != nil {
+			return err
+		}
+		g.prepare()
+	}
+	c.inputs[gc.Name] = g.in
+	c.groups[gc.Name] = &groupRun{g: g, task: startTask(c.ctx, "group "+gc.Name, c.log, g.Run)}
+	return nil
+}
+
+// stopGroups stops the named groups in parallel (all their priority-0
+// adverts go out at once) and waits for them.
+func (c *controller) stopGroups(names []string) {
+	var rs []*groupRun
+	for _, n := range names {
+		if r := c.groups[n]; r != nil {
+			rs = append(rs, r)
+			r.task.cancel()
+			delete(c.groups, n)
+			delete(c.inputs, n)
+			delete(c.states, n)
+		}
+	}
+	for _, r := range rs {
+		r.task.wait()
+	}
+}
+
+// groupChanged follows a state change: the pair link tells the peer at
+// once, the sync daemons follow the node's role, and the other groups of a
+// sync group follow.
+func (c *controller) groupChanged(ev groupChanged) {
+	r := c.groups[ev.g.name]
+	if r == nil || r.g != ev.g {
+		return // a group a reload has replaced
+	}
+	c.states[ev.g.name] = ev.to
+	if c.pair != nil {
+		c.pair.notify()
+	}
+	c.followRole()
+	c.followSyncGroup(ev)
+}
+
+// followRole runs the master sync daemon while any group is master here.
+func (c *controller) followRole() {
+	master := slices.Contains(mapsValues(c.states), vrrp.Master)
+	if c.ipvs == nil || c.syncCfg == nil || master == c.master {
+		return
+	}
+	c.master = master
+	c.ipvs.setSync(syncWant{cfg: c.syncCfg, master: master})
+}
+
+// followSyncGroup moves the other members of a sync group with ev: when
+// one leaves MASTER the others hand over too (or a NAT director would hold
+// the front VIP while its peer holds the real servers' gateway, and
+// traffic is black-holed); when one becomes MASTER the others take over.
+func (c *controller) followSyncGroup(ev groupChanged) {
+	name := ev.g.in.cfg.SyncGroup
+	if name == "" {
+		return
+	}
+	for _, member := range c.site.SyncGroupMembers(name) {
+		r := c.groups[member]
+		if member == ev.g.name || r == nil {
+			continue
+		}
+		g := r.g
+		switch {
+		case ev.from == vrrp.Master && ev.to != vrrp.Master:
+			why := fmt.Sprintf("sync group %s: group %s left MASTER", name, ev.g.name)
+			g.post(func() {
+				if g.m.Status().State == vrrp.Master {
+					g.log.Info("following the sync group", "reason", why)
+					g.exec(time.Now(), g.m.Resign(time.Now()))
+					g.publish()
+				}
+			})
+		case ev.to == vrrp.Master:
+			why := fmt.Sprintf("sync group %s: group %s became MASTER", name, ev.g.name)
+			g.post(func() {
+				if g.m.Status().State == vrrp.Backup {
+					g.log.Info("following the sync group", "reason", why)
+					g.exec(time.Now(), g.m.TakeOver(time.Now(), why))
+					g.publish()
+				}
+			})
+		}
+	}
+}
+
+func mapsValues[K comparable, V any](m map[K]V) []V {
+	out := make([]V, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}
+
+// startPair starts the pair link for site (none for a one-node site).
+func (c *controller) startPair(site *conf.Site, node *conf.Node) {
+	p := c.newPair(site, node)
+	if p == nil {
+		return
+	}
+	c.pair, c.pairT = p, startTask(c.ctx, "pair link", c.log, p.Run)
+}
+
+func (c *controller) newPair(site *conf.Site, node *conf.Node) *pairLink {
+	peers := map[netip.Addr]string{}
+	for _, p := range site.Peers(node.Name) {
+		peers[p.Address] = p.Name
+	}
+	if len(peers) == 0 {
+		return nil
+	}
+	return newPairLink(site.Name, node.Name, node.Address, site.PairPort, peers, c.pairLocal, c.emit, c.dualGrace, c.log)
+}
+
+// pairLocal is what the pair link says about this node: read from the
+// published view and the groups' snapshots, safe from any goroutine.
+func (c *controller) pairLocal() pairLocal {
+	v := c.view.Load()
+	if v == nil {
+		return pairLocal{}
+	}
+	l := pairLocal{rev: v.site.Revision, groups: make(map[string]pairGroupMsg, len(v.groups))}
+	for _, g := range v.groups {
+		s := g.snap.Load()
+		sp := cfgSpoken(s.cfg)
+		l.groups[g.name] = pairGroupMsg{State: s.status.State.String(), Cfg: sp.addrs, Advert: sp.advert, Adv: s.adv}
+	}
+	return l
+}
+
+// dualGrace is how long both directors may claim a group before it counts
+// as a dual master: enough for a normal election to settle.
+func (c *controller) dualGrace(group string) time.Duration {
+	v := c.view.Load()
+	if v != nil {
+		if g := v.site.Group(group); g != nil {
+			return time.Second + 3*g.Advert
+		}
+	}
+	return time.Second
+}
+
+// publish stores a new view for readers.
+func (c *controller) publish() {
+	v := &ctlView{site: c.site, node: *c.node, loadedAt: c.loadedAt, lastReload: c.last,
+		pair: c.pair, ipvs: c.ipvs, checks: c.checks, hooks: c.hooks}
+	for _, r := range c.groups {
+		v.groups = append(v.groups, r.g)
+	}
+	sort.Slice(v.groups, func(i, j int) bool { return v.groups[i].name < v.groups[j].name })
+	c.view.Store(v)
+}
+
+// shutdown stops every task in this order: the groups, in parallel
+// (priority-0 adverts, VIPs released: the peer takes over at once); the
+// pair link (its last message carries the final states); health checks;
+// IPVS (the sync daemons stop, the table stays as configured); notify
+// hooks (what is queued runs within hookDrain); metrics; the control
+// socket; the link watch.
+func (c *controller) shutdown() {
+	names := make([]string, 0, len(c.groups))
+	for n := range c.groups {
+		names = append(names, n)
+	}
+	c.stopGroups(names)
+	c.publish()
+	for _, t := range []*taskHandle{c.pairT, c.checksT, c.ipvsT, c.hooksT, c.metricsT, c.controlT} {
+		if t != nil {
+			t.stop()
+		}
+	}
+	if c.watch != nil {
+		c.watch.stop()
+	}
+	c.log.Info("stopped")
+}
+
+// watchdog pets systemd only while the controller and every group answer.
+func (c *controller) watchdog(ctx context.Context) {
+	every, err := sd.SdWatchdogEnabled(false)
+	if err != nil || every == 0 {
+		return
+	}
+	t := time.NewTicker(every / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, every/3)
+		_, err := ask(pctx, c, func(r chan struct{}) any { return pingReq{reply: r} })
+		ok := err == nil
+		if !ok {
+			c.log.Error("watchdog: controller not responding", "err", err)
+		}
+		if v := c.view.Load(); ok && v != nil {
+			for _, g := range v.groups {
+				if err := g.do(pctx, func() {}); err != nil {
+					ok = false
+					c.log.Error("watchdog: group not responding", "group", g.name, "err", err)
+				}
+			}
+		}
+		cancel()
+		if ok {
+			_, _ = sd.SdNotify(false, sd.SdNotifyWatchdog)
+		}
+	}
+}
+
+func needsIPVS(s *conf.Site) bool { return len(s.VirtualServers) > 0 || s.Sync != nil }
+
+// watchWant is every interface the groups depend on and this node's address.
+func (c *controller) watchWant(site *conf.Site, node *conf.Node) track.Want {
+	set := map[string]bool{}
+	for _, g := range site.Groups {
+		set[g.Interface] = true
+		for _, t := range g.Track {
+			if t.Interface != "" {
+				set[t.Interface] = true
+			}
+		}
+	}
+	w := track.Want{Addrs: []netip.Addr{node.Address}}
+	for n := range set {
+		w.Links = append(w.Links, n)
+	}
+	sort.Strings(w.Links)
+	return w
+}

@@ -1,0 +1,576 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/havip/havip/internal/conf"
+	"github.com/havip/havip/internal/ctl"
+	"github.com/havip/havip/internal/ipvsync"
+	"github.com/havip/havip/internal/vrrp"
+)
+
+// A reload is a transaction on the controller's goroutine: load and
+// validate the file (refused: nothing changes), plan what differs from
+// what runs, prepare everything new next to what runs (group sockets,
+// listeners, kernel handles; any failure closes what was prepared and
+// refuses the reload whole), then commit. Unchanged groups are not
+// touched; changed groups are updated in place without leaving their
+// state; only a group whose socket must change (interface, VRID, version,
+// unicast, family) or whose address ownership changes is restarted.
+
+type changeKind uint8
+
+const (
+	groupKeep changeKind = iota
+	groupUpdate
+	groupRestart
+	groupAdd
+)
+
+type groupPlan struct {
+	cfg  *conf.Group // in the new site
+	kind changeKind
+	what []string // what changed, for the report
+}
+
+type reloadPlan struct {
+	groups    []groupPlan
+	removed   []string
+	lines     []string
+	pairBind  bool // the pair link needs a new socket (node address or pair_port)
+	control   bool
+	metrics   bool
+	stateDir  bool
+	watch     bool // other interfaces or node address to watch
+	ipvsStart bool
+	syncNew   bool // a new sync-daemon handle (added or changed [sync])
+	syncStop  bool
+}
+
+// prepared is what a reload opened before committing.
+type prepared struct {
+	groups  map[string]*group
+	pair    *pairLink
+	control *controlTask
+	metrics *metricsTask
+	watch   *linkWatch
+	ipvs    *ipvsTask
+	sync    *ipvsync.SyncDaemons
+}
+
+// abort closes everything prepared.
+func (p *prepared) abort() {
+	for _, g := range p.groups {
+		g.closeConn()
+		g.claim.Close()
+	}
+	if p.pair != nil && p.pair.getConn() != nil {
+		p.pair.getConn().Close()
+	}
+	if p.control != nil {
+		p.control.close()
+	}
+	if p.metrics != nil {
+		p.metrics.close()
+	}
+	if p.watch != nil {
+		p.watch.stop()
+	}
+	if p.ipvs != nil {
+		p.ipvs.kernel.Close()
+	}
+	if p.sync != nil {
+		p.sync.Close()
+	}
+}
+
+// reload runs one reload and reports it to the log, to status and to the
+// requester.
+func (c *controller) reload(req reloadReq) {
+	res := c.tryReload(req.at)
+	c.last = res
+	c.publish()
+	switch {
+	case !res.Applied:
+		c.log.Error("reload refused; the running configuration stays", "problems", strings.Join(res.Problems, "; "))
+	case len(res.Changes) == 0:
+		c.log.Info("reloaded: no changes", "revision", res.Revision, "took", res.Took)
+	default:
+		c.log.Info("reloaded", "revision", res.Revision, "changes", strings.Join(res.Changes, "; "), "took", res.Took)
+	}
+	if req.reply != nil {
+		req.reply <- res
+	}
+}
+
+func (c *controller) tryReload(at time.Time) *ctl.ReloadResult {
+	res := &ctl.ReloadResult{File: c.opts.ConfigPath, OldRevision: c.site.Revision, Revision: c.site.Revision}
+	l, err := load(c.opts)
+	if err != nil {
+		var pe *problemsError
+		if errors.As(err, &pe) {
+			for _, p := range pe.problems {
+				res.Problems = append(res.Problems, problemLine(p))
+			}
+		} else {
+			res.Problems = []string{"reload: " + err.Error()}
+		}
+		return res
+	}
+	for _, w := range l.warnings {
+		res.Warnings = append(res.Warnings, problemLine(w))
+	}
+	plan := c.plan(l)
+	prep, err := c.prepare(plan, l)
+	if err != nil {
+		prep.abort()
+		res.Problems = []string{"reload: " + err.Error()}
+		return res
+	}
+	c.commit(plan, l, prep)
+	res.Applied, res.Revision, res.Changes = true, l.site.Revision, plan.lines
+	res.Took = time.Since(at).Round(time.Microsecond).String()
+	return res
+}
+
+func problemLine(p conf.Problem) string {
+	if p.Line == 0 {
+		return p.File + ": " + p.Msg
+	}
+	return p.String()
+}
+
+// plan compares the running site with the new one.
+func (c *controller) plan(l *loaded) reloadPlan {
+	old, site, node := c.site, l.site, l.node
+	var p reloadPlan
+	nodeMoved := node.Address != c.node.Address || node.Name != c.node.Name
+	peersChanged := !slices.Equal(peerAddrs(old, c.node), peerAddrs(site, node)) || len(old.Nodes) != len(site.Nodes)
+	for i := range site.Groups {
+		gc := &site.Groups[i]
+		oc := old.Group(gc.Name)
+		gp := groupPlan{cfg: gc}
+		switch {
+		case oc == nil:
+			gp.kind = groupAdd
+			p.lines = append(p.lines, fmt.Sprintf("group %s: added (%s vrid %d)", gc.Name, gc.Interface, gc.VRID))
+		case sockKeyOf(oc) != sockKeyOf(gc):
+			gp.kind = groupRestart
+			gp.what = sockDiff(oc, gc)
+		case (basePriority(oc, c.node) == vrrp.OwnerPriority) != (basePriority(gc, node) == vrrp.OwnerPriority):
+			gp.kind = groupRestart
+			gp.what = []string{"address ownership"}
+		default:
+			gp.what = groupDiff(oc, gc)
+			if basePriority(oc, c.node) != basePriority(gc, node) && !slices.Contains(gp.what, "priorities") {
+				gp.what = append(gp.what, fmt.Sprintf("priority %d -> %d", basePriority(oc, c.node), basePriority(gc, node)))
+			}
+			if nodeMoved {
+				gp.what = append(gp.what, "node address")
+			}
+			if peersChanged {
+				gp.what = append(gp.what, "peers")
+			}
+			if len(gp.what) > 0 {
+				gp.kind = groupUpdate
+			}
+		}
+		switch gp.kind {
+		case groupRestart:
+			p.lines = append(p.lines, fmt.Sprintf("group %s: restarted (%s)", gc.Name, strings.Join(gp.what, ", ")))
+		case groupUpdate:
+			p.lines = append(p.lines, fmt.Sprintf("group %s: updated in place (%s)", gc.Name, strings.Join(gp.what, ", ")))
+		}
+		p.groups = append(p.groups, gp)
+	}
+	for _, og := range old.Groups {
+		if site.Group(og.Name) == nil {
+			p.removed = append(p.removed, og.Name)
+			p.lines = append(p.lines, fmt.Sprintf("group %s: removed", og.Name))
+		}
+	}
+	if node.Address != c.node.Address || site.PairPort != old.PairPort {
+		p.pairBind = true
+		p.lines = append(p.lines, fmt.Sprintf("pair link: %s port %d -> %s port %d", c.node.Address, old.PairPort, node.Address, site.PairPort))
+	} else if peersChanged {
+		p.lines = append(p.lines, "pair link: peers changed")
+	}
+	if site.ControlSocket != old.ControlSocket {
+		p.control = true
+		p.lines = append(p.lines, fmt.Sprintf("control socket: %s -> %s", old.ControlSocket, site.ControlSocket))
+	}
+	if site.Metrics != old.Metrics {
+		p.metrics = true
+		p.lines = append(p.lines, fmt.Sprintf("metrics: %q -> %q", old.Metrics, site.Metrics))
+	}
+	if site.StateDir != old.StateDir {
+		p.stateDir = true
+		p.lines = append(p.lines, fmt.Sprintf("state_dir: %s -> %s", old.StateDir, site.StateDir))
+	}
+	p.watch = !sameWant(c.watchWant(old, c.node), c.watchWant(site, node))
+	p.lines = append(p.lines, vsDiff(old, site)...)
+	if needsIPVS(site) && c.ipvs == nil {
+		p.ipvsStart = true
+	}
+	switch {
+	case site.Sync != nil && (c.syncCfg == nil || *site.Sync != *c.syncCfg):
+		p.syncNew = true
+		p.lines = append(p.lines, "sync: daemons (re)configured on "+site.Sync.Interface)
+	case site.Sync == nil && c.syncCfg != nil:
+		p.syncStop = true
+		p.lines = append(p.lines, "sync: removed; daemons stopped")
+	}
+	if !reflect.DeepEqual(old.Checks, site.Checks) {
+		p.lines = append(p.lines, "checks: changed")
+	}
+	if old.Name != site.Name {
+		p.lines = append(p.lines, fmt.Sprintf("site name: %s -> %s", old.Name, site.Name))
+	}
+	return p
+}
+
+// prepare opens what the plan needs new, next to what runs.
+func (c *controller) prepare(p reloadPlan, l *loaded) (*prepared, error) {
+	prep := &prepared{groups: map[string]*group{}}
+	site, node := l.site, l.node
+	if p.watch {
+		w, err := startLinkWatch(c.ctx, c.watchWant(site, node), c.log)
+		if err != nil {
+			return prep, err
+		}
+		prep.watch = w
+	}
+	links := c.links
+	if prep.watch != nil {
+		links = maps2(c.links)
+		for _, u := range prep.watch.initial {
+			if u.Link != nil {
+				links[u.Link.Name] = *u.Link
+			}
+		}
+	}
+	want := derive(inputs{site: site, node: node, health: c.health, links: links, addrs: c.addrs})
+	for _, gp := range p.groups {
+		if gp.kind != groupRestart && gp.kind != groupAdd {
+			continue
+		}
+		in := c.groupInputFor(site, node, gp.cfg)
+		in.want, in.peer = want.groups[gp.cfg.Name], c.peer.group(gp.cfg.Name)
+		g, err := newGroup(in, c.log, c.hooks, c.emit, kernelDeps)
+		if err != nil {
+			return prep, err
+		}
+		prep.groups[gp.cfg.Name] = g
+		// No stale-VIP cleanup here: the running group may hold them.
+		if g.wantsSocket() {
+			if err := g.open(time.Now()); err != nil {
+				return prep, fmt.Errorf("group %s: %w", gp.cfg.Name, err)
+			}
+		}
+	}
+	if p.pairBind {
+		if pl := c.newPair(site, node); pl != nil {
+			if err := pl.bind(); err != nil {
+				return prep, err
+			}
+			prep.pair = pl
+		}
+	}
+	if p.control {
+		ct, err := listenControl(site.ControlSocket, c)
+		if err != nil {
+			return prep, err
+		}
+		prep.control = ct
+	}
+	if p.metrics && site.Metrics != "" {
+		mt, err := c.listenMetricsReplacing(site.Metrics)
+		if err != nil {
+			return prep, err
+		}
+		prep.metrics = mt
+	}
+	if p.stateDir {
+		if err := os.MkdirAll(site.StateDir, 0o755); err != nil {
+			return prep, fmt.Errorf("state_dir: %w", err)
+		}
+		if c.ipvs != nil {
+			if err := copyIfMissing(filepath.Join(c.site.StateDir, ipvsync.OwnedFile), filepath.Join(site.StateDir, ipvsync.OwnedFile)); err != nil {
+				return prep, fmt.Errorf("state_dir: %w", err)
+			}
+		}
+	}
+	if p.ipvsStart || p.stateDir && c.ipvs != nil {
+		t, err := openIPVS(site, c.log)
+		if err != nil {
+			return prep, err
+		}
+		prep.ipvs = t
+	}
+	if p.syncNew {
+		h, err := ipvsync.OpenSyncDaemons(*site.Sync)
+		if err != nil {
+			return prep, fmt.Errorf("connection sync: %w", err)
+		}
+		prep.sync = h
+	}
+	return prep, nil
+}
+
+// listenMetricsReplacing listens on addr; when the running listener holds
+// the same port it is closed first (and reopened if addr fails).
+func (c *controller) listenMetricsReplacing(addr string) (*metricsTask, error) {
+	mt, err := listenMetrics(addr, c)
+	if err == nil || c.metrics == nil || portOf(addr) != portOf(c.metrics.addr) {
+		return mt, err
+	}
+	c.metricsT.stop()
+	mt, err = listenMetrics(addr, c)
+	if err != nil {
+		if back, berr := listenMetrics(c.metrics.addr, c); berr == nil {
+			c.metrics, c.metricsT = back, startTask(c.ctx, "metrics", c.log, back.Run)
+		}
+		return nil, err
+	}
+	c.metrics, c.metricsT = nil, nil
+	return mt, nil
+}
+
+// commit swaps the prepared parts in; nothing here can fail.
+func (c *controller) commit(p reloadPlan, l *loaded, prep *prepared) {
+	oldSite, oldNode := c.site, c.node
+	if prep.watch != nil {
+		c.watch.stop()
+		c.watch = prep.watch
+		c.takeLinks(prep.watch.initial)
+	}
+	c.site, c.node, c.loadedAt = l.site, l.node, time.Now()
+	var stop []string
+	stop = append(stop, p.removed...)
+	for _, gp := range p.groups {
+		if gp.kind == groupRestart {
+			stop = append(stop, gp.cfg.Name)
+		}
+	}
+	c.stopGroups(stop)
+	for _, gp := range p.groups {
+		if gp.kind == groupRestart || gp.kind == groupAdd {
+			_ = c.startGroup(gp.cfg, prep.groups[gp.cfg.Name])
+		}
+	}
+	// Updated and kept groups get the new configuration from update below.
+	switch {
+	case prep.pair != nil:
+		if c.pairT != nil {
+			c.pairT.stop()
+		}
+		c.pair, c.pairT = prep.pair, startTask(c.ctx, "pair link", c.log, prep.pair.Run)
+	case c.pair != nil && len(l.site.Peers(l.node.Name)) == 0:
+		c.pairT.stop()
+		c.pair, c.pairT = nil, nil
+	case c.pair != nil:
+		c.pair.update(l.site.Name, peerMap(l.site, l.node))
+	default:
+		c.startPair(l.site, l.node)
+	}
+	if prep.control != nil {
+		c.controlT.stop()
+		c.control, c.controlT = prep.control, startTask(c.ctx, "control socket", c.log, prep.control.Run)
+	}
+	if p.metrics {
+		if c.metricsT != nil {
+			c.metricsT.stop()
+			c.metrics, c.metricsT = nil, nil
+		}
+		if prep.metrics != nil {
+			c.metrics, c.metricsT = prep.metrics, startTask(c.ctx, "metrics", c.log, prep.metrics.Run)
+		}
+	}
+	if prep.ipvs != nil {
+		if c.ipvsT != nil {
+			c.ipvsT.stop() // state_dir moved: the new reconciler takes over
+		}
+		c.ipvs, c.ipvsT, c.table = prep.ipvs, startTask(c.ctx, "ipvs", c.log, prep.ipvs.Run), nil
+		if c.syncCfg != nil && prep.sync == nil {
+			// The old task stopped its daemons; the new one needs a handle.
+			if h, err := ipvsync.OpenSyncDaemons(*c.syncCfg); err == nil {
+				prep.sync = h
+			} else {
+				c.log.Error("connection sync: reopening after the state_dir move", "err", err)
+			}
+		}
+	}
+	switch {
+	case prep.sync != nil:
+		c.syncCfg = l.site.Sync
+		if c.syncCfg == nil {
+			c.syncCfg = oldSite.Sync
+		}
+		c.master = slices.Contains(mapsValues(c.states), vrrp.Master)
+		c.ipvs.setSync(syncWant{cfg: c.syncCfg, handle: prep.sync, master: c.master})
+	case p.syncStop && c.ipvs != nil:
+		c.syncCfg = nil
+		c.ipvs.setSync(syncWant{})
+	}
+	c.checks.setSite(l.site)
+	_ = oldNode
+	c.update()
+	c.publish()
+	if c.pair != nil {
+		c.pair.notify()
+	}
+}
+
+// groupDiff names the fields of a group that changed (socket fields aside).
+func groupDiff(a, b *conf.Group) []string {
+	var out []string
+	if !slices.Equal(a.VIPs, b.VIPs) {
+		var add, del []string
+		for _, v := range b.VIPs {
+			if !slices.Contains(a.VIPs, v) {
+				add = append(add, "+"+v.String())
+			}
+		}
+		for _, v := range a.VIPs {
+			if !slices.Contains(b.VIPs, v) {
+				del = append(del, "-"+v.String())
+			}
+		}
+		if len(add)+len(del) == 0 {
+			out = append(out, "vips reordered")
+		} else {
+			out = append(out, "vips "+strings.Join(append(add, del...), " "))
+		}
+	}
+	if a.Advert != b.Advert {
+		out = append(out, fmt.Sprintf("advert %s -> %s", a.Advert, b.Advert))
+	}
+	av, bv := reflect.ValueOf(*a), reflect.ValueOf(*b)
+	for i := 0; i < av.NumField(); i++ {
+		f := av.Type().Field(i)
+		switch f.Name {
+		case "Name", "Interface", "VRID", "Version", "Unicast", "VIPs", "Advert":
+			continue
+		}
+		if !reflect.DeepEqual(av.Field(i).Interface(), bv.Field(i).Interface()) {
+			out = append(out, snake(f.Name))
+		}
+	}
+	return out
+}
+
+// sockDiff says which socket field of a group changed.
+func sockDiff(a, b *conf.Group) []string {
+	var out []string
+	if a.Interface != b.Interface {
+		out = append(out, fmt.Sprintf("interface %s -> %s", a.Interface, b.Interface))
+	}
+	if a.VRID != b.VRID {
+		out = append(out, fmt.Sprintf("vrid %d -> %d", a.VRID, b.VRID))
+	}
+	if a.Version != b.Version {
+		out = append(out, fmt.Sprintf("version %d -> %d", a.Version, b.Version))
+	}
+	if a.Unicast != b.Unicast {
+		out = append(out, fmt.Sprintf("unicast %t -> %t", a.Unicast, b.Unicast))
+	}
+	if isIPv6(a) != isIPv6(b) {
+		out = append(out, "address family")
+	}
+	return out
+}
+
+// vsDiff reports virtual servers added, removed or changed.
+func vsDiff(a, b *conf.Site) []string {
+	var out []string
+	for _, vs := range b.VirtualServers {
+		switch o := a.VirtualServer(vs.Name); {
+		case o == nil:
+			out = append(out, "virtual server "+vs.Name+": added")
+		case !reflect.DeepEqual(*o, vs):
+			out = append(out, "virtual server "+vs.Name+": changed")
+		}
+	}
+	for _, vs := range a.VirtualServers {
+		if b.VirtualServer(vs.Name) == nil {
+			out = append(out, "virtual server "+vs.Name+": removed")
+		}
+	}
+	return out
+}
+
+// snake turns a Go field name into its site-file key (VIPLifetime ->
+// vip_lifetime, GARPCount -> garp_count).
+func snake(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		upper := r >= 'A' && r <= 'Z'
+		if upper && i > 0 {
+			prevLower := s[i-1] >= 'a' && s[i-1] <= 'z'
+			nextLower := i+1 < len(s) && s[i+1] >= 'a' && s[i+1] <= 'z'
+			if prevLower || nextLower {
+				b.WriteByte('_')
+			}
+		}
+		if upper {
+			r += 'a' - 'A'
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func peerAddrs(s *conf.Site, node *conf.Node) []netip.Addr {
+	var out []netip.Addr
+	for _, p := range s.Peers(node.Name) {
+		out = append(out, p.Address)
+	}
+	return out
+}
+
+func peerMap(s *conf.Site, node *conf.Node) map[netip.Addr]string {
+	m := map[netip.Addr]string{}
+	for _, p := range s.Peers(node.Name) {
+		m[p.Address] = p.Name
+	}
+	return m
+}
+
+func portOf(hostport string) string {
+	i := strings.LastIndexByte(hostport, ':')
+	if i < 0 {
+		return hostport
+	}
+	return hostport[i+1:]
+}
+
+func maps2[K comparable, V any](m map[K]V) map[K]V {
+	out := make(map[K]V, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// copyIfMissing copies src to dst when dst does not exist (and src does).
+func copyIfMissing(src, dst string) error {
+	if _, err := os.Stat(dst); err == nil {
+		return nil
+	}
+	b, err := os.ReadFile(src)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o644)
+}

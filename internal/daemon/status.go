@@ -1,0 +1,142 @@
+package daemon
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"strings"
+
+	"github.com/havip/havip/internal/ctl"
+	"github.com/havip/havip/internal/ipvsync"
+	"github.com/havip/havip/internal/vrrp"
+)
+
+// status assembles what `havip status` shows from what the controller and
+// the tasks published. It touches no kernel and waits on nobody, so a
+// status call or a scrape never disturbs the daemon.
+func (c *controller) status() *ctl.Status {
+	v := c.view.Load()
+	st := &ctl.Status{
+		Site:         v.site.Name,
+		Node:         v.node.Name,
+		Address:      v.node.Address.String(),
+		Version:      c.opts.Version,
+		PID:          os.Getpid(),
+		Started:      c.started,
+		ConfigFile:   c.opts.ConfigPath,
+		ConfigLoaded: v.loadedAt,
+		Revision:     v.site.Revision,
+		LastReload:   v.lastReload,
+	}
+	if r := v.lastReload; r != nil && !r.Applied {
+		st.ReloadError = strings.Join(r.Problems, "\n")
+	}
+	var ps pairSnap
+	if v.pair != nil {
+		ps = v.pair.snapshot()
+	}
+	for _, g := range v.groups {
+		st.Groups = append(st.Groups, groupStatus(g.snap.Load(), ps))
+	}
+	for _, p := range ps.peers {
+		out := ctl.PeerStatus{Node: p.node, Address: p.addr.String(), Alive: p.alive, LastSeen: p.lastSeen, Revision: p.rev}
+		if len(p.groups) > 0 {
+			out.Groups = map[string]string{}
+			for name, g := range p.groups {
+				out.Groups[name] = g.State
+			}
+		}
+		st.Peers = append(st.Peers, out)
+	}
+	if v.ipvs != nil {
+		st.IPVS = ipvsStatus(v.ipvs)
+	}
+	if v.checks != nil {
+		for _, r := range v.checks.runner.Snapshot() {
+			st.Checks = append(st.Checks, ctl.CheckStatus{Key: r.Key, Up: r.Up, Reason: r.Reason, Since: r.Since})
+		}
+	}
+	return st
+}
+
+func groupStatus(s *groupSnap, ps pairSnap) ctl.GroupStatus {
+	gs := ctl.GroupStatus{
+		Name:           s.cfg.Name,
+		Interface:      s.cfg.Interface,
+		VRID:           s.cfg.VRID,
+		Version:        s.cfg.Version,
+		Unicast:        s.cfg.Unicast,
+		State:          s.status.State.String(),
+		Since:          s.status.Since,
+		Priority:       s.status.Priority,
+		BasePriority:   s.base,
+		Advert:         s.cfg.Advert.String(),
+		MasterPriority: s.status.MasterPriority,
+		Fault:          s.fault,
+		Yielding:       s.status.Yielding,
+		DualMaster:     ps.dual[s.cfg.Name],
+		RxAdverts:      s.status.Counters.RxAdverts,
+		TxAdverts:      s.status.Counters.TxAdverts,
+		Transitions:    s.status.Counters.Transitions,
+		Drops:          map[string]uint64{},
+		SendErrors:     s.sendErrors,
+	}
+	if s.status.MasterAddr.IsValid() && s.status.State != vrrp.Fault {
+		gs.MasterAddr = s.status.MasterAddr.String()
+		gs.MasterInterval = s.status.MasterInterval.String()
+	}
+	for _, p := range ps.peers {
+		if g, ok := p.groups[s.cfg.Name]; ok && p.alive {
+			gs.PeerState = g.State
+		}
+	}
+	for _, p := range s.cfg.VIPs {
+		gs.VIPs = append(gs.VIPs, p.String())
+	}
+	for r := vrrp.DropReason(1); r < vrrp.NumDropReasons; r++ {
+		if n := s.status.Counters.Drops[r]; n > 0 {
+			gs.Drops[r.String()] = n
+		}
+	}
+	if s.rxDrop > 0 {
+		gs.Drops["rx_queue_full"] = s.rxDrop
+	}
+	for _, t := range s.tracks {
+		gs.Tracks = append(gs.Tracks, ctl.TrackStatus{Kind: t.key.kind.String(), Name: t.key.name, Weight: t.weight, Failing: t.failing})
+	}
+	gs.ReadErrors, gs.Reopens = s.readErrors, s.reopens
+	gs.Socket, gs.ClaimError = s.socket, s.claimErr
+	if s.holding {
+		for _, a := range s.adv {
+			gs.Advertising = append(gs.Advertising, a.String())
+		}
+	}
+	gs.Revision = s.rev
+	return gs
+}
+
+// ipvsStatus renders the reconciler's last published table and the sync
+// daemons' state.
+func ipvsStatus(t *ipvsTask) *ctl.IPVSStatus {
+	pub, ss := t.published()
+	st := &ctl.IPVSStatus{Repairs: t.changes.Load(), AsOf: pub.At}
+	var errs []string
+	if pub.LastError != "" {
+		errs = append(errs, "last reconcile failed: "+pub.LastError)
+	}
+	if pub.StateError != "" {
+		errs = append(errs, "state file: "+pub.StateError)
+	}
+	if ss.err != "" {
+		errs = append(errs, "sync daemons: "+ss.err+" (retrying)")
+	}
+	st.Error = strings.Join(errs, "; ")
+	st.Services, _ = json.Marshal(pub.Rows)
+	var b bytes.Buffer
+	_ = ipvsync.Format(&b, pub.Rows)
+	st.Table = b.String()
+	for _, d := range ss.running {
+		st.Sync = append(st.Sync, ctl.SyncDaemon{Role: d.Role.String(), Interface: d.Interface, SyncID: d.SyncID})
+	}
+	return st
+}
