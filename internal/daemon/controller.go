@@ -400,10 +400,11 @@ func (c *controller) followRole() {
 // the front VIP while its peer holds the real servers' gateway, and
 // traffic is black-holed); when one becomes MASTER the others take over.
 func (c *controller) followSyncGroup(ev groupChanged) {
-	name := ev.g.in.cfg.SyncGroup
-	if name == "" {
+	gc := c.site.Group(ev.g.name) // ev.g.in belongs to the group's goroutine
+	if gc == nil || gc.SyncGroup == "" {
 		return
 	}
+	name := gc.SyncGroup
 	for _, member := range c.site.SyncGroupMembers(name) {
 		r := c.groups[member]
 		if member == ev.g.name || r == nil {
