@@ -36,6 +36,8 @@ package checks
 import (
 	"cmp"
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
@@ -171,6 +173,10 @@ func (r *Runner) Set(ctx context.Context, targets []Target) {
 			r.log.Error("checks: duplicate target key ignored", "key", t.Key)
 			continue
 		}
+		if err := validate(t.Check); err != nil {
+			r.log.Error("checks: target refused", "key", t.Key, "err", err)
+			continue
+		}
 		old := r.workers[t.Key]
 		if old != nil && old.target.Addr == t.Addr && reflect.DeepEqual(old.target.Check, t.Check) {
 			next[t.Key] = old
@@ -207,11 +213,11 @@ func (r *Runner) Set(ctx context.Context, targets []Target) {
 		wctx, cancel := context.WithCancel(ctx)
 		w.cancel = cancel
 		var delay time.Duration
-		if r.jitter && w.cfg.Check.Interval > 0 {
-			delay = rand.N(w.cfg.Check.Interval)
+		if r.jitter && w.target.Check.Interval > 0 {
+			delay = rand.N(w.target.Check.Interval)
 		}
 		r.wg.Add(1)
-		go r.run(wctx, w, r.newProber(w.cfg), delay)
+		go r.run(wctx, w, r.newProber(w.target), delay)
 	}
 }
 
@@ -307,19 +313,22 @@ func (r *Runner) dispatch() {
 	}
 }
 
-// normalize fills what a hand-built Check may lack; conf already applies
-// the same defaults.
-func normalize(c conf.Check) conf.Check {
-	if c.Interval <= 0 {
-		c.Interval = 2 * time.Second
-	}
+// ErrCheck is wrapped by the reason a target is refused.
+var ErrCheck = errors.New("checks: invalid check")
+
+// validate refuses timing the runner cannot work with. The site-file
+// loader (package conf) guarantees valid values; the runner takes them as
+// given and never fills in defaults of its own.
+func validate(c conf.Check) error {
 	switch {
-	case c.Timeout <= 0:
-		c.Timeout = min(c.Interval, time.Second)
+	case c.Type == "none":
+		return nil
+	case c.Interval <= 0 || c.Timeout <= 0:
+		return fmt.Errorf("%w: interval %s and timeout %s must be greater than 0", ErrCheck, c.Interval, c.Timeout)
 	case c.Timeout > c.Interval:
-		c.Timeout = c.Interval
+		return fmt.Errorf("%w: timeout %s is longer than the interval %s", ErrCheck, c.Timeout, c.Interval)
+	case c.Rise < 1 || c.Fall < 1:
+		return fmt.Errorf("%w: rise %d and fall %d must be at least 1", ErrCheck, c.Rise, c.Fall)
 	}
-	c.Rise = max(c.Rise, 1)
-	c.Fall = max(c.Fall, 1)
-	return c
+	return nil
 }

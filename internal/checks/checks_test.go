@@ -404,3 +404,24 @@ func TestRunnerTCP(t *testing.T) {
 		t.Errorf("Failures()[tcp refused] = %d, want >= 2", n)
 	}
 }
+
+// The runner takes timing as given and refuses what it cannot run (the
+// site-file loader never produces it) instead of filling in defaults.
+func TestInvalidCheckRefused(t *testing.T) {
+	r := NewRunner(nil, WithoutJitter())
+	defer r.Stop()
+	r.Set(t.Context(), []Target{
+		{Key: "no-interval", Check: conf.Check{Type: "tcp", Timeout: time.Second, Rise: 1, Fall: 1}},
+		{Key: "timeout-too-long", Check: conf.Check{Type: "tcp", Interval: time.Second, Timeout: 2 * time.Second, Rise: 1, Fall: 1}},
+		{Key: "no-rise", Check: conf.Check{Type: "tcp", Interval: time.Second, Timeout: time.Millisecond, Fall: 1}},
+		{Key: "none", Check: conf.Check{Type: "none"}},
+	})
+	for _, k := range []string{"no-interval", "timeout-too-long", "no-rise"} {
+		if _, ok := r.State(k); ok {
+			t.Errorf("target %s was started", k)
+		}
+	}
+	if _, ok := r.State("none"); !ok {
+		t.Errorf("a none check needs no timing but was refused")
+	}
+}

@@ -30,7 +30,6 @@ type outcome struct {
 // probeOnce runs one probe of t the way the Runner does.
 func probeOnce(t *testing.T, tg Target) outcome {
 	t.Helper()
-	tg.Check = normalize(tg.Check)
 	ctx, cancel := context.WithTimeout(t.Context(), tg.Check.Timeout)
 	defer cancel()
 	start := time.Now()

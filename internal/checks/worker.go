@@ -9,7 +9,6 @@ import (
 // worker is one running target.
 type worker struct {
 	target Target // as given to Set, compared on the next Set
-	cfg    Target // with the check's defaults filled in
 	gen    uint64
 	cancel context.CancelFunc // set and called under Runner.mu
 
@@ -21,14 +20,11 @@ type worker struct {
 }
 
 func newWorker(t Target, gen uint64, init Result) *worker {
-	cfg := t
-	cfg.Check = normalize(t.Check)
 	return &worker{
 		target: t,
-		cfg:    cfg,
 		gen:    gen,
 		cancel: func() {},
-		h:      hysteresis{rise: cfg.Check.Rise, fall: cfg.Check.Fall, up: init.Up},
+		h:      hysteresis{rise: t.Check.Rise, fall: t.Check.Fall, up: init.Up},
 		last:   init,
 	}
 }
@@ -56,8 +52,8 @@ func (w *worker) record(now time.Time, reason string, ok bool) (Result, bool) {
 // every interval.
 func (r *Runner) run(ctx context.Context, w *worker, probe prober, delay time.Duration) {
 	defer r.wg.Done()
-	c := w.cfg.Check
-	log := r.log.With("check", w.cfg.Key, "type", c.Type)
+	c := w.target.Check
+	log := r.log.With("check", w.target.Key, "type", c.Type)
 	r.emit(ctx, w, w.result())
 	if c.Type == "none" {
 		<-ctx.Done()
