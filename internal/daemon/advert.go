@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/havip/havip/internal/vrrp"
 )
 
 // During a rolling push the two directors run different site files for a
@@ -46,7 +48,7 @@ func spokenOf(addrs []netip.Addr, advert time.Duration, version int) spoken {
 type peerGroup struct {
 	alive bool // the peer is heard on the pair link
 	known bool // the peer runs this group
-	state string
+	state vrrp.State
 	cfg   spoken       // the peer's configuration
 	adv   []netip.Addr // the list the peer advertises
 }

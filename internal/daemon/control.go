@@ -132,7 +132,9 @@ func (t *controlTask) handle(ctx context.Context, conn net.Conn) {
 		if err == nil {
 			err = rep.err
 		}
-		resp.Failover = rep.results
+		for _, r := range rep.results {
+			resp.Failover = append(resp.Failover, failoverResult(r))
+		}
 		if err != nil {
 			resp.OK, resp.Error = false, err.Error()
 		}
@@ -150,6 +152,17 @@ func (t *controlTask) handle(ctx context.Context, conn net.Conn) {
 		resp = ctl.Response{Error: fmt.Sprintf("unknown command %q", req.Cmd)}
 	}
 	_ = json.NewEncoder(conn).Encode(resp)
+}
+
+// failoverResult is a drill's result on the wire.
+func failoverResult(r drillResult) ctl.FailoverResult {
+	out := ctl.FailoverResult{Group: r.group, From: r.from, To: r.to, Error: r.err}
+	if r.err == "" {
+		out.Handover = r.handover.Round(10 * time.Microsecond).String()
+		out.Gap = r.gap.Round(10 * time.Microsecond).String()
+		out.GapSeen = r.gap > 0
+	}
+	return out
 }
 
 func peerIsRoot(c *net.UnixConn) bool {

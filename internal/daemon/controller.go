@@ -99,7 +99,7 @@ type (
 		reply  chan failoverReply
 	}
 	failoverReply struct {
-		results []ctl.FailoverResult
+		results []drillResult
 		err     error
 	}
 	pingReq struct{ reply chan struct{} }
@@ -473,7 +473,7 @@ func (c *controller) pairLocal() pairLocal {
 	for _, g := range v.groups {
 		s := g.snap.Load()
 		sp := cfgSpoken(s.cfg)
-		l.groups[g.name] = pairGroupMsg{State: s.status.State.String(), Cfg: sp.addrs, Advert: sp.advert, Adv: s.adv}
+		l.groups[g.name] = pairGroupMsg{State: s.status.State, Cfg: sp.addrs, Advert: sp.advert, Adv: s.adv}
 	}
 	return l
 }

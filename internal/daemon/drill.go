@@ -8,7 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/havip/havip/internal/ctl"
 	"github.com/havip/havip/internal/vrrp"
 )
 
@@ -37,7 +36,7 @@ func (c *controller) failover(req failoverReq) {
 	slices.SortFunc(todo, func(a, b *group) int { return cmp.Compare(a.name, b.name) })
 	from := c.node.Name
 	go func() {
-		out := make([]ctl.FailoverResult, len(todo))
+		out := make([]drillResult, len(todo))
 		done := make(chan struct{}, len(todo))
 		for i, g := range todo {
 			go func() { out[i] = drill(c.ctx, g, from); done <- struct{}{} }()
@@ -47,7 +46,7 @@ func (c *controller) failover(req failoverReq) {
 		}
 		var err error
 		for _, r := range out {
-			if r.Error != "" {
+			if r.err != "" {
 				err = errors.New("failover drill failed for at least one group")
 			}
 		}
@@ -55,8 +54,16 @@ func (c *controller) failover(req failoverReq) {
 	}()
 }
 
-func drill(ctx context.Context, g *group, from string) ctl.FailoverResult {
-	res := ctl.FailoverResult{Group: g.name, From: from}
+// drillResult is one group's handover.
+type drillResult struct {
+	group, from, to string
+	handover        time.Duration // resign -> the peer's first advert as master
+	gap             time.Duration // VIP released -> the peer answers for it
+	err             string
+}
+
+func drill(ctx context.Context, g *group, from string) drillResult {
+	res := drillResult{group: g.name, from: from}
 	var start, released time.Time
 	var rxBefore uint64
 	var src string
@@ -75,11 +82,11 @@ func drill(ctx context.Context, g *group, from string) ctl.FailoverResult {
 		g.publish()
 	})
 	if err != nil {
-		res.Error = err.Error()
+		res.err = err.Error()
 		return res
 	}
 	if state != vrrp.Master {
-		res.Error = "not master here (" + state.String() + ")"
+		res.err = "not master here (" + state.String() + ")"
 		return res
 	}
 	// The peer's first advert as master ends the handover.
@@ -89,18 +96,16 @@ func drill(ctx context.Context, g *group, from string) ctl.FailoverResult {
 		st := s.status
 		if st.Counters.RxAdverts > rxBefore && st.MasterAddr.IsValid() && st.MasterAddr.String() != src && st.MasterPriority > 0 && !s.lastRx.IsZero() {
 			at := s.lastRx
-			res.To = st.MasterAddr.String()
-			res.Handover = at.Sub(start).Round(10 * time.Microsecond).String()
+			res.to = st.MasterAddr.String()
+			res.handover = at.Sub(start)
 			// The VIP had no owner from our release until the peer claimed
 			// it, just before its first advert; a peer that was faster than
 			// our release left no gap at all.
-			gap := max(at.Sub(released), 0)
-			res.Gap = gap.Round(10 * time.Microsecond).String()
-			res.GapSeen = gap > 0
+			res.gap = max(at.Sub(released), 0)
 			return res
 		}
 		time.Sleep(200 * time.Microsecond)
 	}
-	res.Error = "the peer did not take over within 3 advert intervals"
+	res.err = "the peer did not take over within 3 advert intervals"
 	return res
 }

@@ -49,7 +49,6 @@ type pairLink struct {
 	alive     map[string]bool      // node -> alive as last reported to the controller
 	dualSince map[string]time.Time // group -> both sides master since
 	dual      map[string]bool      // group -> dual master reported
-	recv      chan struct{}        // closed and replaced on every message (wakes drills)
 
 	drops atomic.Uint64
 }
@@ -69,7 +68,7 @@ type pairMsg struct {
 }
 
 type pairGroupMsg struct {
-	State  string        `json:"state"`
+	State  vrrp.State    `json:"state"`
 	Cfg    []netip.Addr  `json:"cfg"`              // configured VIPs
 	Advert time.Duration `json:"advert,omitempty"` // configured advert interval, VRRPv2 only
 	Adv    []netip.Addr  `json:"adv"`              // the list advertised now
@@ -101,9 +100,6 @@ func (v peerView) group(name string) peerGroup {
 // last gratuitous ARPs may be what the clients kept.
 type peerYielded struct{ group string }
 
-// master is vrrp.Master as the pair link's messages spell it.
-var master = vrrp.Master.String()
-
 const (
 	pairInterval = 250 * time.Millisecond
 	pairAlive    = 2 * time.Second
@@ -115,7 +111,7 @@ func newPairLink(site, node string, self netip.Addr, port uint16, peers map[neti
 	return &pairLink{
 		site: site, node: node, self: self, port: port, peers: peers, log: log, local: local, events: events, grace: grace,
 		kick: make(chan struct{}, 1), heard: map[string]peerHeard{}, alive: map[string]bool{},
-		dual: map[string]bool{}, dualSince: map[string]time.Time{}, recv: make(chan struct{}),
+		dual: map[string]bool{}, dualSince: map[string]time.Time{},
 	}
 }
 
@@ -254,13 +250,11 @@ func (p *pairLink) heardFrom(name string, addr netip.Addr, m pairMsg) {
 	prev, had := p.heard[name]
 	var yielded []string
 	for g, st := range prev.groups {
-		if st.State == master && m.Groups[g].State != master && local.groups[g].State == master {
+		if st.State == vrrp.Master && m.Groups[g].State != vrrp.Master && local.groups[g].State == vrrp.Master {
 			yielded = append(yielded, g)
 		}
 	}
 	p.heard[name] = peerHeard{at: time.Now(), addr: addr, rev: m.Rev, groups: m.Groups}
-	close(p.recv)
-	p.recv = make(chan struct{})
 	news := !had || !p.alive[name] || prev.rev != m.Rev || !sameGroupMsgs(prev.groups, m.Groups)
 	p.alive[name] = true
 	p.mu.Unlock()
@@ -301,7 +295,7 @@ func (p *pairLink) checkPeers() {
 		}
 	}
 	for g, st := range local.groups {
-		both := st.State == master && p.peerStateLocked(g) == master
+		both := st.State == vrrp.Master && p.peerStateLocked(g) == vrrp.Master
 		if !both {
 			delete(p.dualSince, g)
 			if p.dual[g] {
@@ -328,8 +322,9 @@ func (p *pairLink) checkPeers() {
 	}
 }
 
-// peerStateLocked is the state the live peer last reported for group g.
-func (p *pairLink) peerStateLocked(g string) string {
+// peerStateLocked is the state the live peer last reported for group g
+// (Initialize when none).
+func (p *pairLink) peerStateLocked(g string) vrrp.State {
 	for name, h := range p.heard {
 		if p.alive[name] {
 			if st, ok := h.groups[g]; ok {
@@ -337,15 +332,7 @@ func (p *pairLink) peerStateLocked(g string) string {
 			}
 		}
 	}
-	return ""
-}
-
-// peerState returns the peer's state for group g and a channel closed on
-// the next message heard.
-func (p *pairLink) peerState(g string) (string, <-chan struct{}) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.peerStateLocked(g), p.recv
+	return vrrp.Initialize
 }
 
 // pairSnap is what status shows of the pair link.
@@ -378,7 +365,7 @@ func (p *pairLink) snapshot() pairSnap {
 	}
 	sort.Slice(s.peers, func(i, j int) bool { return s.peers[i].node < s.peers[j].node })
 	for g, d := range p.dual {
-		if d && p.peerStateLocked(g) == master {
+		if d && p.peerStateLocked(g) == vrrp.Master {
 			s.dual[g] = true
 		}
 	}

@@ -43,7 +43,7 @@ func (c *controller) status() *ctl.Status {
 		if len(p.groups) > 0 {
 			out.Groups = map[string]string{}
 			for name, g := range p.groups {
-				out.Groups[name] = g.State
+				out.Groups[name] = g.State.String()
 			}
 		}
 		st.Peers = append(st.Peers, out)
@@ -87,7 +87,7 @@ func groupStatus(s *groupSnap, ps pairSnap) ctl.GroupStatus {
 	}
 	for _, p := range ps.peers {
 		if g, ok := p.groups[s.cfg.Name]; ok && p.alive {
-			gs.PeerState = g.State
+			gs.PeerState = g.State.String()
 		}
 	}
 	for _, p := range s.cfg.VIPs {

@@ -41,6 +41,21 @@ func (s State) String() string {
 	return fmt.Sprintf("State(%d)", uint8(s))
 }
 
+// MarshalText spells the state as String does, for messages between
+// directors and status output.
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText parses what MarshalText wrote.
+func (s *State) UnmarshalText(b []byte) error {
+	for c := Initialize; c <= Fault; c++ {
+		if string(b) == c.String() {
+			*s = c
+			return nil
+		}
+	}
+	return fmt.Errorf("vrrp: unknown state %q", b)
+}
+
 // OwnerPriority is the priority of the address owner.
 const OwnerPriority = 255
 

@@ -692,4 +692,15 @@ func TestStateStrings(t *testing.T) {
 	if diff := cmp.Diff([]string{"INIT", "BACKUP", "MASTER", "FAULT"}, got); diff != "" {
 		t.Fatal(diff)
 	}
+	for _, s := range []State{Initialize, Backup, Master, Fault} {
+		b, _ := s.MarshalText()
+		var back State
+		if err := back.UnmarshalText(b); err != nil || back != s {
+			t.Errorf("%v: text %q reads back as %v, %v", s, b, back, err)
+		}
+	}
+	var s State
+	if err := s.UnmarshalText([]byte("PRIMARY")); err == nil {
+		t.Errorf("an unknown state was accepted")
+	}
 }
