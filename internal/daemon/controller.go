@@ -172,6 +172,7 @@ func (c *controller) run(ctx context.Context) (err error) {
 
 	c.hooks = notify.New(c.log, notify.Options{QueueLen: 64, DrainTimeout: hookDrain, OutputLimit: 4096})
 	c.hooksT = startTask(ctx, "notify", c.log, c.hooks.Run)
+	c.publish() // readers (status, metrics, the pair link) never see no view
 
 	ct, err := listenControl(c.site.ControlSocket, c)
 	if err != nil {

@@ -79,13 +79,14 @@ type Site struct {
 
 // Node is one director running havip.
 type Node struct {
-	Name    string
-	Addr    netip.Addr
-	Host    *lab.Host
-	Sock    string
-	Config  string   // this node's site file (a rolling push changes one node's first)
-	Metrics string   // metrics listen address inside the namespace; "" = off
-	Env     []string // extra environment for the daemon
+	Name     string
+	Addr     netip.Addr
+	Host     *lab.Host
+	Sock     string
+	StateDir string   // this node's --state-dir (the two must not share state files)
+	Config   string   // this node's site file (a rolling push changes one node's first)
+	Metrics  string   // metrics listen address inside the namespace; "" = off
+	Env      []string // extra environment for the daemon
 
 	t      testing.TB
 	bin    string
@@ -179,7 +180,7 @@ garp_interval = "20ms"
 		name := fmt.Sprintf("lb%d", i+1)
 		h := sw.AddHost(t, name, netip.PrefixFrom(a, 24))
 		n := &Node{Name: name, Addr: a, Host: h, t: t, bin: bin, Config: filepath.Join(dir, name+".toml"),
-			Sock: filepath.Join(dir, name+".sock")}
+			Sock: filepath.Join(dir, name+".sock"), StateDir: filepath.Join(dir, name+".state")}
 		n.WriteConfig(cfg)
 		p.Nodes[i] = n
 	}
@@ -192,7 +193,7 @@ func (n *Node) Start() {
 	t.Helper()
 	n.stdout = &syncBuffer{}
 	n.cmd = exec.Command(n.bin, "run", "-c", n.Config, "--node", n.Name, "--socket", n.Sock,
-		"--state-dir", filepath.Dir(n.Sock), "--metrics", n.Metrics, "--log-level", "debug")
+		"--state-dir", n.StateDir, "--metrics", n.Metrics, "--log-level", "debug")
 	n.cmd.Stdout, n.cmd.Stderr = n.stdout, n.stdout
 	n.cmd.Env = append(os.Environ(), n.Env...)
 	if err := n.Host.Start(n.cmd); err != nil {
@@ -473,7 +474,7 @@ func (n *Node) Pid() int { return n.cmd.Process.Pid }
 func (n *Node) RunDaemonOnce() (string, int) {
 	n.t.Helper()
 	cmd := exec.Command(n.bin, "run", "-c", n.Config, "--node", n.Name, "--socket", n.Sock,
-		"--state-dir", filepath.Dir(n.Sock), "--metrics", "")
+		"--state-dir", n.StateDir, "--metrics", "")
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := n.Host.Start(cmd); err != nil {
