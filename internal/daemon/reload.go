@@ -64,10 +64,24 @@ type prepared struct {
 	watch   *linkWatch
 	ipvs    *ipvsTask
 	sync    *ipvsync.SyncDaemons
+
+	restoreMetrics string // the running metrics listener was closed to free its port
 }
 
-// abort closes everything prepared.
-func (p *prepared) abort() {
+// abort closes everything prepared and restores what preparing stopped.
+func (c *controller) abort(p *prepared) {
+	p.close()
+	if p.restoreMetrics != "" {
+		if mt, err := listenMetrics(p.restoreMetrics, c); err == nil {
+			c.metrics, c.metricsT = mt, startTask(c.ctx, "metrics", c.log, mt.Run)
+		} else {
+			c.log.Error("metrics: could not listen again after a refused reload", "err", err)
+		}
+	}
+}
+
+// close closes everything prepared.
+func (p *prepared) close() {
 	for _, g := range p.groups {
 		g.closeConn()
 		g.claim.Close()
@@ -131,7 +145,7 @@ func (c *controller) tryReload(at time.Time) *ctl.ReloadResult {
 	plan := c.plan(l)
 	prep, err := c.prepare(plan, l)
 	if err != nil {
-		prep.abort()
+		c.abort(prep)
 		res.Problems = []string{"reload: " + err.Error()}
 		return res
 	}
@@ -291,13 +305,6 @@ func (c *controller) prepare(p reloadPlan, l *loaded) (*prepared, error) {
 		}
 		prep.control = ct
 	}
-	if p.metrics && site.Metrics != "" {
-		mt, err := c.listenMetricsReplacing(site.Metrics)
-		if err != nil {
-			return prep, err
-		}
-		prep.metrics = mt
-	}
 	if p.stateDir {
 		if err := os.MkdirAll(site.StateDir, 0o755); err != nil {
 			return prep, fmt.Errorf("state_dir: %w", err)
@@ -322,26 +329,31 @@ func (c *controller) prepare(p reloadPlan, l *loaded) (*prepared, error) {
 		}
 		prep.sync = h
 	}
+	// Last: a listener on the port the running one holds means closing
+	// that one first, which abort must undo.
+	if p.metrics && site.Metrics != "" {
+		mt, err := c.listenMetricsReplacing(site.Metrics, prep)
+		if err != nil {
+			return prep, err
+		}
+		prep.metrics = mt
+	}
 	return prep, nil
 }
 
 // listenMetricsReplacing listens on addr; when the running listener holds
-// the same port it is closed first (and reopened if addr fails).
-func (c *controller) listenMetricsReplacing(addr string) (*metricsTask, error) {
+// the same port it is closed first, and prep remembers to bring it back if
+// the reload is refused after all.
+func (c *controller) listenMetricsReplacing(addr string, prep *prepared) (*metricsTask, error) {
 	mt, err := listenMetrics(addr, c)
 	if err == nil || c.metrics == nil || portOf(addr) != portOf(c.metrics.addr) {
 		return mt, err
 	}
+	old := c.metrics.addr
 	c.metricsT.stop()
-	mt, err = listenMetrics(addr, c)
-	if err != nil {
-		if back, berr := listenMetrics(c.metrics.addr, c); berr == nil {
-			c.metrics, c.metricsT = back, startTask(c.ctx, "metrics", c.log, back.Run)
-		}
-		return nil, err
-	}
 	c.metrics, c.metricsT = nil, nil
-	return mt, nil
+	prep.restoreMetrics = old
+	return listenMetrics(addr, c)
 }
 
 // commit swaps the prepared parts in; nothing here can fail.
