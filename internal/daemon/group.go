@@ -527,6 +527,11 @@ func (g *group) open(now time.Time) error {
 		g.openLog.warn(g.log, now, "opening the advert socket failed; retrying", "err", err, "retry_in", g.nextOpen.Sub(now))
 		return err
 	}
+	if g.conn == nil && g.reopens > 0 {
+		// The end of a spell without a socket (the interface was gone or
+		// the socket could not be opened): say so, as its start was.
+		g.log.Info("advert socket reopened", "ifindex", g.connIdx, "source", g.connSrc)
+	}
 	g.closeConn()
 	g.connGen++
 	g.conn, g.openedAt = c, now
