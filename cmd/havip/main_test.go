@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -64,6 +65,39 @@ func TestExitCodes(t *testing.T) {
 		if code != tc.code || !strings.Contains(out+errs, tc.want) {
 			t.Errorf("havip %s: exit %d (want %d), output lacks %q:\n%s%s", strings.Join(tc.args, " "), code, tc.code, tc.want, out, errs)
 		}
+	}
+}
+
+// A group whose advert cannot fit a 1500-byte MTU (100 IPv6 VIPs) is
+// refused by check, with its line, before havip run ever meets it.
+func TestCheckAdvertOverMTU(t *testing.T) {
+	vips := make([]string, 100)
+	for i := range vips {
+		vips[i] = fmt.Sprintf(`"2001:db8::%x/64"`, 0x100+i)
+	}
+	path := filepath.Join(t.TempDir(), "big.toml")
+	site := `[site]
+name = "x"
+[[node]]
+name = "lb1"
+address = "2001:db8::11"
+priority = 150
+[[node]]
+name = "lb2"
+address = "2001:db8::12"
+[[vrrp]]
+name = "v6"
+interface = "eth0"
+vrid = 1
+vips = [` + strings.Join(vips, ", ") + `]
+`
+	if err := os.WriteFile(path, []byte(site), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCLI("check", "-c", path)
+	want := path + ":14:1: vrrp[0].vips: an advert carrying 100 IPv6 VIPs is 1648 bytes, more than the 1500-byte Ethernet MTU; split them across groups"
+	if code != 1 || strings.TrimSpace(errs) != want {
+		t.Fatalf("havip check: exit %d, want 1 and one line\n%s\ngot:\n%s%s", code, want, out, errs)
 	}
 }
 

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,13 +75,24 @@ var _ claimer = (*vip.Claimer)(nil)
 type groupDeps struct {
 	listen     func(vrrpnet.Options) (vrrpnet.Conn, error)
 	newClaimer func(ifname string, vips []netip.Prefix, opt vip.Options) (claimer, error)
+	// acceptLocal sets net.ipv4.conf.IFNAME.accept_local to 1 and says
+	// whether it was not already.
+	acceptLocal func(ifname string) (changed bool, err error)
 }
 
-// kernelDeps are the real ones: raw sockets and netlink.
+// kernelDeps are the real ones: raw sockets, netlink and sysctls.
 var kernelDeps = groupDeps{
 	listen: vrrpnet.Listen,
 	newClaimer: func(ifname string, vips []netip.Prefix, opt vip.Options) (claimer, error) {
 		return vip.New(ifname, vips, opt)
+	},
+	acceptLocal: func(ifname string) (bool, error) {
+		path := "/proc/sys/net/ipv4/conf/" + ifname + "/accept_local"
+		b, err := os.ReadFile(path)
+		if err != nil || strings.TrimSpace(string(b)) == "1" {
+			return false, err
+		}
+		return true, os.WriteFile(path, []byte("1"), 0o644)
 	},
 }
 
@@ -527,13 +540,38 @@ func (g *group) open(now time.Time) error {
 		g.openLog.warn(g.log, now, "opening the advert socket failed; retrying", "err", err, "retry_in", g.nextOpen.Sub(now))
 		return err
 	}
+	if g.conn == nil && g.reopens > 0 {
+		// The end of a spell without a socket (the interface was gone or
+		// the socket could not be opened): say so, as its start was.
+		g.log.Info("advert socket reopened", "ifindex", g.connIdx, "source", g.connSrc)
+	}
 	g.closeConn()
 	g.connGen++
 	g.conn, g.openedAt = c, now
+	g.hearOwner()
 	g.sockFault, g.reopenAt = "", time.Time{}
 	g.reopens++
 	go g.readLoop(c, g.connGen)
 	return nil
+}
+
+// hearOwner makes sure the kernel delivers the address owner's adverts
+// while this node holds the owner's address (a peer's node address is one
+// of the VIPs): IPv4 drops packets whose source is a local address as
+// martians unless the interface has accept_local, so a returning owner
+// would never be heard, and both would stay master. A new interface
+// starts with the default, so this runs with every new socket.
+func (g *group) hearOwner() {
+	if g.sock.v6 || !slices.ContainsFunc(g.in.cfg.VIPs, func(p netip.Prefix) bool { return slices.Contains(g.in.peers, p.Addr()) }) {
+		return
+	}
+	changed, err := g.deps.acceptLocal(g.in.cfg.Interface)
+	switch {
+	case err != nil:
+		g.log.Error("cannot set accept_local: while this node holds the address owner's address it will not hear the owner's adverts", "interface", g.in.cfg.Interface, "err", err)
+	case changed:
+		g.log.Info("set accept_local, to hear the address owner's adverts while holding its address", "interface", g.in.cfg.Interface)
+	}
 }
 
 func (g *group) closeConn() {

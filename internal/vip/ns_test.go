@@ -344,6 +344,28 @@ func TestRemoveStale(t *testing.T) {
 	}
 }
 
+// An interface renamed after the claim keeps the VIPs under its new name;
+// Release still deletes them there.
+func TestReleaseAfterRename(t *testing.T) {
+	dir, _ := pair(t)
+	c := newIn(t, dir, []netip.Prefix{vip4, vip6}, Options{Lifetime: 30 * time.Second})
+	if err := c.Claim(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	dir.SetLinkName(t, "eth0", "eth9")
+	if err := c.Release(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []netip.Prefix{vip4, vip6} {
+		if dir.HasAddr(t, "eth9", p.Addr()) {
+			t.Errorf("%s still on the renamed interface after Release", p)
+		}
+	}
+	if !dir.HasAddr(t, "eth9", netip.MustParseAddr("10.0.0.1")) {
+		t.Error("Release removed an address that is not a VIP")
+	}
+}
+
 func TestMissingInterface(t *testing.T) {
 	dir, _ := pair(t)
 	var c *Claimer

@@ -109,6 +109,12 @@ type Claimer struct {
 	snd      sender
 	sndIndex int
 
+	// addedAt is the ifindex the VIPs were last added on. Release and
+	// ReleaseSome delete there too: an interface renamed away is no
+	// longer found by its name but still carries them, and may still be
+	// plugged into the segment.
+	addedAt atomic.Int32
+
 	garpSent, naSent, errs atomic.Uint64
 }
 
@@ -266,6 +272,7 @@ func (c *Claimer) replace(cfg *config, ps []netip.Prefix) ([]netip.Prefix, netli
 	if err != nil {
 		return nil, nil, err
 	}
+	c.addedAt.Store(int32(l.Attrs().Index))
 	var ok []netip.Prefix
 	var errs []error
 	for _, p := range ps {
@@ -354,20 +361,27 @@ func (c *Claimer) ReleaseSome(ps []netip.Prefix) error {
 	return c.del(c.cfg.Load(), ps)
 }
 
-// del deletes ps but the owner's address.
+// del deletes ps but the owner's address from the interface and from the
+// link they were last added on, if that is another one now (renamed).
 func (c *Claimer) del(cfg *config, ps []netip.Prefix) error {
+	var at []int
 	l, err := c.link()
-	if errors.Is(err, ErrNoLink) {
-		return nil
-	}
-	if err != nil {
+	switch {
+	case err == nil:
+		at = append(at, l.Attrs().Index)
+	case !errors.Is(err, ErrNoLink):
 		return err
 	}
+	if i := int(c.addedAt.Load()); i != 0 && !slices.Contains(at, i) {
+		at = append(at, i)
+	}
 	var errs []error
-	for _, p := range cfg.notOwned(ps) {
-		err := c.nl.AddrDel(l, c.addr(cfg, p, l.Attrs().Index))
-		if err != nil && !isAbsent(err) {
-			errs = append(errs, fmt.Errorf("vip: delete %s from %s: %w", p, c.ifname, err))
+	for _, index := range at {
+		for _, p := range cfg.notOwned(ps) {
+			err := c.nl.AddrDel(nil, c.addr(cfg, p, index))
+			if err != nil && !isAbsent(err) {
+				errs = append(errs, fmt.Errorf("vip: delete %s from %s (ifindex %d): %w", p, c.ifname, index, err))
+			}
 		}
 	}
 	return errors.Join(errs...)

@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	h "github.com/havip/havip/test/e2e/harness"
 )
 
@@ -18,14 +16,7 @@ func TestIPv6KillMaster(t *testing.T) {
 	p.Client.AddAddr(t, "eth0", netip.MustParsePrefix("2001:db8:51::50/64"))
 	// v3 over IPv6 sends from the link-local address: wait for its DAD.
 	for _, n := range p.Nodes {
-		h.WaitUntil(t, 5*time.Second, n.Name+" link-local address usable", func() bool {
-			for _, a := range n.Host.AddrsOn(t, "eth0") {
-				if a.IP.IsLinkLocalUnicast() && a.Flags&unix.IFA_F_TENTATIVE == 0 {
-					return true
-				}
-			}
-			return false
-		})
+		h.WaitLinkLocal(t, n.Host, "eth0")
 	}
 	p.Nodes[0].Start()
 	p.Nodes[1].Start()

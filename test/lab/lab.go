@@ -386,6 +386,30 @@ func (h *Host) DelLink(t testing.TB, ifname string) {
 	}
 }
 
+// SetLinkName renames ifname to name (Linux renames an up link too).
+func (h *Host) SetLinkName(t testing.TB, ifname, name string) {
+	t.Helper()
+	if err := h.nl.LinkSetName(h.link(t, ifname), name); err != nil {
+		t.Fatalf("lab: %s: rename %s to %s: %v", h.Name, ifname, name, err)
+	}
+}
+
+// SetMTU sets the MTU of ifname.
+func (h *Host) SetMTU(t testing.TB, ifname string, mtu int) {
+	t.Helper()
+	if err := h.nl.LinkSetMTU(h.link(t, ifname), mtu); err != nil {
+		t.Fatalf("lab: %s: MTU %d on %s: %v", h.Name, mtu, ifname, err)
+	}
+}
+
+// DelAddr deletes p from ifname.
+func (h *Host) DelAddr(t testing.TB, ifname string, p netip.Prefix) {
+	t.Helper()
+	if err := h.nl.AddrDel(h.link(t, ifname), Addr(p)); err != nil {
+		t.Fatalf("lab: %s: delete %s from %s: %v", h.Name, p, ifname, err)
+	}
+}
+
 // AddAddr adds p to ifname.
 func (h *Host) AddAddr(t testing.TB, ifname string, p netip.Prefix) {
 	t.Helper()

@@ -6,8 +6,8 @@ package harness
 
 import (
 	"bytes"
-
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/havip/havip/internal/ctl"
 	"github.com/havip/havip/test/lab"
@@ -322,6 +323,75 @@ func (n *Node) WaitState(group, state string, timeout time.Duration) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	n.t.Fatalf("harness: %s: group %s is %q, want %q after %s\n%s", n.Name, group, last, state, timeout, n.Log())
+}
+
+// Group returns n's status of group, or nil when the daemon does not
+// answer or has no such group.
+func (n *Node) Group(group string) *ctl.GroupStatus {
+	st, err := n.Status()
+	if err != nil {
+		return nil
+	}
+	for i := range st.Groups {
+		if st.Groups[i].Name == group {
+			return &st.Groups[i]
+		}
+	}
+	return nil
+}
+
+// Scrape fetches n's metrics page (Node.Metrics must be set) from inside
+// its namespace and returns the body.
+func (n *Node) Scrape() (string, error) {
+	var body string
+	err := n.Host.Do(func() error {
+		// Dialled here, on the thread inside n's namespace.
+		c, err := net.DialTimeout("tcp", n.Metrics, 2*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := io.WriteString(c, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n"); err != nil {
+			return err
+		}
+		b, err := io.ReadAll(c)
+		body = string(b)
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("harness: scrape %s on %s: %w", n.Metrics, n.Name, err)
+	}
+	if !strings.HasPrefix(body, "HTTP/1.0 200") {
+		return "", fmt.Errorf("harness: scrape %s on %s: %q", n.Metrics, n.Name, body)
+	}
+	return body, nil
+}
+
+// Reattach plugs a new eth0 of n into the switch, after the test deleted
+// the old one: a new ifindex and MAC (n.Host.MAC follows), with n's
+// address when withAddr.
+func (p *Pair) Reattach(n *Node, withAddr bool) {
+	n.t.Helper()
+	var addrs []netip.Prefix
+	if withAddr {
+		addrs = append(addrs, netip.PrefixFrom(n.Addr, 24))
+	}
+	n.Host.MAC = p.Switch.Attach(n.t, n.Host, "eth0", addrs...)
+}
+
+// WaitLinkLocal waits until ifname of host has a usable (no longer
+// tentative) IPv6 link-local address: the source of IPv6 adverts.
+func WaitLinkLocal(t testing.TB, host *lab.Host, ifname string) {
+	t.Helper()
+	WaitUntil(t, 5*time.Second, host.Name+" link-local address usable", func() bool {
+		for _, a := range host.AddrsOn(t, ifname) {
+			if a.IP.IsLinkLocalUnicast() && a.Flags&unix.IFA_F_TENTATIVE == 0 {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // HasVIP reports whether the VIP is configured on n's eth0.
