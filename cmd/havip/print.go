@@ -31,6 +31,9 @@ func printStatus(w io.Writer, st *ctl.Status) {
 	case st.ReloadError != "":
 		fmt.Fprintf(w, "LAST RELOAD REFUSED (running config kept): %s\n", st.ReloadError)
 	}
+	if st.PairError != "" {
+		fmt.Fprintf(w, "PAIR LINK NOT BOUND (retrying): %s\n", st.PairError)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nGROUP\tIFACE\tVRID\tVER\tSTATE\tPRIO\tMASTER\tPEER\tVIPS")
 	for _, g := range st.Groups {

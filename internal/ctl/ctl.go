@@ -62,6 +62,7 @@ type Status struct {
 	ConfigLoaded time.Time     `json:"config_loaded"`
 	Revision     string        `json:"revision"` // of the running site file
 	ReloadError  string        `json:"reload_error,omitempty"`
+	PairError    string        `json:"pair_error,omitempty"` // the pair link cannot bind (yet)
 	LastReload   *ReloadResult `json:"last_reload,omitempty"`
 	Groups       []GroupStatus `json:"groups"`
 	Peers        []PeerStatus  `json:"peers"`

@@ -34,6 +34,7 @@ func (c *controller) status() *ctl.Status {
 	var ps pairSnap
 	if v.pair != nil {
 		ps = v.pair.snapshot()
+		st.PairError = ps.bindErr
 	}
 	for _, g := range v.groups {
 		st.Groups = append(st.Groups, groupStatus(g.snap.Load(), ps))

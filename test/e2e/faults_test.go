@@ -176,6 +176,9 @@ func TestFaultMissingAtStart(t *testing.T) {
 			h.WaitUntil(t, 5*time.Second, "lb2's pair link retrying", func() bool {
 				return strings.Contains(lb2.Log(), "pair link: cannot bind yet; retrying")
 			})
+			if st, err := lb2.Status(); err != nil || !strings.Contains(st.PairError, "cannot assign requested address") {
+				t.Errorf("status does not show the pair link's bind error: %v %+v", err, st)
+			}
 			time.Sleep(time.Second)
 			if lb2.ExitCode() != -1 || lb2.State(group) != "FAULT" {
 				t.Fatalf("lb2 exit %d, state %s: want running, in FAULT", lb2.ExitCode(), lb2.State(group))
@@ -188,6 +191,9 @@ func TestFaultMissingAtStart(t *testing.T) {
 			h.WaitUntil(t, 10*time.Second, "lb2's pair link bound", func() bool {
 				return strings.Contains(lb2.Log(), "pair link bound")
 			})
+			if st, err := lb2.Status(); err != nil || st.PairError != "" {
+				t.Errorf("the pair link's bind error stays in status after it bound: %v %+v", err, st)
+			}
 			peersAlive(t, p)
 			t.Logf("%s missing at start: BACKUP %s after it appeared, pair link alive both ways after %s",
 				tc.name, joined.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
