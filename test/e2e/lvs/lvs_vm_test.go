@@ -45,32 +45,14 @@ type realServer struct {
 }
 
 func (rs *realServer) serve(t *testing.T) {
-	var l net.Listener
-	if err := rs.host.Do(func() error {
-		var err error
-		l, err = net.Listen("tcp4", fmt.Sprintf(":%d", port))
-		return err
-	}); err != nil {
-		t.Fatalf("%s: listen: %v", rs.name, err)
-	}
-	rs.l = l
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				fmt.Fprintf(c, "%s\n", rs.name)
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					fmt.Fprintf(c, "%s %s\n", rs.name, sc.Text())
-				}
-			}()
+	rs.l = h.Listen(t, rs.host, port, func(c net.Conn) {
+		defer c.Close()
+		fmt.Fprintf(c, "%s\n", rs.name)
+		sc := bufio.NewScanner(c)
+		for sc.Scan() {
+			fmt.Fprintf(c, "%s %s\n", rs.name, sc.Text())
 		}
-	}()
+	})
 }
 
 type topo struct {
