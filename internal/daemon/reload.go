@@ -291,13 +291,6 @@ func (c *controller) prepare(p reloadPlan, l *loaded) (*prepared, error) {
 		}
 		prep.control = ct
 	}
-	if p.metrics && site.Metrics != "" {
-		mt, err := c.listenMetricsReplacing(site.Metrics)
-		if err != nil {
-			return prep, err
-		}
-		prep.metrics = mt
-	}
 	if p.stateDir {
 		if err := os.MkdirAll(site.StateDir, 0o755); err != nil {
 			return prep, fmt.Errorf("state_dir: %w", err)
@@ -321,6 +314,15 @@ func (c *controller) prepare(p reloadPlan, l *loaded) (*prepared, error) {
 			return prep, fmt.Errorf("connection sync: %w", err)
 		}
 		prep.sync = h
+	}
+	// Last: moving metrics within its port closes the running listener,
+	// which abort cannot give back.
+	if p.metrics && site.Metrics != "" {
+		mt, err := c.listenMetricsReplacing(site.Metrics)
+		if err != nil {
+			return prep, err
+		}
+		prep.metrics = mt
 	}
 	return prep, nil
 }
