@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -23,27 +21,9 @@ command = ["true"]
 	p.Nodes[1].Start()
 	p.Nodes[0].WaitState(group, "MASTER", 3*time.Second)
 	p.Nodes[1].WaitState(group, "BACKUP", time.Second)
-	var body string
-	err := p.Nodes[0].Host.Do(func() error {
-		// Dialled here, on the thread inside lb1's namespace.
-		c, err := net.DialTimeout("tcp", "127.0.0.1:9110", 2*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(2 * time.Second))
-		if _, err := io.WriteString(c, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n"); err != nil {
-			return err
-		}
-		b, err := io.ReadAll(c)
-		body = string(b)
-		return err
-	})
+	body, err := scrape(p.Nodes[0], "127.0.0.1:9110")
 	if err != nil {
 		t.Fatal(err)
-	}
-	if !strings.HasPrefix(body, "HTTP/1.0 200") {
-		t.Fatalf("GET /metrics: %q", body)
 	}
 	for _, want := range []string{
 		`havip_vrrp_state{group="front",state="MASTER"} 1`,
