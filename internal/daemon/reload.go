@@ -109,6 +109,10 @@ func (c *controller) reload(req reloadReq) {
 	if req.reply != nil {
 		req.reply <- res
 	}
+	for _, t := range c.retired {
+		t.stop()
+	}
+	c.retired = nil
 }
 
 func (c *controller) tryReload(at time.Time) *ctl.ReloadResult {
@@ -384,7 +388,9 @@ func (c *controller) commit(p reloadPlan, l *loaded, prep *prepared) {
 		c.startPair(l.site, l.node)
 	}
 	if prep.control != nil {
-		c.controlT.stop()
+		// The request may have come through the old socket: it answers
+		// first (see reload).
+		c.retired = append(c.retired, c.controlT)
 		c.control, c.controlT = prep.control, startTask(c.ctx, "control socket", c.log, prep.control.Run)
 	}
 	if p.metrics {
