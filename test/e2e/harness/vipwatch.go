@@ -20,11 +20,13 @@ import (
 type VIPWatch struct {
 	vips []netip.Addr
 
-	mu       sync.Mutex
-	on       map[netip.Addr][]string // address -> hosts holding it
-	events   []string
-	overlaps []string
-	errs     []error
+	mu        sync.Mutex
+	on        map[netip.Addr][]string // address -> hosts holding it
+	bothSince map[netip.Addr]time.Time
+	both      map[netip.Addr]time.Duration
+	events    []string
+	overlaps  []string
+	errs      []error
 }
 
 type addrEvent struct {
@@ -36,7 +38,7 @@ type addrEvent struct {
 // until the test ends.
 func WatchVIPs(t testing.TB, vips []netip.Addr, hosts ...*lab.Host) *VIPWatch {
 	t.Helper()
-	w := &VIPWatch{vips: vips, on: map[netip.Addr][]string{}}
+	w := &VIPWatch{vips: vips, on: map[netip.Addr][]string{}, bothSince: map[netip.Addr]time.Time{}, both: map[netip.Addr]time.Duration{}}
 	done := make(chan struct{})
 	t.Cleanup(func() { close(done) })
 	all := make(chan addrEvent, 256)
@@ -87,19 +89,26 @@ func (w *VIPWatch) take(e addrEvent) {
 	a = a.Unmap()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	now := time.Now().Format("15:04:05.000000")
+	at := time.Now()
+	now := at.Format("15:04:05.000000")
 	holders := w.on[a]
 	has := slices.Contains(holders, e.host)
 	switch {
 	case e.u.NewAddr && !has:
 		holders = append(holders, e.host)
 		w.events = append(w.events, fmt.Sprintf("%s %s +%s", now, e.host, a))
+		if len(holders) == 2 {
+			w.bothSince[a] = at
+		}
 		if len(holders) > 1 {
 			w.overlaps = append(w.overlaps, fmt.Sprintf("%s %s on %v", now, a, holders))
 		}
 	case !e.u.NewAddr && has:
 		holders = slices.DeleteFunc(holders, func(h string) bool { return h == e.host })
 		w.events = append(w.events, fmt.Sprintf("%s %s -%s", now, e.host, a))
+		if len(holders) == 1 {
+			w.both[a] += at.Sub(w.bothSince[a])
+		}
 	}
 	w.on[a] = holders
 }
@@ -109,6 +118,17 @@ func (w *VIPWatch) Overlaps() []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return slices.Clone(w.overlaps)
+}
+
+// Both is how long ip has been on more than one host, in all.
+func (w *VIPWatch) Both(ip netip.Addr) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	d := w.both[ip]
+	if len(w.on[ip]) > 1 {
+		d += time.Since(w.bothSince[ip])
+	}
+	return d
 }
 
 // Events is every add and removal of a watched VIP, in order, one line
