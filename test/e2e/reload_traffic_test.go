@@ -69,14 +69,35 @@ func groupOf(t testing.TB, n *h.Node, name string) ctl.GroupStatus {
 	return ctl.GroupStatus{}
 }
 
-// check stops the client and asserts what must hold after any reload
-// under traffic: no failed connection, no state change on either node,
-// never a VIP on both, the backup never holding one, and the master's
-// adverts of vrid reaching the backup with no gap above 1.5 intervals.
-// It returns the client's totals and the longest gap.
-func (tr *traffic) check(t testing.TB, vrid uint8) (h.ProbeStats, h.Gap) {
+// measured is what a run under traffic saw.
+type measured struct {
+	client  h.ProbeStats
+	gap     h.Gap // longest silence of lb1's adverts on the backup's wire
+	adverts int
+	both    time.Duration // how long the first VIP was on both directors
+}
+
+// measure stops the client and the capture and returns what they saw.
+func (tr *traffic) measure(t testing.TB, vrid uint8) measured {
 	t.Helper()
-	stats := tr.prober.Stop()
+	m := measured{client: tr.prober.Stop(), both: tr.watch.Both(tr.p.VIP)}
+	tr.capture.Stop()
+	adverts, err := tr.capture.Adverts(h.Addr1, vrid)
+	if err != nil {
+		t.Errorf("capture on lb2 ended early: %v", err)
+	}
+	m.gap, m.adverts = h.LongestGap(adverts)
+	return m
+}
+
+// check measures and asserts what must hold after any reload under
+// traffic: no failed connection, no state change on either node, never a
+// VIP on both, the backup never holding one, and the master's adverts of
+// vrid reaching the backup with no gap above 1.5 intervals.
+func (tr *traffic) check(t testing.TB, vrid uint8) measured {
+	t.Helper()
+	m := tr.measure(t, vrid)
+	stats := m.client
 	t.Logf("client: %d connections, %d failed, longest time without a successful connection %s",
 		stats.Attempts, stats.Failed, stats.LongestOutage.Round(time.Millisecond))
 	if stats.Failed > 0 {
@@ -100,29 +121,23 @@ func (tr *traffic) check(t testing.TB, vrid uint8) (h.ProbeStats, h.Gap) {
 	if errs := tr.watch.Errors(); len(errs) > 0 {
 		t.Errorf("address watch: %v", errs)
 	}
-	tr.capture.Stop()
-	adverts, err := tr.capture.Adverts(h.Addr1, vrid)
-	if err != nil {
-		t.Errorf("capture on lb2 ended early: %v", err)
+	t.Logf("backup's wire: %d adverts of vrid %d from lb1, longest gap %s", m.adverts, vrid, m.gap)
+	if m.adverts < 5 {
+		t.Errorf("only %d adverts captured on the backup", m.adverts)
 	}
-	gap, n := h.LongestGap(adverts)
-	t.Logf("backup's wire: %d adverts of vrid %d from lb1, longest gap %s", n, vrid, gap)
-	if n < 5 {
-		t.Errorf("only %d adverts captured on the backup", n)
-	}
-	if gap.Ratio() > 1.5 {
-		t.Errorf("the master's adverts stopped for %s on the backup's wire", gap)
+	if m.gap.Ratio() > 1.5 {
+		t.Errorf("the master's adverts stopped for %s on the backup's wire", m.gap)
 	}
 	// The backup took every advert the wire brought (a couple may fall
 	// outside the counters' window at either end).
 	g := groupOf(t, tr.p.Nodes[1], group)
-	if rx := g.RxAdverts - tr.rx0; rx+2 < uint64(n) {
-		t.Errorf("the backup counted %d received adverts, its wire carried %d", rx, n)
+	if rx := g.RxAdverts - tr.rx0; rx+2 < uint64(m.adverts) {
+		t.Errorf("the backup counted %d received adverts, its wire carried %d", rx, m.adverts)
 	}
 	if len(g.Drops) > 0 {
 		t.Errorf("the backup dropped adverts: %v", g.Drops)
 	}
-	return stats, gap
+	return m
 }
 
 // unchangedReloads reloads n count times with its file unchanged,
@@ -241,8 +256,7 @@ func TestReloadUnderTraffic(t *testing.T) {
 			})
 			time.Sleep(3 * tc.other) // the new interval runs a while under the client
 
-			stats, _ := tr.check(t, 51)
-			answers := stats.Answers[netip.AddrPortFrom(vip2, servePort).String()]
+			answers := tr.check(t, 51).client.Answers[netip.AddrPortFrom(vip2, servePort).String()]
 			if answers["lb1"] == 0 || len(answers) != 1 {
 				t.Errorf("the new VIP was answered by %v, want only lb1", answers)
 			}
