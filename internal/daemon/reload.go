@@ -252,16 +252,21 @@ func (c *controller) prepare(p reloadPlan, l *loaded) (*prepared, error) {
 		}
 		prep.watch = w
 	}
-	links := c.links
+	// New groups are built from what the new watch sees: its links and
+	// the node address, which a reload may have changed.
+	links, addrs := c.links, c.addrs
 	if prep.watch != nil {
-		links = maps2(c.links)
+		links, addrs = maps2(c.links), maps2(c.addrs)
 		for _, u := range prep.watch.initial {
-			if u.Link != nil {
+			switch {
+			case u.Link != nil:
 				links[u.Link.Name] = *u.Link
+			case u.Addr != nil:
+				addrs[u.Addr.Addr] = *u.Addr
 			}
 		}
 	}
-	want := derive(inputs{site: site, node: node, health: c.health, links: links, addrs: c.addrs})
+	want := derive(inputs{site: site, node: node, health: c.health, links: links, addrs: addrs})
 	for _, gp := range p.groups {
 		if gp.kind != groupRestart && gp.kind != groupAdd {
 			continue
