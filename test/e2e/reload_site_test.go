@@ -182,3 +182,33 @@ func TestReloadSiteKeys(t *testing.T) {
 		}
 	}
 }
+
+// A group added by the same reload that moves the node's address starts
+// from the new address: no FAULT ("node address not configured") on the
+// way, and its socket is opened before the reload commits.
+func TestReloadNodeAddressAndNewGroup(t *testing.T) {
+	p := startPair(t, h.Site{})
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	lb1.Host.AddAddr(t, "eth0", netip.MustParsePrefix("198.18.0.13/24"))
+	before := map[string]uint64{}
+	for _, n := range p.Nodes {
+		before[n.Name] = groupOf(t, n, group).Transitions
+		n.WriteConfig(strings.Replace(n.ReadConfig(), `address = "198.18.0.11"`, `address = "198.18.0.13"`, 1) + secondGroup)
+		if out := reloadOK(t, n, ""); !strings.Contains(out, "group second: added") {
+			t.Errorf("%s: the reload does not add the group", n.Name)
+		}
+	}
+	lb1.WaitState("second", "MASTER", 5*time.Second)
+	lb2.WaitState("second", "BACKUP", time.Second)
+	for _, n := range p.Nodes {
+		if strings.Contains(n.Log(), "to=FAULT") {
+			t.Errorf("%s: a group went to FAULT on the way", n.Name)
+		}
+		if g := groupOf(t, n, group); g.Transitions != before[n.Name] {
+			t.Errorf("%s: %s changed state: transitions %d -> %d", n.Name, group, before[n.Name], g.Transitions)
+		}
+	}
+	if g := groupOf(t, lb2, "second"); g.MasterAddr != "198.18.0.13" {
+		t.Errorf("lb2 hears the new group's master at %q, want lb1's new address", g.MasterAddr)
+	}
+}
