@@ -181,28 +181,41 @@ func parseTook(t testing.TB, s string) time.Duration {
 	return d
 }
 
-// rollingPush writes next on lb1 and reloads it, runs first, and lag
-// after lb1's reload does the same on lb2; it returns once lb1 advertises
-// its own configuration again.
-func rollingPush(t testing.TB, p *h.Pair, next string, lag time.Duration, first func()) {
+// rollingPush writes next on the first node and reloads it, runs during,
+// and lag after that reload does the same on the second; it returns once
+// both advertise their own configuration again.
+func rollingPush(t testing.TB, next string, lag time.Duration, order [2]*h.Node, during func()) {
 	t.Helper()
-	lb1, lb2 := p.Nodes[0], p.Nodes[1]
-	lb1.WriteConfig(next)
 	t0 := time.Now()
-	out, code := lb1.Reload()
-	if code != 0 {
-		t.Fatalf("reload on lb1: exit %d\n%s", code, out)
+	for i, n := range order {
+		if i == 1 {
+			during()
+			time.Sleep(time.Until(t0.Add(lag)))
+		}
+		n.WriteConfig(next)
+		out, code := n.Reload()
+		if code != 0 {
+			t.Fatalf("reload on %s: exit %d\n%s", n.Name, code, out)
+		}
+		t.Logf("%s: havip reload:\n%s", n.Name, out)
 	}
-	t.Logf("lb1: havip reload:\n%s", out)
-	first()
-	time.Sleep(time.Until(t0.Add(lag)))
-	lb2.WriteConfig(next)
-	if out, code := lb2.Reload(); code != 0 {
-		t.Fatalf("reload on lb2: exit %d\n%s", code, out)
+	for _, n := range order {
+		h.WaitUntil(t, 10*time.Second, n.Name+" advertises its own configuration", func() bool {
+			return len(groupOf(t, n, group).Advertising) == 0
+		})
 	}
-	h.WaitUntil(t, 10*time.Second, "lb1 advertises its own configuration", func() bool {
-		return len(groupOf(t, lb1, group).Advertising) == 0
+}
+
+// holdsOld checks, during a push, that n advertises the list the peer
+// knows (old) and that the two run different revisions.
+func holdsOld(t testing.TB, p *h.Pair, n *h.Node) {
+	t.Helper()
+	h.WaitUntil(t, time.Second, n.Name+" holds the old list", func() bool {
+		return slices.Equal(groupOf(t, n, group).Advertising, []string{p.VIP.String()})
 	})
+	if g1, g2 := groupOf(t, p.Nodes[0], group), groupOf(t, p.Nodes[1], group); g1.Revision == g2.Revision {
+		t.Errorf("during the push both groups run revision %s", g1.Revision)
+	}
 }
 
 // pushNext is lb1's site file with a second VIP and the advert interval
@@ -222,15 +235,18 @@ func pushNext(t testing.TB, cfg string, advert, other time.Duration) string {
 // that adds a VIP and changes the advert interval, lb1 two seconds before
 // lb2. No connection fails, neither node changes state, no VIP is ever on
 // both, the backup hears every advert, and the new VIP answers from the
-// master. VRRPv2 too, whose adverts carry the interval the peer checks.
+// master. VRRPv2 too, whose adverts carry the interval the peer checks,
+// and the push in the other order (the backup first).
 func TestReloadUnderTraffic(t *testing.T) {
 	for _, tc := range []struct {
 		name          string
 		version       int
 		advert, other time.Duration
+		backupFirst   bool
 	}{
-		{"v3", 3, 100 * time.Millisecond, 200 * time.Millisecond},
-		{"v2", 2, time.Second, 2 * time.Second},
+		{"v3", 3, 100 * time.Millisecond, 200 * time.Millisecond, false},
+		{"v2", 2, time.Second, 2 * time.Second, false},
+		{"v3-backup-first", 3, 100 * time.Millisecond, 200 * time.Millisecond, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := h.NewPair(t, h.Site{Version: tc.version, Advert: tc.advert})
@@ -242,18 +258,21 @@ func TestReloadUnderTraffic(t *testing.T) {
 			took := unchangedReloads(t, lb1, 20)
 			t.Logf("20 unchanged reloads on the master: took median %s, worst %s", med(took), worst(took))
 
-			rollingPush(t, p, pushNext(t, lb1.ReadConfig(), tc.advert, tc.other), 2*time.Second, func() {
+			next := pushNext(t, lb1.ReadConfig(), tc.advert, tc.other)
+			newVIP := func() {
 				h.WaitUntil(t, time.Second, "the new VIP on the master", func() bool { return lb1.HasVIP(vip2) })
 				tr.prober.AddTarget(netip.AddrPortFrom(vip2, servePort))
-				// Until lb2 runs the new file, lb1 advertises the list
-				// lb2 knows, and both say they run different files.
-				h.WaitUntil(t, time.Second, "lb1 holds the old list", func() bool {
-					return slices.Equal(groupOf(t, lb1, group).Advertising, []string{p.VIP.String()})
-				})
-				if g1, g2 := groupOf(t, lb1, group), groupOf(t, lb2, group); g1.Revision == g2.Revision {
-					t.Errorf("during the push both groups run revision %s", g1.Revision)
-				}
-			})
+			}
+			if tc.backupFirst {
+				// The backup holds the old list until the master follows;
+				// the master claims the new VIP when it does.
+				rollingPush(t, next, 2*time.Second, [2]*h.Node{lb2, lb1}, func() { holdsOld(t, p, lb2) })
+				newVIP()
+			} else {
+				// The master claims the new VIP at once, and advertises
+				// the old list until the backup follows.
+				rollingPush(t, next, 2*time.Second, [2]*h.Node{lb1, lb2}, func() { newVIP(); holdsOld(t, p, lb1) })
+			}
 			time.Sleep(3 * tc.other) // the new interval runs a while under the client
 
 			answers := tr.check(t, 51).client.Answers[netip.AddrPortFrom(vip2, servePort).String()]
