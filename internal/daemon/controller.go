@@ -53,6 +53,7 @@ type controller struct {
 	syncCfg  *conf.Sync
 	master   bool // the sync daemons were last told this node is master
 	last     *ctl.ReloadResult
+	retired  []*taskHandle // replaced by a reload; stopped once its requester has the answer
 
 	watch    *linkWatch
 	hooks    *notify.Runner
@@ -140,6 +141,13 @@ func ask[T any](ctx context.Context, c *controller, mk func(chan T) any) (T, err
 	case v := <-reply:
 		return v, nil
 	case <-ctx.Done():
+		// An answer given as ctx ended still counts: a reload that moved
+		// the control socket stops the task that asked, after replying.
+		select {
+		case v := <-reply:
+			return v, nil
+		default:
+		}
 		return zero, ctx.Err()
 	}
 }

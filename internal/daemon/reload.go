@@ -123,6 +123,10 @@ func (c *controller) reload(req reloadReq) {
 	if req.reply != nil {
 		req.reply <- res
 	}
+	for _, t := range c.retired {
+		t.stop()
+	}
+	c.retired = nil
 }
 
 func (c *controller) tryReload(at time.Time) *ctl.ReloadResult {
@@ -262,16 +266,21 @@ func (c *controller) prepare(p reloadPlan, l *loaded) (*prepared, error) {
 		}
 		prep.watch = w
 	}
-	links := c.links
+	// New groups are built from what the new watch sees: its links and
+	// the node address, which a reload may have changed.
+	links, addrs := c.links, c.addrs
 	if prep.watch != nil {
-		links = maps2(c.links)
+		links, addrs = maps2(c.links), maps2(c.addrs)
 		for _, u := range prep.watch.initial {
-			if u.Link != nil {
+			switch {
+			case u.Link != nil:
 				links[u.Link.Name] = *u.Link
+			case u.Addr != nil:
+				addrs[u.Addr.Addr] = *u.Addr
 			}
 		}
 	}
-	want := derive(inputs{site: site, node: node, health: c.health, links: links, addrs: c.addrs})
+	want := derive(inputs{site: site, node: node, health: c.health, links: links, addrs: addrs})
 	for _, gp := range p.groups {
 		if gp.kind != groupRestart && gp.kind != groupAdd {
 			continue
@@ -394,7 +403,9 @@ func (c *controller) commit(p reloadPlan, l *loaded, prep *prepared) {
 		c.startPair(l.site, l.node)
 	}
 	if prep.control != nil {
-		c.controlT.stop()
+		// The request may have come through the old socket: it answers
+		// first (see reload).
+		c.retired = append(c.retired, c.controlT)
 		c.control, c.controlT = prep.control, startTask(c.ctx, "control socket", c.log, prep.control.Run)
 	}
 	if p.metrics {

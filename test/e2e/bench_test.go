@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/havip/havip/internal/conf"
 	h "github.com/havip/havip/test/e2e/harness"
 )
 
@@ -94,4 +96,125 @@ func rssKB(tb testing.TB, pid int) int {
 	}
 	tb.Fatal("no VmRSS")
 	return 0
+}
+
+// reloadRun is what one way of applying new files (reload, or the naive
+// restart) cost under client traffic.
+type reloadRun struct {
+	took    []time.Duration // the daemon's own time, signal to applied (reload only)
+	visible []time.Duration // signal until status shows the group on the new revision
+	master  []time.Duration // signal until lb1 is MASTER on the new revision again
+	push    time.Duration   // rolling push: lb1's change until lb1 is master of the new file and lb2 runs it
+	measured
+}
+
+// BenchmarkReload measures applying new site files under a client that
+// connects to the VIP every 5 ms: 20 changes of the master's file (a
+// comment: a new revision, nothing to do), each by SIGHUP, then a rolling
+// push that adds a VIP and changes the advert interval (lb1 2 s before
+// lb2). Side by side, the naive way in the same run: a restart of the
+// daemon for each change. Figures are printed, never asserted.
+func BenchmarkReload(b *testing.B) {
+	for range b.N {
+		reload := benchApply(b, false)
+		restart := benchApply(b, true)
+		fmt.Printf("\napplying new site files under client traffic (namespace lab, adverts 100ms, a TCP connection to the VIP every 5ms):\n")
+		fmt.Printf("%-36s %16s %16s\n", "", "SIGHUP reload", "restart")
+		row := func(what, a, b string) { fmt.Printf("%-36s %16s %16s\n", what, a, b) }
+		row("applied, daemon's own time (median)", med(reload.took), "-")
+		row("signal -> new revision in status", med(reload.visible)+" med", med(restart.visible)+" med")
+		row("", worst(reload.visible)+" max", worst(restart.visible)+" max")
+		row("signal -> MASTER on the new file", "never left", med(restart.master)+" med")
+		row("rolling push, lb1 first -> settled", reload.push.Round(time.Millisecond).String(), restart.push.Round(time.Millisecond).String())
+		row("client connections", fmt.Sprint(reload.client.Attempts), fmt.Sprint(restart.client.Attempts))
+		row("failed client connections", fmt.Sprint(reload.client.Failed), fmt.Sprint(restart.client.Failed))
+		row("longest time without a connection", reload.client.LongestOutage.Round(time.Millisecond).String(), restart.client.LongestOutage.Round(time.Millisecond).String())
+		row("VIP on both directors, in all", reload.both.Round(time.Millisecond).String(), restart.both.Round(time.Millisecond).String())
+		row("longest gap in lb1's adverts", fmt.Sprintf("%.2f intervals", reload.gap.Ratio()), fmt.Sprintf("%.2f intervals", restart.gap.Ratio()))
+		fmt.Println("(20 changes of the master's file, then a rolling push: a VIP added, advert 100ms -> 200ms)")
+		fmt.Println()
+		b.ReportMetric(ms(median(reload.took)), "reload-took-median-ms")
+		b.ReportMetric(ms(median(reload.visible)), "reload-visible-median-ms")
+		b.ReportMetric(float64(reload.client.Failed), "reload-failed-conns")
+		b.ReportMetric(ms(median(restart.visible)), "restart-visible-median-ms")
+		b.ReportMetric(float64(restart.client.Failed), "restart-failed-conns")
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// benchApply runs the changes on a new pair, by SIGHUP or by restarting
+// the daemon.
+func benchApply(b *testing.B, restart bool) reloadRun {
+	p := h.NewPair(b, h.Site{})
+	startNodes(b, p)
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	vip2 := p.VIP.Next()
+	tr := underTraffic(b, p, vip2)
+	var run reloadRun
+	// apply makes n run cfg and returns when status shows its revision.
+	apply := func(n *h.Node, cfg string) {
+		n.WriteConfig(cfg)
+		rev := revisionOf(b, n.Config)
+		onRev := func() bool {
+			st, err := n.Status()
+			return err == nil && len(st.Groups) > 0 && st.Groups[0].Revision == rev
+		}
+		t0 := time.Now()
+		if restart {
+			n.Signal(syscall.SIGTERM)
+			n.Start()
+		} else {
+			n.Signal(syscall.SIGHUP)
+		}
+		// Polled every millisecond (WaitUntil's 5 ms would blur it).
+		for deadline := t0.Add(20 * time.Second); !onRev(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				b.Fatalf("%s: not on revision %s after 20s", n.Name, rev)
+			}
+		}
+		run.visible = append(run.visible, time.Since(t0))
+		if !restart {
+			st, _ := n.Status()
+			run.took = append(run.took, parseTook(b, st.LastReload.Took))
+			return
+		}
+		if n == lb1 {
+			n.WaitState(group, "MASTER", 20*time.Second)
+			run.master = append(run.master, time.Since(t0))
+		}
+	}
+	base := lb1.ReadConfig()
+	for i := range 20 {
+		apply(lb1, fmt.Sprintf("%s# change %d\n", base, i+1))
+		time.Sleep(200 * time.Millisecond)
+	}
+	next := pushNext(b, base, 100*time.Millisecond, 200*time.Millisecond)
+	t0 := time.Now()
+	apply(lb1, next)
+	h.WaitUntil(b, 10*time.Second, "the new VIP on lb1", func() bool { return lb1.HasVIP(vip2) })
+	tr.prober.AddTarget(netip.AddrPortFrom(vip2, servePort))
+	time.Sleep(time.Until(t0.Add(2 * time.Second)))
+	apply(lb2, next)
+	h.WaitUntil(b, 20*time.Second, "the push settled", func() bool {
+		g1, g2 := groupNamed(b, lb1, group), groupNamed(b, lb2, group)
+		return g1.State == "MASTER" && g2.State == "BACKUP" && len(g1.Advertising) == 0 && lb1.HasVIP(vip2) && !lb2.HasVIP(p.VIP)
+	})
+	run.push = time.Since(t0)
+	time.Sleep(time.Second)
+	run.measured = tr.measure(b, 51)
+	return run
+}
+
+// revisionOf is the revision conf gives the site file at path.
+func revisionOf(tb testing.TB, path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	site, _ := conf.Parse(path, data)
+	if site == nil {
+		tb.Fatalf("%s does not parse", path)
+	}
+	return site.Revision
 }

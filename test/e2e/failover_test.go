@@ -22,7 +22,7 @@ func startPair(t *testing.T, s h.Site) *h.Pair {
 }
 
 // startNodes starts both daemons of p and waits until lb1 is master.
-func startNodes(t *testing.T, p *h.Pair) {
+func startNodes(t testing.TB, p *h.Pair) {
 	p.Nodes[0].Start()
 	p.Nodes[1].Start()
 	timeout := 2*h.MasterDown(p.Site.Advert, 100) + 2*time.Second

@@ -24,9 +24,15 @@ import (
 // not answer.
 func groupOf(t *testing.T, n *h.Node) *ctl.GroupStatus {
 	t.Helper()
-	g := n.Group(group)
+	return groupNamed(t, n, group)
+}
+
+// groupNamed is n's status of group name; the test fails without one.
+func groupNamed(t testing.TB, n *h.Node, name string) *ctl.GroupStatus {
+	t.Helper()
+	g := n.Group(name)
 	if g == nil {
-		t.Fatalf("%s: no status for group %s", n.Name, group)
+		t.Fatalf("%s: no status for group %s", n.Name, name)
 	}
 	return g
 }

@@ -86,3 +86,39 @@ address = "198.18.0.21:80"
 		}
 	}
 }
+
+// Adding the first virtual servers by reload needs IPVS: on a kernel
+// without it the reload is refused with the message naming the fix, and
+// nothing changes (the VM lab's lvs tests add them on a kernel with IPVS).
+func TestReloadFirstVirtualServerNoIPVS(t *testing.T) {
+	p := startPair(t, h.Site{})
+	lb1 := p.Nodes[0]
+	before := mustStatus(t, lb1)
+	lb1.WriteConfig(lb1.ReadConfig() + `
+[[virtual_server]]
+name = "web"
+address = "198.18.0.100:80"
+[[virtual_server.real_server]]
+address = "198.18.0.21:80"
+`)
+	out, code := lb1.Reload()
+	t.Logf("havip reload:\n%s", out)
+	if ipvsync.Probe() == nil {
+		if code != 0 || !strings.Contains(out, "virtual server web: added") {
+			t.Fatalf("with IPVS in the kernel the reload: exit %d", code)
+		}
+		return
+	}
+	if code != 1 {
+		t.Fatalf("reload adding virtual servers without IPVS: exit %d, want 1", code)
+	}
+	for _, want := range []string{"no IPVS", "modprobe ip_vs", "CONFIG_IP_VS"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the refusal lacks %q", want)
+		}
+	}
+	unchangedSince(t, lb1, before)
+	if st := mustStatus(t, lb1); st.IPVS != nil {
+		t.Errorf("status shows an IPVS table after the refusal: %+v", st.IPVS)
+	}
+}

@@ -14,6 +14,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -88,6 +90,10 @@ type Node struct {
 	Config   string   // this node's site file (a rolling push changes one node's first)
 	Metrics  string   // metrics listen address inside the namespace; "" = off
 	Env      []string // extra environment for the daemon
+	// SiteKeys: the daemon takes control_socket, state_dir and metrics
+	// from its site file (no --socket, --state-dir, --metrics), so a
+	// reload can move them; see UseSiteKeys.
+	SiteKeys bool
 
 	t      testing.TB
 	bin    string
@@ -193,8 +199,11 @@ func (n *Node) Start() {
 	t := n.t
 	t.Helper()
 	n.stdout = &syncBuffer{}
-	n.cmd = exec.Command(n.bin, "run", "-c", n.Config, "--node", n.Name, "--socket", n.Sock,
-		"--state-dir", n.StateDir, "--metrics", n.Metrics, "--log-level", "debug")
+	args := []string{"run", "-c", n.Config, "--node", n.Name, "--log-level", "debug"}
+	if !n.SiteKeys {
+		args = append(args, "--socket", n.Sock, "--state-dir", n.StateDir, "--metrics", n.Metrics)
+	}
+	n.cmd = exec.Command(n.bin, args...)
 	n.cmd.Stdout, n.cmd.Stderr = n.stdout, n.stdout
 	n.cmd.Env = append(os.Environ(), n.Env...)
 	if err := n.Host.Start(n.cmd); err != nil {
@@ -237,6 +246,43 @@ func (n *Node) WriteConfig(content string) {
 	if err := os.WriteFile(n.Config, []byte(content), 0o644); err != nil {
 		n.t.Fatalf("harness: write %s: %v", n.Config, err)
 	}
+}
+
+// UseSiteKeys makes n take its control socket, state directory and
+// metrics address (n.Metrics) from its site file, all under dir, so that a
+// reload can move them. Call it before Start.
+func (n *Node) UseSiteKeys(dir string) {
+	n.t.Helper()
+	n.SiteKeys = true
+	n.Sock = filepath.Join(dir, "havip.sock")
+	cfg := SiteKey(n.ReadConfig(), "control_socket", strconv.Quote(n.Sock))
+	cfg = SiteKey(cfg, "state_dir", strconv.Quote(filepath.Join(dir, "state")))
+	n.WriteConfig(SiteKey(cfg, "metrics", strconv.Quote(n.Metrics)))
+}
+
+// SiteKey sets key to value (TOML, quoted if a string) in the [site]
+// table of cfg, replacing the key's line if there is one.
+func SiteKey(cfg, key, value string) string {
+	lines := strings.Split(cfg, "\n")
+	start := slices.Index(lines, "[site]")
+	if start < 0 {
+		panic("harness: SiteKey: the site file has no [site] table")
+	}
+	end := len(lines)
+	for i := start + 1; i < len(lines); i++ {
+		if strings.HasPrefix(lines[i], "[") {
+			end = i
+			break
+		}
+	}
+	line := key + " = " + value
+	for i := start + 1; i < end; i++ {
+		if f := strings.SplitN(lines[i], "=", 2); len(f) == 2 && strings.TrimSpace(f[0]) == key {
+			lines[i] = line
+			return strings.Join(lines, "\n")
+		}
+	}
+	return strings.Join(slices.Insert(lines, start+1, line), "\n")
 }
 
 // ReadConfig returns this node's site file.
@@ -342,11 +388,14 @@ func (n *Node) Group(group string) *ctl.GroupStatus {
 
 // Scrape fetches n's metrics page (Node.Metrics must be set) from inside
 // its namespace and returns the body.
-func (n *Node) Scrape() (string, error) {
+func (n *Node) Scrape() (string, error) { return n.ScrapeAt(n.Metrics) }
+
+// ScrapeAt fetches the metrics page at addr from inside n's namespace.
+func (n *Node) ScrapeAt(addr string) (string, error) {
 	var body string
 	err := n.Host.Do(func() error {
 		// Dialled here, on the thread inside n's namespace.
-		c, err := net.DialTimeout("tcp", n.Metrics, 2*time.Second)
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
 		if err != nil {
 			return err
 		}
@@ -360,10 +409,10 @@ func (n *Node) Scrape() (string, error) {
 		return err
 	})
 	if err != nil {
-		return "", fmt.Errorf("harness: scrape %s on %s: %w", n.Metrics, n.Name, err)
+		return "", fmt.Errorf("harness: scrape %s on %s: %w", addr, n.Name, err)
 	}
 	if !strings.HasPrefix(body, "HTTP/1.0 200") {
-		return "", fmt.Errorf("harness: scrape %s on %s: %q", n.Metrics, n.Name, body)
+		return "", fmt.Errorf("harness: scrape %s on %s: %q", addr, n.Name, body)
 	}
 	return body, nil
 }
@@ -397,9 +446,12 @@ func WaitLinkLocal(t testing.TB, host *lab.Host, ifname string) {
 // HasVIP reports whether the VIP is configured on n's eth0.
 func (n *Node) HasVIP(ip netip.Addr) bool { return n.Host.HasAddr(n.t, "eth0", ip) }
 
-// Run runs a havip subcommand inside n's namespace against its socket.
+// Run runs a havip subcommand inside n's namespace against its socket
+// (with SiteKeys, the command finds it itself: pass -c).
 func (n *Node) Run(args ...string) (string, int) {
-	args = append(args, "--socket", n.Sock)
+	if !n.SiteKeys {
+		args = append(args, "--socket", n.Sock)
+	}
 	cmd := exec.Command(n.bin, args...)
 	var b bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &b, &b

@@ -45,43 +45,33 @@ type realServer struct {
 }
 
 func (rs *realServer) serve(t *testing.T) {
-	var l net.Listener
-	if err := rs.host.Do(func() error {
-		var err error
-		l, err = net.Listen("tcp4", fmt.Sprintf(":%d", port))
-		return err
-	}); err != nil {
-		t.Fatalf("%s: listen: %v", rs.name, err)
-	}
-	rs.l = l
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				fmt.Fprintf(c, "%s\n", rs.name)
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					fmt.Fprintf(c, "%s %s\n", rs.name, sc.Text())
-				}
-			}()
+	rs.l = h.Listen(t, rs.host, port, func(c net.Conn) {
+		defer c.Close()
+		fmt.Fprintf(c, "%s\n", rs.name)
+		sc := bufio.NewScanner(c)
+		for sc.Scan() {
+			fmt.Fprintf(c, "%s %s\n", rs.name, sc.Text())
 		}
-	}()
+	})
 }
 
 type topo struct {
-	mode string
-	pair *h.Pair
-	rss  []*realServer
+	mode  string
+	pair  *h.Pair
+	rss   []*realServer
+	extra string // the site file's [sync] and [[virtual_server]] part
 }
 
 // newTopo builds client, two directors and two real servers for mode, and
 // starts havip on both directors.
 func newTopo(t *testing.T, mode string) *topo {
+	tp := buildTopo(t, mode)
+	tp.start(t)
+	return tp
+}
+
+// buildTopo is newTopo without starting havip.
+func buildTopo(t *testing.T, mode string) *topo {
 	lab.RequireRoot(t)
 	tp := &topo{mode: mode}
 	rs := []netip.Addr{netip.MustParseAddr("198.18.0.21"), netip.MustParseAddr("198.18.0.22")}
@@ -134,7 +124,7 @@ weight = 0
 		extra = extra[:i] + extra[j:] + extra[i:j]
 	}
 	p := h.NewPair(t, h.Site{ExtraGroup: groupExtra, Extra: extra, Advert: advert})
-	tp.pair = p
+	tp.pair, tp.extra = p, extra
 	segment := p.Switch
 	if mode == "nat" {
 		segment = lab.NewSwitch(t)
@@ -162,14 +152,19 @@ weight = 0
 		r.serve(t)
 		tp.rss = append(tp.rss, r)
 	}
+	return tp
+}
+
+// start starts havip on both directors and waits for lb1 to be master.
+func (tp *topo) start(t *testing.T) {
+	p := tp.pair
 	p.Nodes[0].Start()
 	p.Nodes[1].Start()
 	p.Nodes[0].WaitState("front", "MASTER", 10*time.Second)
 	p.Nodes[1].WaitState("front", "BACKUP", 2*time.Second)
-	if mode == "nat" {
+	if tp.mode == "nat" {
 		p.Nodes[0].WaitState("back", "MASTER", 5*time.Second)
 	}
-	return tp
 }
 
 func runIn(t *testing.T, host *lab.Host, bin string, args ...string) (string, int) {
@@ -210,6 +205,21 @@ func (tp *topo) dial(t *testing.T) (net.Conn, *bufio.Reader, string, error) {
 		return nil, nil, "", err
 	}
 	return c, r, strings.TrimSpace(name), nil
+}
+
+// requests makes n requests through the VIP and counts the real servers
+// that answered.
+func (tp *topo) requests(t *testing.T, n int) map[string]int {
+	got := map[string]int{}
+	for range n {
+		c, _, name, err := tp.dial(t)
+		if err != nil {
+			t.Fatalf("request through the VIP: %v\n%s", err, tp.pair.Nodes[0].Log())
+		}
+		c.Close()
+		got[name]++
+	}
+	return got
 }
 
 type result struct {
@@ -262,14 +272,7 @@ func testMode(t *testing.T, mode string) {
 	}
 
 	// (a) requests are spread over both real servers, round robin.
-	for range 20 {
-		c, _, name, err := tp.dial(t)
-		if err != nil {
-			t.Fatalf("request through the VIP: %v\n%s", err, lb1.Log())
-		}
-		c.Close()
-		res.spread[name]++
-	}
+	res.spread = tp.requests(t, 20)
 	if res.spread["rs1"] != 10 || res.spread["rs2"] != 10 {
 		t.Errorf("rr spread = %v, want 10 each", res.spread)
 	}

@@ -53,18 +53,7 @@ address = "198.18.0.22:%d"
 	lb1.Start()
 	lb2.Start()
 	lb1.WaitState("front", "MASTER", 10*time.Second)
-	served := func() map[string]int {
-		got := map[string]int{}
-		for range 4 {
-			c, _, name, err := tp.dial(t)
-			if err != nil {
-				t.Fatalf("request: %v", err)
-			}
-			c.Close()
-			got[name]++
-		}
-		return got
-	}
+	served := func() map[string]int { return tp.requests(t, 4) }
 	if got := served(); got["rs1"] != 2 || got["rs2"] != 2 {
 		t.Fatalf("with both real servers up: %v", got)
 	}
