@@ -106,6 +106,8 @@ type GroupStatus struct {
 	Drops          map[string]uint64 `json:"drops"`
 	SendErrors     uint64            `json:"send_errors"`
 	ReadErrors     uint64            `json:"read_errors"`
+	Announced      uint64            `json:"announced"`              // gratuitous ARPs and NAs sent
+	AnnounceErrors uint64            `json:"announce_errors"`        // and the ones that could not be
 	Reopens        uint64            `json:"socket_opens"`           // advert socket opened (first time included)
 	Socket         string            `json:"socket_error,omitempty"` // why there is no advert socket now
 	ClaimError     string            `json:"claim_error,omitempty"`  // the last VIP claim or refresh failure

@@ -194,6 +194,7 @@ type groupSnap struct {
 	rxDrop     uint64
 	garp       uint64
 	na         uint64
+	annErrors  uint64 // GARP/NA that could not be sent
 }
 
 // newGroup builds a group from its first input; it opens nothing yet.
@@ -752,7 +753,7 @@ func (g *group) post(fn func()) {
 }
 
 func (g *group) publish() {
-	garp, na, _ := g.claim.Counters()
+	garp, na, annErrors := g.claim.Counters()
 	g.snap.Store(&groupSnap{
 		cfg:        g.in.cfg,
 		rev:        g.in.rev,
@@ -773,6 +774,7 @@ func (g *group) publish() {
 		rxDrop:     atomic.LoadUint64(&g.rxDrop),
 		garp:       garp,
 		na:         na,
+		annErrors:  annErrors,
 	})
 }
 

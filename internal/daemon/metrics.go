@@ -89,6 +89,8 @@ func (c *controller) writeMetrics(w io.Writer) {
 		{"havip_vrrp_send_errors_total", func(i int) uint64 { return st.Groups[i].SendErrors }},
 		{"havip_vrrp_read_errors_total", func(i int) uint64 { return st.Groups[i].ReadErrors }},
 		{"havip_vrrp_socket_opens_total", func(i int) uint64 { return st.Groups[i].Reopens }},
+		{"havip_vip_announcements_total", func(i int) uint64 { return st.Groups[i].Announced }},
+		{"havip_vip_announce_errors_total", func(i int) uint64 { return st.Groups[i].AnnounceErrors }},
 	} {
 		fmt.Fprintf(w, "# TYPE %s counter\n", m.name)
 		for i, g := range st.Groups {

@@ -106,6 +106,7 @@ func groupStatus(s *groupSnap, ps pairSnap) ctl.GroupStatus {
 		gs.Tracks = append(gs.Tracks, ctl.TrackStatus{Kind: t.key.kind.String(), Name: t.key.name, Weight: t.weight, Failing: t.failing})
 	}
 	gs.ReadErrors, gs.Reopens = s.readErrors, s.reopens
+	gs.Announced, gs.AnnounceErrors = s.garp+s.na, s.annErrors
 	gs.Socket, gs.ClaimError = s.socket, s.claimErr
 	if s.holding {
 		for _, a := range s.adv {
