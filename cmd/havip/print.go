@@ -67,6 +67,23 @@ func printStatus(w io.Writer, st *ctl.Status) {
 		if len(reasons) > 0 {
 			parts = append(parts, "dropped: "+strings.Join(reasons, " "))
 		}
+		for _, e := range []struct {
+			what string
+			n    uint64
+		}{{"send errors", g.SendErrors}, {"read errors", g.ReadErrors}, {"GARP/NA errors", g.AnnounceErrors}} {
+			if e.n > 0 {
+				parts = append(parts, fmt.Sprintf("%s %d", e.what, e.n))
+			}
+		}
+		if g.Socket != "" {
+			parts = append(parts, "no advert socket: "+g.Socket)
+		}
+		if g.ClaimError != "" {
+			parts = append(parts, "VIP claim failed: "+g.ClaimError)
+		}
+		if len(g.Advertising) > 0 {
+			parts = append(parts, "advertising the peer's list "+strings.Join(g.Advertising, ",")+" until it runs this file")
+		}
 		fmt.Fprintf(w, "  %s: adverts rx %d tx %d, transitions %d", g.Name, g.RxAdverts, g.TxAdverts, g.Transitions)
 		if len(parts) > 0 {
 			fmt.Fprintf(w, "; %s", strings.Join(parts, "; "))
