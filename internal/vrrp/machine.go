@@ -598,6 +598,21 @@ func (m *Machine) Resign(now time.Time) []Action {
 	return acts
 }
 
+// Resume leaves Initialize for state as it was in a machine this one
+// replaces (a group that needs a new socket, taken over without an
+// election): Master at once, else as Start. It does nothing in any other
+// state.
+func (m *Machine) Resume(now time.Time, state State, reason string) []Action {
+	if m.state != Initialize {
+		return nil
+	}
+	m.yielding = false
+	if state == Master {
+		return m.becomeMaster(now, reason)
+	}
+	return m.startup(now, reason)
+}
+
 // TakeOver makes a Backup Master at once, for reason: the runner's sync
 // group follows a member that became master. If the peer outranks us its
 // next advert sends us back to Backup by the usual rules. It does nothing

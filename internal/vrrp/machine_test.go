@@ -70,16 +70,17 @@ func (a advert) bytes(t testing.TB) []byte {
 
 // step is one call into the machine at t0+at and what it must return.
 type step struct {
-	at   time.Duration
-	op   string          // start, rx, tick, prio, fault, clear, stop, resign, takeover, reconf
-	rx   advert          // rx
-	arg  uint8           // prio
-	mod  func(c *Config) // reconf: changes to the current config
-	err  error           // reconf: the error it must wrap; then nothing may change
-	want []Action
-	drop DropReason    // rx
-	next time.Duration // Deadline()-t0; -1 means no deadline
-	st   State
+	at     time.Duration
+	op     string          // start, rx, tick, prio, fault, clear, stop, resign, takeover, resume, reconf
+	rx     advert          // rx
+	arg    uint8           // prio
+	mod    func(c *Config) // reconf: changes to the current config
+	resume State           // resume: the state to resume
+	err    error           // reconf: the error it must wrap; then nothing may change
+	want   []Action
+	drop   DropReason    // rx
+	next   time.Duration // Deadline()-t0; -1 means no deadline
+	st     State
 }
 
 func become(from, to State, reason string) Action {
@@ -119,6 +120,8 @@ func run(t *testing.T, m *Machine, steps []step) {
 			got = m.Resign(now)
 		case "takeover":
 			got = m.TakeOver(now, "sync group")
+		case "resume":
+			got = m.Resume(now, s.resume, "resumed")
 		case "reconf":
 			got = reconf(t, m, now, s.mod, s.err)
 		default:
@@ -468,6 +471,15 @@ func TestMachine(t *testing.T) {
 				{at: 2 * time.Second, op: "takeover", want: []Action{become(Backup, Master, "sync group"), send(100)}, next: 3 * time.Second, st: Master},
 				{at: 2 * time.Second, op: "takeover", next: 3 * time.Second, st: Master}, // already master: no-op
 				{at: 2500 * time.Millisecond, op: "rx", rx: advert{src: higher, prio: 200}, want: []Action{become(Master, Backup, "higher priority advert from 192.168.0.12 (200)")}, next: 2500*time.Millisecond + down100, st: Backup},
+			},
+		},
+		{
+			name: "resume as master, or as backup; only from INIT",
+			steps: []step{
+				{op: "resume", resume: Master, want: []Action{become(Initialize, Master, "resumed"), send(100)}, next: time.Second, st: Master},
+				{at: 100 * time.Millisecond, op: "resume", resume: Backup, next: time.Second, st: Master}, // not INIT: no-op
+				{at: 200 * time.Millisecond, op: "stop", want: []Action{send(0), become(Master, Initialize, "stopped")}, next: -1, st: Initialize},
+				{at: 300 * time.Millisecond, op: "resume", resume: Backup, want: []Action{become(Initialize, Backup, "resumed")}, next: 300*time.Millisecond + down100, st: Backup},
 			},
 		},
 		{
