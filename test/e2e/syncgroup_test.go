@@ -1,0 +1,251 @@
+package e2e
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/havip/havip/internal/ctl"
+	h "github.com/havip/havip/test/e2e/harness"
+	"github.com/havip/havip/test/lab"
+)
+
+// A NAT director's two groups in one sync group: "front" holds the
+// clients' VIP on eth0 (the harness's switch), "back" the real servers'
+// gateway VIP on eth1, a second switch. Whatever moves one must move the
+// other, and no node may hold one without the other for longer than the
+// handover itself.
+
+var backVIP = netip.MustParseAddr("198.19.0.1")
+
+const back = "back"
+
+// splitWindow is how long a node may hold one of the two VIPs without the
+// other while they move: two advert intervals.
+func splitWindow(p *h.Pair) time.Duration { return 2 * p.Site.Advert }
+
+type syncPair struct {
+	*h.Pair
+	watch *h.SplitWatch
+}
+
+// startSyncPair starts the pair with front and back in sync group "nat";
+// frontExtra is more TOML for the front group (tracks). before runs on
+// each node's host before the daemons start. It returns once lb1 is
+// master of both and lb2 backup of both.
+func startSyncPair(t *testing.T, frontExtra string, before func(n *h.Node)) *syncPair {
+	p := h.NewPair(t, h.Site{
+		ExtraGroup: "sync_group = \"nat\"\n" + frontExtra,
+		Extra: fmt.Sprintf(`
+[[vrrp]]
+name = "back"
+interface = "eth1"
+vrid = 52
+advert = "100ms"
+vips = ["%s/24"]
+garp_interval = "20ms"
+sync_group = "nat"
+`, backVIP),
+	})
+	backSw := lab.NewSwitch(t)
+	for i, n := range p.Nodes {
+		backSw.Attach(t, n.Host, "eth1", netip.MustParsePrefix(fmt.Sprintf("198.19.0.%d/24", 11+i)))
+		if before != nil {
+			before(n)
+		}
+	}
+	sp := &syncPair{Pair: p, watch: h.WatchSplit(t, []netip.Addr{p.VIP, backVIP}, p.Nodes[0].Host, p.Nodes[1].Host)}
+	p.Nodes[0].Start()
+	p.Nodes[1].Start()
+	timeout := 2*h.MasterDown(p.Site.Advert, 100) + 2*time.Second
+	sp.waitBoth(t, p.Nodes[0], "MASTER", timeout)
+	sp.waitBoth(t, p.Nodes[1], "BACKUP", timeout)
+	sp.waitHolder(t, p.Nodes[0], time.Second)
+	return sp
+}
+
+func (sp *syncPair) waitBoth(t *testing.T, n *h.Node, state string, timeout time.Duration) {
+	t.Helper()
+	n.WaitState(group, state, timeout)
+	n.WaitState(back, state, timeout)
+}
+
+// holds says which of the two VIPs n's kernel has.
+func (sp *syncPair) holds(t *testing.T, n *h.Node) (front, back bool) {
+	return n.HasVIP(sp.VIP), n.Host.HasAddr(t, "eth1", backVIP)
+}
+
+// waitHolder waits until n holds both VIPs and the other node neither.
+func (sp *syncPair) waitHolder(t *testing.T, n *h.Node, timeout time.Duration) {
+	t.Helper()
+	other := sp.other(n)
+	h.WaitUntil(t, timeout, "both VIPs on "+n.Name+" only", func() bool {
+		f, b := sp.holds(t, n)
+		of, ob := sp.holds(t, other)
+		return f && b && !of && !ob
+	})
+}
+
+func (sp *syncPair) other(n *h.Node) *h.Node {
+	if n == sp.Nodes[0] {
+		return sp.Nodes[1]
+	}
+	return sp.Nodes[0]
+}
+
+// move runs act, which must move both groups from one node to the
+// other, and waits until it has: both VIPs on to (the time until the later
+// one arrived, from act, is returned; more than bound, when not 0, fails
+// the test), to master of both, from in fromState, and the VIPs on to
+// only.
+func (sp *syncPair) move(t *testing.T, from, to *h.Node, fromState, what string, bound time.Duration, act func()) time.Duration {
+	t.Helper()
+	front, back := h.WaitAddr(t, to.Host, sp.VIP, true), h.WaitAddr(t, to.Host, backVIP, true)
+	t0 := time.Now()
+	act()
+	f := h.Within(t, front, 3*time.Second, what+": front VIP").Sub(t0)
+	b := h.Within(t, back, 3*time.Second, what+": back VIP").Sub(t0)
+	t.Logf("%s: front VIP on %s after %s, back VIP after %s", what, to.Name, f.Round(10*time.Microsecond), b.Round(10*time.Microsecond))
+	if took := max(f, b); bound > 0 && took > bound {
+		t.Errorf("%s: the VIPs moved after %s, want at most %s (Master_Down_Interval %s)", what, took, bound, h.MasterDown(sp.Site.Advert, 100))
+	}
+	sp.waitBoth(t, to, "MASTER", time.Second)
+	if fromState != "" {
+		sp.waitBoth(t, from, fromState, time.Second)
+		sp.waitHolder(t, to, time.Second)
+	}
+	return max(f, b)
+}
+
+// checkSplit fails the test if a node among hosts (all when none) held
+// one VIP without the other for longer than the window since from, and
+// logs the worst spell.
+func (sp *syncPair) checkSplit(t *testing.T, from time.Time, what string, hosts ...string) time.Duration {
+	t.Helper()
+	if errs := sp.watch.Errors(); len(errs) > 0 {
+		t.Fatalf("address watch: %v", errs)
+	}
+	worst, where := sp.watch.Split(from, time.Now(), hosts...)
+	t.Logf("%s: worst split %s %s", what, worst.Round(10*time.Microsecond), where)
+	if worst > splitWindow(sp.Pair) {
+		t.Errorf("%s: split for %s (%s), want at most %s\n%s", what, worst, where, splitWindow(sp.Pair), strings.Join(sp.watch.Events(), "\n"))
+	}
+	return worst
+}
+
+// (a) Both members start master on lb1 and backup on lb2.
+func TestSyncGroupStart(t *testing.T) {
+	sp := startSyncPair(t, "", nil)
+	lb1, lb2 := sp.Nodes[0], sp.Nodes[1]
+	for _, n := range []*h.Node{lb1, lb2} {
+		st, err := n.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range st.Groups {
+			if g.Priority != g.BasePriority || g.Fault != "" {
+				t.Errorf("%s %s: priority %d of %d, fault %q", n.Name, g.Name, g.Priority, g.BasePriority, g.Fault)
+			}
+		}
+	}
+	if m := sp.Masters(back); len(m) != 1 || m[0] != lb1 {
+		t.Fatalf("back masters = %v, want lb1", names(m))
+	}
+	sp.checkSplit(t, time.Time{}, "start (while settling)")
+}
+
+// (b) The master's back interface loses its link: both groups move to lb2
+// at once, front too although its own link is fine, and both come back
+// when the link returns.
+func TestSyncGroupBackLinkDown(t *testing.T) {
+	sp := startSyncPair(t, "", nil)
+	lb1, lb2 := sp.Nodes[0], sp.Nodes[1]
+	t0 := time.Now()
+	// A priority-0 advert on front and the sync group taking back along:
+	// well under Master_Down_Interval (which a lost back advert alone
+	// would take).
+	took := sp.move(t, lb1, lb2, "FAULT", "back link down", sp.Site.Advert, func() { lb1.Host.SetLinkDown(t, "eth1") })
+	if g := groupStatus(t, lb1, group); !strings.Contains(g.Fault, "sync group nat") || !strings.Contains(g.Fault, "eth1") {
+		t.Errorf("lb1 front fault = %q, want the sync group's reason naming eth1", g.Fault)
+	}
+	ret := sp.move(t, lb2, lb1, "BACKUP", "back link up (preempt)", 0, func() { lb1.Host.SetLinkUp(t, "eth1") })
+	split := sp.checkSplit(t, t0, "back link down and up")
+	t.Logf("SYNCGROUP back-link-down: handover %s, back after link up %s, worst split %s", took, ret, split)
+}
+
+// (c) A planned drill of one member moves both, and the handover sticks.
+func TestSyncGroupDrill(t *testing.T) {
+	sp := startSyncPair(t, "", nil)
+	lb1, lb2 := sp.Nodes[0], sp.Nodes[1]
+	t0 := time.Now()
+	took := sp.move(t, lb1, lb2, "BACKUP", "drill of front", 0, func() {
+		out, code := lb1.Run("failover", group)
+		t.Logf("havip failover front:\n%s", out)
+		if code != 0 {
+			t.Fatalf("havip failover front: exit %d", code)
+		}
+	})
+	time.Sleep(10 * sp.Site.Advert)
+	sp.waitHolder(t, lb2, 50*time.Millisecond)
+	for _, g := range []string{group, back} {
+		if s := lb1.State(g); s != "BACKUP" {
+			t.Errorf("after the drill lb1's %s is %s: the handover must stick for the whole sync group", g, s)
+		}
+	}
+	split := sp.checkSplit(t, t0, "drill")
+	t.Logf("SYNCGROUP drill: both VIPs on the peer %s after starting havip failover, worst split %s", took, split)
+}
+
+// (d) A tracked interface with a weight on one member lowers both, so
+// preemption moves both; they come back together when it recovers.
+func TestSyncGroupTrackWeight(t *testing.T) {
+	sp := startSyncPair(t, "[[vrrp.track]]\ninterface = \"up0\"\nweight = -60\n", func(n *h.Node) {
+		n.Host.AddVethPair(t, "up0", "up0p")
+	})
+	lb1, lb2 := sp.Nodes[0], sp.Nodes[1]
+	t0 := time.Now()
+	took := sp.move(t, lb1, lb2, "BACKUP", "tracked uplink down", sp.Site.Advert, func() { lb1.Host.SetLinkDown(t, "up0") })
+	for _, name := range []string{group, back} {
+		if g := groupStatus(t, lb1, name); g.Priority != 90 || g.BasePriority != 150 {
+			t.Errorf("lb1 %s: priority %d of %d, want 90 of 150 (the front's track lowers the whole sync group)", name, g.Priority, g.BasePriority)
+		}
+	}
+	ret := sp.move(t, lb2, lb1, "BACKUP", "tracked uplink up (preempt)", sp.Site.Advert, func() { lb1.Host.SetLinkUp(t, "up0") })
+	split := sp.checkSplit(t, t0, "tracked uplink down and up")
+	t.Logf("SYNCGROUP track-weight: handover %s, back %s, worst split %s", took, ret, split)
+}
+
+// (e) kill -9 of the master moves both.
+func TestSyncGroupKillMaster(t *testing.T) {
+	sp := startSyncPair(t, "", nil)
+	lb1, lb2 := sp.Nodes[0], sp.Nodes[1]
+	bound := h.MasterDown(sp.Site.Advert, 100) + 50*time.Millisecond
+	t0 := time.Now()
+	took := sp.move(t, lb1, lb2, "", "kill -9", bound, func() { lb1.Signal(syscall.SIGKILL) })
+	// The killed node's VIPs stay in its kernel until their lifetimes
+	// run out; only the live node counts after the kill.
+	h.WaitUntil(t, 10*time.Second, "the killed master's VIPs expiring", func() bool {
+		f, b := sp.holds(t, lb1)
+		return !f && !b
+	})
+	split := sp.checkSplit(t, t0, "kill -9 (the live node)", lb2.Name)
+	t.Logf("SYNCGROUP kill-9: both VIPs on the peer after %s (bound %s), worst split on the live node %s", took, bound, split)
+}
+
+func groupStatus(t *testing.T, n *h.Node, name string) ctl.GroupStatus {
+	t.Helper()
+	st, err := n.Status()
+	if err != nil {
+		t.Fatalf("%s: status: %v", n.Name, err)
+	}
+	for _, g := range st.Groups {
+		if g.Name == name {
+			return g
+		}
+	}
+	t.Fatalf("%s: no group %s in status", n.Name, name)
+	return ctl.GroupStatus{}
+}
