@@ -222,6 +222,10 @@ func (n *Node) Start() {
 				<-exited
 			}
 		}
+		// A binary built with -race (HAVIP_BIN) reports here.
+		if strings.Contains(n.stdout.String(), "WARNING: DATA RACE") {
+			t.Errorf("harness: the race detector reported a data race in havip on %s", n.Name)
+		}
 		if t.Failed() {
 			t.Logf("--- havip log of %s ---\n%s", n.Name, n.stdout.String())
 		}
