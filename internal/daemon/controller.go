@@ -414,15 +414,19 @@ func (c *controller) followSyncGroup(ev groupChanged) {
 		return
 	}
 	name := gc.SyncGroup
+	move := syncFollow(ev)
+	if move == syncStay {
+		return
+	}
+	why := fmt.Sprintf("sync group %s: group %s %s", name, ev.g.name, move)
 	for _, member := range c.site.SyncGroupMembers(name) {
 		r := c.groups[member]
 		if member == ev.g.name || r == nil {
 			continue
 		}
 		g := r.g
-		switch {
-		case ev.from == vrrp.Master && ev.to != vrrp.Master:
-			why := fmt.Sprintf("sync group %s: group %s left MASTER", name, ev.g.name)
+		switch move {
+		case syncResign:
 			g.post(func() {
 				if g.m.Status().State == vrrp.Master {
 					g.log.Info("following the sync group", "reason", why)
@@ -430,17 +434,57 @@ func (c *controller) followSyncGroup(ev groupChanged) {
 					g.publish()
 				}
 			})
-		case ev.to == vrrp.Master:
-			why := fmt.Sprintf("sync group %s: group %s became MASTER", name, ev.g.name)
+		case syncTakeOver:
 			g.post(func() {
 				if g.m.Status().State == vrrp.Backup {
 					g.log.Info("following the sync group", "reason", why)
+					g.followed = true
 					g.exec(time.Now(), g.m.TakeOver(time.Now(), why))
 					g.publish()
 				}
 			})
 		}
 	}
+}
+
+// syncMove is what a state change of one member asks of the other members
+// of its sync group.
+type syncMove uint8
+
+const (
+	syncStay     syncMove = iota
+	syncResign            // it left MASTER: those in MASTER resign
+	syncTakeOver          // it became MASTER: those in BACKUP take over
+)
+
+func (m syncMove) String() string {
+	switch m {
+	case syncResign:
+		return "left MASTER"
+	case syncTakeOver:
+		return "became MASTER"
+	}
+	return "stays"
+}
+
+// syncFollow decides what ev asks of the other members. A member that was
+// master only by following them, and that the peer then sent back to
+// BACKUP, asks nothing: the peer still holds its copy of that member, and
+// why the others are master here (the peer's copy of them went silent or
+// resigned) still stands. Resigning them would have one of them become
+// master again at its next Master_Down_Interval and take this member over
+// again, in a loop: a partition of one segment, or a rolling push that
+// restarts one member on the peer, did that about three times a second.
+func syncFollow(ev groupChanged) syncMove {
+	switch {
+	case ev.from == vrrp.Master && ev.to == vrrp.Backup && ev.followed:
+		return syncStay
+	case ev.from == vrrp.Master && ev.to != vrrp.Master:
+		return syncResign
+	case ev.to == vrrp.Master:
+		return syncTakeOver
+	}
+	return syncStay
 }
 
 func mapsValues[K comparable, V any](m map[K]V) []V {

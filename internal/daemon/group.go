@@ -101,6 +101,7 @@ type groupChanged struct {
 	g        *group
 	from, to vrrp.State
 	reason   string
+	followed bool // the group was or became MASTER by following its sync group (see group.followed)
 }
 
 // Socket and claim retry bounds.
@@ -158,6 +159,11 @@ type group struct {
 	claimFault   string    // FAULT after repeated claim failures
 	claimUntil   time.Time // when the claim fault is lifted for a new try
 	claimPause   time.Duration
+
+	// followed: MASTER only because the sync group followed another
+	// member (TakeOver), not by its own election; cleared when it leaves
+	// MASTER.
+	followed bool
 
 	lastRx                                  time.Time
 	sendErrors, readErrors, reopens, rxDrop uint64
@@ -691,7 +697,10 @@ func (g *group) become(now time.Time, a vrrp.Action) {
 			g.log.Error("releasing VIPs", "err", err)
 		}
 	}
-	g.events(groupChanged{g: g, from: a.From, to: a.To, reason: a.Reason})
+	g.events(groupChanged{g: g, from: a.From, to: a.To, reason: a.Reason, followed: g.followed})
+	if a.From == vrrp.Master {
+		g.followed = false
+	}
 	if len(g.in.cfg.Notify) > 0 {
 		g.hooks.Notify(g.in.cfg.Notify, g.in.cfg.NotifyTimeout, g.name, a.To.String(), fmt.Sprint(g.m.Status().Priority))
 	}
