@@ -249,3 +249,70 @@ func groupStatus(t *testing.T, n *h.Node, name string) ctl.GroupStatus {
 	t.Fatalf("%s: no group %s in status", n.Name, name)
 	return ctl.GroupStatus{}
 }
+
+// A member the peer still holds is taken over at most once: when the
+// other member became master here for a reason the peer's copy of this one
+// does not share, the peer answers the takeover and this node stays
+// backup of it, instead of resigning the other member and taking it over
+// again on every Master_Down_Interval (a loop that announced the front
+// VIP from the backup about three times a second).
+func TestSyncGroupNoFlap(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		cause  func(t *testing.T, sp *syncPair)
+		finish func(t *testing.T, sp *syncPair) // ends the cause; nil: none
+	}{
+		{"back partition", func(t *testing.T, sp *syncPair) {
+			// VRRP stops crossing the back segment only: lb2's back
+			// hears no master and becomes one (a dual master there is
+			// what a partition gives); front still hears lb1.
+			h.Nft(t, sp.Nodes[1].Host, `table inet hvpart {
+	chain in { type filter hook input priority 0; iifname "eth1" meta l4proto 112 drop; }
+	chain out { type filter hook output priority 0; oifname "eth1" meta l4proto 112 drop; }
+}`)
+		}, func(t *testing.T, sp *syncPair) {
+			h.Nft(t, sp.Nodes[1].Host, "delete table inet hvpart")
+		}},
+		{"rolling push restarting back", func(t *testing.T, sp *syncPair) {
+			// lb1 runs back under a new VRID before lb2 does: lb1's old
+			// instance says priority 0 and lb2's copy of it becomes master.
+			lb1 := sp.Nodes[0]
+			lb1.WriteConfig(strings.Replace(lb1.ReadConfig(), "vrid = 52", "vrid = 53", 1))
+			if out, code := lb1.Reload(); code != 0 {
+				t.Fatalf("reload on lb1: exit %d\n%s", code, out)
+			}
+		}, func(t *testing.T, sp *syncPair) {
+			lb2 := sp.Nodes[1]
+			lb2.WriteConfig(sp.Nodes[0].ReadConfig())
+			if out, code := lb2.Reload(); code != 0 {
+				t.Fatalf("reload on lb2: exit %d\n%s", code, out)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sp := startSyncPair(t, "", nil)
+			lb1, lb2 := sp.Nodes[0], sp.Nodes[1]
+			before1, before2 := groupStatus(t, lb1, group).Transitions, groupStatus(t, lb2, group).Transitions
+			tc.cause(t, sp)
+			lb2.WaitState(back, "MASTER", 2*time.Second)
+			time.Sleep(20 * sp.Site.Advert) // more than five Master_Down_Intervals
+			if n := groupStatus(t, lb1, group).Transitions - before1; n != 0 || lb1.State(group) != "MASTER" {
+				t.Errorf("lb1's front changed state %d times (now %s), want it master throughout", n, lb1.State(group))
+			}
+			n := groupStatus(t, lb2, group).Transitions - before2
+			t.Logf("lb2's front changed state %d times in %s; lb2's back is %s", n, 20*sp.Site.Advert, lb2.State(back))
+			if n > 2 {
+				t.Errorf("lb2's front changed state %d times, want at most 2 (one takeover the peer answers)\n%s", n, strings.Join(sp.watch.Events(), "\n"))
+			}
+			if lb2.HasVIP(sp.VIP) || !lb1.HasVIP(sp.VIP) {
+				t.Errorf("front VIP on lb1 %v, lb2 %v; want lb1 only", lb1.HasVIP(sp.VIP), lb2.HasVIP(sp.VIP))
+			}
+			if tc.finish != nil {
+				tc.finish(t, sp)
+				sp.waitBoth(t, lb2, "BACKUP", 2*time.Second)
+				sp.waitBoth(t, lb1, "MASTER", time.Second)
+				sp.waitHolder(t, lb1, time.Second)
+			}
+		})
+	}
+}
