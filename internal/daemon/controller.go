@@ -447,6 +447,25 @@ func (c *controller) followSyncGroup(ev groupChanged) {
 	}
 }
 
+// alignSyncGroups brings together the members of each sync group whose
+// membership differs from old's (a reload joined running groups): while
+// one of them is MASTER here, those in BACKUP take it over as followers,
+// as if it had just become MASTER. No state change would, and two groups
+// a drill had split would stay split.
+func (c *controller) alignSyncGroups(old *conf.Site) {
+	done := map[string]bool{}
+	for _, gc := range c.site.Groups {
+		name := gc.SyncGroup
+		if name == "" || done[name] || c.states[gc.Name] != vrrp.Master {
+			continue
+		}
+		if r := c.groups[gc.Name]; r != nil && !slices.Equal(c.site.SyncGroupMembers(name), old.SyncGroupMembers(name)) {
+			done[name] = true
+			c.followSyncGroup(groupChanged{g: r.g, from: vrrp.Backup, to: vrrp.Master})
+		}
+	}
+}
+
 // syncMove is what a state change of one member asks of the other members
 // of its sync group.
 type syncMove uint8
