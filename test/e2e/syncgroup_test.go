@@ -316,3 +316,42 @@ func TestSyncGroupNoFlap(t *testing.T) {
 		})
 	}
 }
+
+// A reload that joins two running groups into a sync group while they are
+// split (front handed to lb2 by a drill of front alone, back still on lb1)
+// brings them together: no state change is needed for that.
+func TestSyncGroupJoinedByReload(t *testing.T) {
+	joined := ""
+	sp := startSyncPair(t, "", func(n *h.Node) {
+		joined = n.ReadConfig()
+		n.WriteConfig(strings.ReplaceAll(joined, "sync_group = \"nat\"\n", ""))
+	})
+	lb1, lb2 := sp.Nodes[0], sp.Nodes[1]
+	if out, code := lb1.Run("failover", group); code != 0 {
+		t.Fatalf("havip failover front: exit %d\n%s", code, out)
+	}
+	lb2.WaitState(group, "MASTER", time.Second)
+	time.Sleep(5 * sp.Site.Advert)
+	if f, b := sp.holds(t, lb1); f || !b {
+		t.Fatalf("before the reload lb1 holds front %v back %v, want back only (the split the reload must mend)", f, b)
+	}
+	t0 := time.Now()
+	for _, n := range []*h.Node{lb1, lb2} {
+		n.WriteConfig(joined)
+		if out, code := n.Reload(); code != 0 || !strings.Contains(out, "sync_group") {
+			t.Fatalf("reload on %s: exit %d\n%s", n.Name, code, out)
+		}
+	}
+	h.WaitUntil(t, 2*time.Second, "both VIPs on one node", func() bool {
+		f1, b1 := sp.holds(t, lb1)
+		f2, b2 := sp.holds(t, lb2)
+		return f1 == b1 && f2 == b2 && f1 != f2
+	})
+	t.Logf("joined by reload: together after %s", time.Since(t0))
+	time.Sleep(10 * sp.Site.Advert)
+	f1, b1 := sp.holds(t, lb1)
+	f2, b2 := sp.holds(t, lb2)
+	if f1 != b1 || f2 != b2 || f1 == f2 {
+		t.Fatalf("after the reload: lb1 front %v back %v, lb2 front %v back %v; want both on one node", f1, b1, f2, b2)
+	}
+}
