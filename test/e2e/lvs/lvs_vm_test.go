@@ -96,10 +96,9 @@ fall = 2
 `, port, mode)
 	if mode == "nat" {
 		rs = []netip.Addr{netip.MustParseAddr("198.19.0.21"), netip.MustParseAddr("198.19.0.22")}
-		groupExtra = `[[vrrp.track]]
-interface = "eth1"
-weight = 0
-`
+		// front and back move together: a director holding the front
+		// VIP without the real servers' gateway black-holes the replies.
+		groupExtra = "sync_group = \"nat\"\n"
 		extra += fmt.Sprintf(`
 [[vrrp]]
 name = "back"
@@ -108,9 +107,7 @@ vrid = 52
 advert = "%s"
 vips = ["%s/24"]
 garp_interval = "20ms"
-[[vrrp.track]]
-interface = "eth0"
-weight = 0
+sync_group = "nat"
 `, advert, backGW)
 	}
 	for _, a := range rs {
@@ -229,6 +226,10 @@ type result struct {
 	takeover, repair time.Duration
 	healthOut        time.Duration // rs1 stops listening -> out of the table
 	healthIn         time.Duration // rs1 listens again -> back in
+	// NAT: the master's back link goes down; its sync group moves.
+	syncMove     time.Duration // -> both VIPs on the peer
+	syncSplit    time.Duration // the longest a node held one VIP without the other
+	syncSurvived int
 }
 
 var (
@@ -249,6 +250,12 @@ func TestLVS(t *testing.T) {
 		fmt.Printf("%-5s %-22s %-22s %-16s %-16s %-14s %-14s\n", r.mode, fmt.Sprintf("rs1=%d rs2=%d", r.spread["rs1"], r.spread["rs2"]),
 			fmt.Sprintf("%d/%d", r.survived, r.total), r.takeover.Round(time.Millisecond), r.repair.Round(time.Millisecond),
 			r.healthOut.Round(time.Millisecond), r.healthIn.Round(time.Millisecond))
+	}
+	for _, r := range results {
+		if r.mode == "nat" {
+			fmt.Printf("nat sync group (front + back): the master's back link down -> both VIPs on the peer after %s, %d/%d connections survived, worst split %s\n",
+				r.syncMove.Round(time.Millisecond), r.syncSurvived, nConns, r.syncSplit.Round(10*time.Microsecond))
+		}
 	}
 }
 
@@ -278,48 +285,7 @@ func testMode(t *testing.T, mode string) {
 	}
 
 	// (b) long-lived connections survive a kill -9 of the master.
-	type conn struct {
-		c    net.Conn
-		r    *bufio.Reader
-		name string
-	}
-	var conns []conn
-	for range nConns {
-		c, r, name, err := tp.dial(t)
-		if err != nil {
-			t.Fatalf("long-lived connection: %v", err)
-		}
-		t.Cleanup(func() { c.Close() })
-		conns = append(conns, conn{c, r, name})
-	}
-	echo := func(cn conn, msg string) error {
-		cn.c.SetDeadline(time.Now().Add(3 * time.Second))
-		if _, err := fmt.Fprintf(cn.c, "%s\n", msg); err != nil {
-			return err
-		}
-		line, err := cn.r.ReadString('\n')
-		if err != nil {
-			return err
-		}
-		if want := cn.name + " " + msg + "\n"; line != want {
-			return fmt.Errorf("got %q, want %q", line, want)
-		}
-		return nil
-	}
-	// A few packets each, so the master's sync daemon sends them over.
-	for i := range 4 {
-		for _, cn := range conns {
-			if err := echo(cn, fmt.Sprintf("before-%d", i)); err != nil {
-				t.Fatalf("echo before failover: %v", err)
-			}
-		}
-	}
-	// The master sync daemon sends a partly filled buffer after 2s
-	// (IPVS_SYNC_FLUSH_TIME); give it that and a check period.
-	time.Sleep(3500 * time.Millisecond)
-	out, _ := runIn(t, lb2.Host, "ipvsadm", "-Lnc")
-	t.Logf("backup's synced connections:\n%s", out)
-
+	conns := tp.openSynced(t, lb2)
 	added := h.WaitAddr(t, lb2.Host, p.VIP, true)
 	t0 := time.Now()
 	lb1.Signal(syscall.SIGKILL)
@@ -328,22 +294,7 @@ func testMode(t *testing.T, mode string) {
 	if mode == "nat" {
 		lb2.WaitState("back", "MASTER", 2*time.Second)
 	}
-	for _, cn := range conns {
-		if err := echo(cn, "after"); err == nil {
-			res.survived++
-		} else {
-			t.Logf("connection to %s lost: %v", cn.name, err)
-		}
-	}
-	if res.survived != nConns {
-		t.Errorf("%d of %d connections survived the failover", res.survived, nConns)
-	}
-	// New connections work through the new master.
-	if c, _, _, err := tp.dial(t); err != nil {
-		t.Errorf("new connection after failover: %v", err)
-	} else {
-		c.Close()
-	}
+	res.survived = tp.survivors(t, conns, "the failover")
 
 	// (c) the table cleared behind havip's back is repaired.
 	runIn(t, lb2.Host, "ipvsadm", "-C")
@@ -382,6 +333,10 @@ func testMode(t *testing.T, mode string) {
 		return strings.Contains(out, rs1.addr.String()+":80")
 	})
 	res.healthIn = time.Since(t2) - res.healthOut
+
+	if mode == "nat" {
+		tp.backLinkDown(t, &res)
+	}
 
 	st, err := lb2.Status()
 	if err != nil || st.IPVS == nil || !strings.Contains(st.IPVS.Table, "198.18.0.100:80") {
@@ -422,6 +377,133 @@ func testMode(t *testing.T, mode string) {
 	for _, n := range p.Nodes {
 		t.Logf("--- log of %s ---\n%s", n.Name, n.Log())
 	}
+}
+
+// backLinkDown is the NAT director's sync group at work: the killed lb1
+// returns and takes front and back back (preempt); then its back
+// interface loses its link. back goes to FAULT and front, whose own link
+// is fine, follows it to lb2 at once, so the client's connections keep
+// flowing: through lb2 both ways.
+func (tp *topo) backLinkDown(t *testing.T, res *result) {
+	p := tp.pair
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	lb1.Start()
+	for _, g := range []string{"front", "back"} {
+		lb1.WaitState(g, "MASTER", 10*time.Second)
+		lb2.WaitState(g, "BACKUP", 2*time.Second)
+	}
+	holds := func(n *h.Node) (bool, bool) { return n.HasVIP(p.VIP), n.Host.HasAddr(t, "eth1", backGW) }
+	h.WaitUntil(t, 10*time.Second, "both VIPs on lb1 only", func() bool {
+		f1, b1 := holds(lb1)
+		f2, b2 := holds(lb2)
+		return f1 && b1 && !f2 && !b2
+	})
+	watch := h.WatchSplit(t, []netip.Addr{p.VIP, backGW}, lb1.Host, lb2.Host)
+	conns := tp.openSynced(t, lb2)
+	front, back := h.WaitAddr(t, lb2.Host, p.VIP, true), h.WaitAddr(t, lb2.Host, backGW, true)
+	t0 := time.Now()
+	lb1.Host.SetLinkDown(t, "eth1")
+	f := h.Within(t, front, 10*time.Second, "front VIP on lb2").Sub(t0)
+	b := h.Within(t, back, 10*time.Second, "back VIP on lb2").Sub(t0)
+	res.syncMove = max(f, b)
+	t.Logf("lb1's back link down: front VIP on lb2 after %s, back VIP after %s", f, b)
+	// front's priority-0 advert and the sync group: no waiting for
+	// Master_Down_Interval, which a silent back alone would take.
+	if bound := h.MasterDown(advert, 100); res.syncMove >= bound {
+		t.Errorf("both VIPs on lb2 after %s, want well under Master_Down_Interval %s", res.syncMove, bound)
+	}
+	for _, g := range []string{"front", "back"} {
+		lb2.WaitState(g, "MASTER", 2*time.Second)
+		lb1.WaitState(g, "FAULT", 2*time.Second)
+	}
+	res.syncSurvived = tp.survivors(t, conns, "the back link loss")
+	if f1, b1 := holds(lb1); f1 || b1 {
+		t.Errorf("lb1 still holds front %v back %v", f1, b1)
+	}
+	if errs := watch.Errors(); len(errs) > 0 {
+		t.Errorf("address watch: %v", errs)
+	}
+	var where string
+	res.syncSplit, where = watch.Split(t0, time.Now())
+	t.Logf("worst split: %s %s\n%s", res.syncSplit, where, strings.Join(watch.Events(), "\n"))
+	if res.syncSplit > 2*advert {
+		t.Errorf("a node held one VIP without the other for %s (%s), want at most 2 adverts", res.syncSplit, where)
+	}
+}
+
+// conn is a long-lived connection through the VIP to the real server
+// named name.
+type conn struct {
+	c    net.Conn
+	r    *bufio.Reader
+	name string
+}
+
+func (cn conn) echo(msg string) error {
+	cn.c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := fmt.Fprintf(cn.c, "%s\n", msg); err != nil {
+		return err
+	}
+	line, err := cn.r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if want := cn.name + " " + msg + "\n"; line != want {
+		return fmt.Errorf("got %q, want %q", line, want)
+	}
+	return nil
+}
+
+// openSynced opens nConns connections through the master and waits until
+// its sync daemon has had time to tell backup about them.
+func (tp *topo) openSynced(t *testing.T, backup *h.Node) []conn {
+	t.Helper()
+	var conns []conn
+	for range nConns {
+		c, r, name, err := tp.dial(t)
+		if err != nil {
+			t.Fatalf("long-lived connection: %v", err)
+		}
+		t.Cleanup(func() { c.Close() })
+		conns = append(conns, conn{c, r, name})
+	}
+	// A few packets each, so the master's sync daemon sends them over.
+	for i := range 4 {
+		for _, cn := range conns {
+			if err := cn.echo(fmt.Sprintf("before-%d", i)); err != nil {
+				t.Fatalf("echo before failover: %v", err)
+			}
+		}
+	}
+	// The master sync daemon sends a partly filled buffer after 2s
+	// (IPVS_SYNC_FLUSH_TIME); give it that and a check period.
+	time.Sleep(3500 * time.Millisecond)
+	out, _ := runIn(t, backup.Host, "ipvsadm", "-Lnc")
+	t.Logf("backup's synced connections:\n%s", out)
+	return conns
+}
+
+// survivors counts the connections that still echo after what, and checks
+// that all do and that a new connection works.
+func (tp *topo) survivors(t *testing.T, conns []conn, what string) int {
+	t.Helper()
+	n := 0
+	for _, cn := range conns {
+		if err := cn.echo("after"); err == nil {
+			n++
+		} else {
+			t.Logf("connection to %s lost: %v", cn.name, err)
+		}
+	}
+	if n != len(conns) {
+		t.Errorf("%d of %d connections survived %s", n, len(conns), what)
+	}
+	if c, _, _, err := tp.dial(t); err != nil {
+		t.Errorf("new connection after %s: %v", what, err)
+	} else {
+		c.Close()
+	}
+	return n
 }
 
 func defaultVia(t *testing.T, host *lab.Host, gw netip.Addr) *netlink.Route {
