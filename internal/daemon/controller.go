@@ -47,6 +47,7 @@ type controller struct {
 	addrs    map[netip.Addr]track.AddrState
 	peer     peerView
 	states   map[string]vrrp.State // as last reported by each group
+	faults   map[string]string     // each group's own fault (groupFault), for its sync group
 	groups   map[string]*groupRun
 	inputs   map[string]groupInput // what each group was last given
 	table    *ipvsync.Table        // what the reconciler was last given
@@ -112,7 +113,7 @@ func newController(opts Options, log *slog.Logger, l *loaded) *controller {
 		events: make(chan any, 1024), dead: make(chan struct{}),
 		site: l.site, node: l.node, loadedAt: time.Now(),
 		health: map[string]bool{}, links: map[string]track.LinkState{}, addrs: map[netip.Addr]track.AddrState{},
-		states: map[string]vrrp.State{}, groups: map[string]*groupRun{}, inputs: map[string]groupInput{},
+		states: map[string]vrrp.State{}, faults: map[string]string{}, groups: map[string]*groupRun{}, inputs: map[string]groupInput{},
 	}
 }
 
@@ -269,6 +270,11 @@ func (c *controller) handle(ev any) {
 		c.update()
 	case groupChanged:
 		c.groupChanged(ev)
+	case groupFault:
+		if r := c.groups[ev.g.name]; r != nil && r.g == ev.g && c.faults[ev.g.name] != ev.fault {
+			c.faults[ev.g.name] = ev.fault
+			c.update()
+		}
 	case peerView:
 		c.peer = ev
 		c.update()
@@ -316,7 +322,7 @@ func (c *controller) takeLinks(us []track.Update) {
 // update derives what is wanted from the current inputs and hands each
 // part to its owner; a part that did not change is not sent.
 func (c *controller) update() {
-	w := derive(inputs{site: c.site, node: c.node, health: c.health, links: c.links, addrs: c.addrs})
+	w := derive(inputs{site: c.site, node: c.node, health: c.health, links: c.links, addrs: c.addrs, faults: c.faults})
 	for name, r := range c.groups {
 		in := c.groupInputFor(c.site, c.node, c.site.Group(name))
 		in.want = w.groups[name]
@@ -347,7 +353,7 @@ func (c *controller) groupInputFor(site *conf.Site, node *conf.Node, gc *conf.Gr
 func (c *controller) startGroup(gc *conf.Group, g *group) error {
 	if g == nil {
 		in := c.groupInputFor(c.site, c.node, gc)
-		in.want = derive(inputs{site: c.site, node: c.node, health: c.health, links: c.links, addrs: c.addrs}).groups[gc.Name]
+		in.want = derive(inputs{site: c.site, node: c.node, health: c.health, links: c.links, addrs: c.addrs, faults: c.faults}).groups[gc.Name]
 		in.peer = c.peer.group(gc.Name)
 		var err error
 		if g, err = newGroup(in, c.log, c.hooks, c.emit, kernelDeps); err != nil {
@@ -371,6 +377,7 @@ func (c *controller) stopGroups(names []string) {
 			delete(c.groups, n)
 			delete(c.inputs, n)
 			delete(c.states, n)
+			delete(c.faults, n)
 		}
 	}
 	for _, r := range rs {

@@ -66,6 +66,7 @@ type inputs struct {
 	health map[string]bool                // checks key -> up; absent = up (not probed yet)
 	links  map[string]track.LinkState     // by interface name; absent = not reported (missing)
 	addrs  map[netip.Addr]track.AddrState // watched addresses (this node's own)
+	faults map[string]string              // by group: a fault only the group sees (socket, VIP claims); absent = none
 }
 
 // wanted is what derive returns.
@@ -128,7 +129,7 @@ func derive(in inputs) wanted {
 		slices.SortStableFunc(gw.tracks, func(a, b trackState) int { return compareTrackKeys(a.key, b.key) })
 		gw.source = advertSource(g, in)
 		gw.fault = ownFault(g, gw, in)
-		own[g.Name] = gw.fault
+		own[g.Name] = cmp.Or(gw.fault, in.faults[g.Name])
 		for _, ts := range gw.tracks {
 			if ts.failing && ts.weight != 0 {
 				penalty[g.Name] += ts.weight
@@ -136,9 +137,12 @@ func derive(in inputs) wanted {
 		}
 		w.groups[g.Name] = gw
 	}
-	// Groups of one sync group move together: a fault of one is a fault
-	// of all, and their penalties add up, so both directors rank every
-	// member the same way and preemption moves them as one.
+	// Groups of one sync group move together: a fault of one (derive's or
+	// its own) is a fault of all, and their penalties add up, so both
+	// directors rank every member the same way (when the members' priorities
+	// are alike: an equal penalty can reorder two nodes in one member and
+	// not in another whose priorities lie further apart) and preemption
+	// moves them as one.
 	for i := range in.site.Groups {
 		g := &in.site.Groups[i]
 		gw := w.groups[g.Name]

@@ -179,6 +179,17 @@ func TestDeriveGroups(t *testing.T) {
 			},
 		},
 		{
+			name: "a fault only the group sees (its socket, its VIP claims) is the sync group's too",
+			change: func(in *inputs) {
+				in.faults = map[string]string{"back": "advert socket: refused", "six": "VIPs could not be claimed: refused"}
+			},
+			want: map[string]groupSummary{
+				"front": {Prio: 150, Base: 150, Source: "10.0.0.11", Fault: "sync group nat: group back in FAULT (advert socket: refused)"},
+				"back":  {Prio: 150, Base: 150, Source: "10.0.0.11"}, // the group has it already
+				"six":   {Prio: 150, Base: 150, Source: "fe80::1"},   // in no sync group
+			},
+		},
+		{
 			name: "an interface that does not exist (yet)",
 			change: func(in *inputs) {
 				in.links["eth0"] = track.LinkState{Name: "eth0"}

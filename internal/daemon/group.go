@@ -164,6 +164,7 @@ type group struct {
 	// member (TakeOver), not by its own election; cleared when it leaves
 	// MASTER.
 	followed bool
+	reported string // ownFault as last told the controller
 
 	lastRx                                  time.Time
 	sendErrors, readErrors, reopens, rxDrop uint64
@@ -318,6 +319,7 @@ func (g *group) Run(ctx context.Context) error {
 	now := time.Now()
 	g.applyWant(now)
 	g.exec(now, g.m.Start(now))
+	g.reportFault()
 	g.publish()
 	for {
 		// Tickers follow the state and the configured periods.
@@ -370,6 +372,7 @@ func (g *group) Run(ctx context.Context) error {
 		case <-garp:
 			g.claim.Announce(context.Background())
 		}
+		g.reportFault()
 		g.publish()
 	}
 }
@@ -484,13 +487,33 @@ func (g *group) reconfigureMachine(now time.Time) {
 
 // fault is why the group must be in FAULT now, or "".
 func (g *group) fault() string {
-	switch {
-	case g.in.want.fault != "":
+	if g.in.want.fault != "" {
 		return g.in.want.fault
-	case g.sockFault != "":
+	}
+	return g.ownFault()
+}
+
+// ownFault is the part of the fault only the group can see (its socket,
+// its VIP claims), not derive; the controller hears of every change
+// (reportFault), so the group's sync group shares it.
+func (g *group) ownFault() string {
+	if g.sockFault != "" {
 		return "advert socket: " + g.sockFault
 	}
 	return g.claimFault
+}
+
+// groupFault tells the controller that a group's own fault changed.
+type groupFault struct {
+	g     *group
+	fault string
+}
+
+func (g *group) reportFault() {
+	if f := g.ownFault(); f != g.reported {
+		g.reported = f
+		g.events(groupFault{g: g, fault: f})
+	}
 }
 
 // applyWant moves the machine to what derive and the group's own faults

@@ -18,10 +18,12 @@ import (
 	"github.com/havip/havip/internal/vrrpnet"
 )
 
-// fakeNet hands out fakeConns and keeps every advert they send.
+// fakeNet hands out fakeConns and keeps every advert they send; the first
+// refuse attempts to open one fail.
 type fakeNet struct {
-	mu   sync.Mutex
-	sent []sentAdvert
+	mu     sync.Mutex
+	sent   []sentAdvert
+	refuse int
 }
 
 type sentAdvert struct {
@@ -30,6 +32,12 @@ type sentAdvert struct {
 }
 
 func (n *fakeNet) listen(vrrpnet.Options) (vrrpnet.Conn, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.refuse > 0 {
+		n.refuse--
+		return nil, errRefused
+	}
 	return &fakeConn{net: n, closed: make(chan struct{})}, nil
 }
 
@@ -133,6 +141,13 @@ func (f *fakeClaimer) Set(vips []netip.Prefix, _ vip.Options) (added, removed []
 // pair whose peer is silent, so it becomes master by itself.
 func runGroup(t *testing.T, cl *fakeClaimer, fn *fakeNet) *group {
 	t.Helper()
+	return runGroupEvents(t, cl, fn, func(any) {})
+}
+
+// runGroupEvents is runGroup handing what the group tells the controller
+// to events.
+func runGroupEvents(t *testing.T, cl *fakeClaimer, fn *fakeNet, events func(any)) *group {
+	t.Helper()
 	self := netip.MustParseAddr("198.18.0.11")
 	cfg := &conf.Group{
 		Name: "front", Interface: "eth0", VRID: 51, Advert: 100 * time.Millisecond, Version: 3, Preempt: true,
@@ -150,7 +165,7 @@ func runGroup(t *testing.T, cl *fakeClaimer, fn *fakeNet) *group {
 		newClaimer:  func(string, []netip.Prefix, vip.Options) (claimer, error) { return cl, nil },
 		acceptLocal: func(string) (bool, error) { return false, nil },
 	}
-	g, err := newGroup(in, slog.New(slog.DiscardHandler), nil, func(any) {}, deps)
+	g, err := newGroup(in, slog.New(slog.DiscardHandler), nil, events, deps)
 	if err != nil {
 		t.Fatal(err)
 	}

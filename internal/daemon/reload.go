@@ -280,7 +280,7 @@ func (c *controller) prepare(p reloadPlan, l *loaded) (*prepared, error) {
 			}
 		}
 	}
-	want := derive(inputs{site: site, node: node, health: c.health, links: links, addrs: addrs})
+	want := derive(inputs{site: site, node: node, health: c.health, links: links, addrs: addrs, faults: c.faults})
 	for _, gp := range p.groups {
 		if gp.kind != groupRestart && gp.kind != groupAdd {
 			continue

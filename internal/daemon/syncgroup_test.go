@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/havip/havip/internal/vrrp"
 )
@@ -36,5 +38,39 @@ func TestSyncFollow(t *testing.T) {
 		if got := syncFollow(ev); got != tc.want {
 			t.Errorf("%s -> %s (followed %t): %s, want %s", tc.from, tc.to, tc.followed, got, tc.want)
 		}
+	}
+}
+
+// A group tells the controller when a fault only it can see begins and
+// ends (here: no advert socket, then one), so that its sync group can
+// share it; derive's faults are not echoed back.
+func TestGroupReportsOwnFault(t *testing.T) {
+	faults := make(chan string, 16)
+	events := func(ev any) {
+		if f, ok := ev.(groupFault); ok {
+			faults <- f.fault
+		}
+	}
+	runGroupEvents(t, &fakeClaimer{}, &fakeNet{refuse: 2}, events)
+	next := func(what string) string {
+		t.Helper()
+		select {
+		case f := <-faults:
+			return f
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no groupFault event: %s", what)
+			return ""
+		}
+	}
+	if f := next("the socket is refused"); !strings.Contains(f, "advert socket") || !strings.Contains(f, errRefused.Error()) {
+		t.Fatalf("first own fault %q, want the advert socket's error", f)
+	}
+	if f := next("the socket opens"); f != "" {
+		t.Fatalf("own fault %q once the socket opened, want none", f)
+	}
+	select {
+	case f := <-faults:
+		t.Fatalf("a further groupFault %q with nothing changed", f)
+	case <-time.After(500 * time.Millisecond):
 	}
 }
