@@ -37,6 +37,13 @@ type syncPair struct {
 // each node's host before the daemons start. It returns once lb1 is
 // master of both and lb2 backup of both.
 func startSyncPair(t *testing.T, frontExtra string, before func(n *h.Node)) *syncPair {
+	sp := newSyncPair(t, frontExtra, before)
+	sp.start(t, group, back)
+	return sp
+}
+
+// newSyncPair is startSyncPair without starting the daemons.
+func newSyncPair(t *testing.T, frontExtra string, before func(n *h.Node)) *syncPair {
 	p := h.NewPair(t, h.Site{
 		ExtraGroup: "sync_group = \"nat\"\n" + frontExtra,
 		Extra: fmt.Sprintf(`
@@ -57,14 +64,23 @@ sync_group = "nat"
 			before(n)
 		}
 	}
-	sp := &syncPair{Pair: p, watch: h.WatchSplit(t, []netip.Addr{p.VIP, backVIP}, p.Nodes[0].Host, p.Nodes[1].Host)}
-	p.Nodes[0].Start()
-	p.Nodes[1].Start()
-	timeout := 2*h.MasterDown(p.Site.Advert, 100) + 2*time.Second
-	sp.waitBoth(t, p.Nodes[0], "MASTER", timeout)
-	sp.waitBoth(t, p.Nodes[1], "BACKUP", timeout)
-	sp.waitHolder(t, p.Nodes[0], time.Second)
-	return sp
+	return &syncPair{Pair: p, watch: h.WatchSplit(t, []netip.Addr{p.VIP, backVIP}, p.Nodes[0].Host, p.Nodes[1].Host)}
+}
+
+// start starts both daemons and waits until lb1 is master and lb2 backup
+// of groups.
+func (sp *syncPair) start(t *testing.T, groups ...string) {
+	t.Helper()
+	sp.Nodes[0].Start()
+	sp.Nodes[1].Start()
+	timeout := 2*h.MasterDown(sp.Site.Advert, 100) + 2*time.Second
+	for _, g := range groups {
+		sp.Nodes[0].WaitState(g, "MASTER", timeout)
+		sp.Nodes[1].WaitState(g, "BACKUP", timeout)
+	}
+	if len(groups) == 2 {
+		sp.waitHolder(t, sp.Nodes[0], time.Second)
+	}
 }
 
 func (sp *syncPair) waitBoth(t *testing.T, n *h.Node, state string, timeout time.Duration) {
@@ -354,4 +370,67 @@ func TestSyncGroupJoinedByReload(t *testing.T) {
 	if f1 != b1 || f2 != b2 || f1 == f2 {
 		t.Fatalf("after the reload: lb1 front %v back %v, lb2 front %v back %v; want both on one node", f1, b1, f2, b2)
 	}
+}
+
+// A member with preempt = false moves with one that preempts: the
+// returning lb1 takes both back, whichever of them preempts.
+func TestSyncGroupMixedPreempt(t *testing.T) {
+	for _, tc := range []struct{ name, old, new string }{
+		{"front without preempt", "preempt = true\n", "preempt = false\n"},
+		{"back without preempt", "vrid = 52\n", "vrid = 52\npreempt = false\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sp := startSyncPair(t, "", func(n *h.Node) {
+				n.WriteConfig(strings.Replace(n.ReadConfig(), tc.old, tc.new, 1))
+			})
+			lb1, lb2 := sp.Nodes[0], sp.Nodes[1]
+			sp.move(t, lb1, lb2, "", "kill -9", 0, func() { lb1.Signal(syscall.SIGKILL) })
+			h.WaitUntil(t, 10*time.Second, "the killed master's VIPs expiring", func() bool {
+				f, b := sp.holds(t, lb1)
+				return !f && !b
+			})
+			t0 := time.Now()
+			took := sp.move(t, lb2, lb1, "BACKUP", "lb1 returns", 0, lb1.Start)
+			time.Sleep(10 * sp.Site.Advert)
+			sp.waitHolder(t, lb1, 50*time.Millisecond)
+			split := sp.checkSplit(t, t0, "lb1 returns")
+			t.Logf("SYNCGROUP %s: both back on lb1 %s after its start, worst split %s", tc.name, took, split)
+		})
+	}
+}
+
+// A member added by a rolling reload, on the backup first, does not
+// demote the members the master holds, and ends on the master with them.
+func TestSyncGroupMemberAddedByReload(t *testing.T) {
+	full := ""
+	sp := newSyncPair(t, "", func(n *h.Node) {
+		full = n.ReadConfig()
+		n.WriteConfig(full[:strings.Index(full, "\n[[vrrp]]\nname = \"back\"")])
+	})
+	sp.start(t, group)
+	lb1, lb2 := sp.Nodes[0], sp.Nodes[1]
+	before := groupStatus(t, lb1, group).Transitions
+	reload := func(n *h.Node) time.Time {
+		n.WriteConfig(full)
+		at := time.Now()
+		if out, code := n.Reload(); code != 0 {
+			t.Fatalf("reload on %s: exit %d\n%s", n.Name, code, out)
+		}
+		return at
+	}
+	t0 := reload(lb2)
+	// lb2 alone runs back now, so it is its master: a split the push
+	// itself makes, for as long as the two files differ.
+	lb2.WaitState(back, "MASTER", 2*time.Second)
+	time.Sleep(10 * sp.Site.Advert)
+	t1 := reload(lb1)
+	sp.waitBoth(t, lb1, "MASTER", 2*time.Second)
+	sp.waitBoth(t, lb2, "BACKUP", time.Second)
+	sp.waitHolder(t, lb1, time.Second)
+	if n := groupStatus(t, lb1, group).Transitions - before; n != 0 {
+		t.Errorf("lb1's front changed state %d times while back was added", n)
+	}
+	pushed, _ := sp.watch.Split(t0, t1, lb2.Name)
+	split := sp.checkSplit(t, t1, "back added on lb1 too")
+	t.Logf("SYNCGROUP member added by a rolling reload: split while only lb2 ran back %s (the push's own), after lb1 reloaded %s", pushed, split)
 }
