@@ -84,7 +84,11 @@ func printStatus(w io.Writer, st *ctl.Status) {
 		if len(g.Advertising) > 0 {
 			parts = append(parts, "advertising the peer's list "+strings.Join(g.Advertising, ",")+" until it runs this file")
 		}
-		fmt.Fprintf(w, "  %s: adverts rx %d tx %d, transitions %d", g.Name, g.RxAdverts, g.TxAdverts, g.Transitions)
+		fmt.Fprintf(w, "  %s:", g.Name)
+		if g.SyncGroup != "" {
+			fmt.Fprintf(w, " sync group %s;", g.SyncGroup)
+		}
+		fmt.Fprintf(w, " adverts rx %d tx %d, transitions %d", g.RxAdverts, g.TxAdverts, g.Transitions)
 		if len(parts) > 0 {
 			fmt.Fprintf(w, "; %s", strings.Join(parts, "; "))
 		}

@@ -97,6 +97,7 @@ type GroupStatus struct {
 	MasterInterval string            `json:"master_interval,omitempty"`
 	Fault          string            `json:"fault,omitempty"`
 	Yielding       bool              `json:"yielding,omitempty"`
+	SyncGroup      string            `json:"sync_group,omitempty"` // the groups that move with this one
 	DualMaster     bool              `json:"dual_master"`
 	PeerState      string            `json:"peer_state,omitempty"`
 	Tracks         []TrackStatus     `json:"tracks,omitempty"`

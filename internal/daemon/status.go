@@ -75,6 +75,7 @@ func groupStatus(s *groupSnap, ps pairSnap) ctl.GroupStatus {
 		MasterPriority: s.status.MasterPriority,
 		Fault:          s.fault,
 		Yielding:       s.status.Yielding,
+		SyncGroup:      s.cfg.SyncGroup,
 		DualMaster:     ps.dual[s.cfg.Name],
 		RxAdverts:      s.status.Counters.RxAdverts,
 		TxAdverts:      s.status.Counters.TxAdverts,

@@ -162,10 +162,13 @@ func TestSyncGroupStart(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, g := range st.Groups {
-			if g.Priority != g.BasePriority || g.Fault != "" {
-				t.Errorf("%s %s: priority %d of %d, fault %q", n.Name, g.Name, g.Priority, g.BasePriority, g.Fault)
+			if g.Priority != g.BasePriority || g.Fault != "" || g.SyncGroup != "nat" {
+				t.Errorf("%s %s: priority %d of %d, fault %q, sync group %q", n.Name, g.Name, g.Priority, g.BasePriority, g.Fault, g.SyncGroup)
 			}
 		}
+	}
+	if out, _ := lb1.Run("status"); !strings.Contains(out, "back: sync group nat;") {
+		t.Errorf("havip status does not name the sync group:\n%s", out)
 	}
 	if m := sp.Masters(back); len(m) != 1 || m[0] != lb1 {
 		t.Fatalf("back masters = %v, want lb1", names(m))
