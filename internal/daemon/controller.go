@@ -426,6 +426,15 @@ func (c *controller) followSyncGroup(ev groupChanged) {
 		return
 	}
 	why := fmt.Sprintf("sync group %s: group %s %s", name, ev.g.name, move)
+	// Events arrive late: by the time a member acts on one, the group
+	// that sent it may have changed again, or the member itself may have
+	// (a drill resigned it after the event). Acting on what is no longer
+	// so bounced the sync group between the nodes; a member acts only if
+	// it has not changed state since the event and the sender is still
+	// what the event said (its snapshot is published first thing on each
+	// state change).
+	from, at := ev.g, ev.at
+	stillMaster := func() bool { return from.snap.Load().status.State == vrrp.Master }
 	for _, member := range c.site.SyncGroupMembers(name) {
 		r := c.groups[member]
 		if member == ev.g.name || r == nil {
@@ -435,7 +444,7 @@ func (c *controller) followSyncGroup(ev groupChanged) {
 		switch move {
 		case syncResign:
 			g.post(func() {
-				if g.m.Status().State == vrrp.Master {
+				if st := g.m.Status(); st.State == vrrp.Master && !st.Since.After(at) && !stillMaster() {
 					g.log.Info("following the sync group", "reason", why)
 					g.exec(time.Now(), g.m.Resign(time.Now()))
 					g.publish()
@@ -443,7 +452,7 @@ func (c *controller) followSyncGroup(ev groupChanged) {
 			})
 		case syncTakeOver:
 			g.post(func() {
-				if g.m.Status().State == vrrp.Backup {
+				if st := g.m.Status(); st.State == vrrp.Backup && !st.Since.After(at) && stillMaster() {
 					g.log.Info("following the sync group", "reason", why)
 					g.followed = true
 					g.exec(time.Now(), g.m.TakeOver(time.Now(), why))
@@ -468,7 +477,7 @@ func (c *controller) alignSyncGroups(old *conf.Site) {
 		}
 		if r := c.groups[gc.Name]; r != nil && !slices.Equal(c.site.SyncGroupMembers(name), old.SyncGroupMembers(name)) {
 			done[name] = true
-			c.followSyncGroup(groupChanged{g: r.g, from: vrrp.Backup, to: vrrp.Master})
+			c.followSyncGroup(groupChanged{g: r.g, from: vrrp.Backup, to: vrrp.Master, at: time.Now()})
 		}
 	}
 }

@@ -101,7 +101,8 @@ type groupChanged struct {
 	g        *group
 	from, to vrrp.State
 	reason   string
-	followed bool // the group was or became MASTER by following its sync group (see group.followed)
+	followed bool      // the group was or became MASTER by following its sync group (see group.followed)
+	at       time.Time // when
 }
 
 // Socket and claim retry bounds.
@@ -706,6 +707,10 @@ func (g *group) send(now time.Time, prio uint8) {
 
 func (g *group) become(now time.Time, a vrrp.Action) {
 	g.log.Info("state change", "from", a.From.String(), "to", a.To.String(), "reason", a.Reason)
+	// The new state is published at once: the other members of a sync
+	// group check it (followSyncGroup), and the pair link, which the
+	// controller kicks on the event below, tells the peer the new state.
+	g.publish()
 	switch {
 	case a.To == vrrp.Master:
 		g.claimFails = 0
@@ -720,7 +725,7 @@ func (g *group) become(now time.Time, a vrrp.Action) {
 			g.log.Error("releasing VIPs", "err", err)
 		}
 	}
-	g.events(groupChanged{g: g, from: a.From, to: a.To, reason: a.Reason, followed: g.followed})
+	g.events(groupChanged{g: g, from: a.From, to: a.To, reason: a.Reason, followed: g.followed, at: now})
 	if a.From == vrrp.Master {
 		g.followed = false
 	}
