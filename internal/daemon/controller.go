@@ -276,8 +276,12 @@ func (c *controller) handle(ev any) {
 			c.update()
 		}
 	case peerView:
+		left := peerLeft(c.peer, ev)
 		c.peer = ev
 		c.update()
+		if len(left) > 0 {
+			c.alignSyncGroups(left)
+		}
 	case peerYielded:
 		if r := c.groups[ev.group]; r != nil {
 			g := r.g
@@ -414,7 +418,14 @@ func (c *controller) followRole() {
 // followSyncGroup moves the other members of a sync group with ev: when
 // one leaves MASTER the others hand over too (or a NAT director would hold
 // the front VIP while its peer holds the real servers' gateway, and
-// traffic is black-holed); when one becomes MASTER the others take over.
+// traffic is black-holed); when one becomes MASTER the others take over,
+// except one the peer holds as master and outranks us in: the peer would
+// answer at once, that member would go back to BACKUP, and the others
+// would resign for it; then one of them, hearing no one (VRRP cut on its
+// segment only, or its copy on the peer restarted by a rolling push),
+// became master again at its next Master_Down_Interval, in a loop. Such a
+// member is taken over when the pair link says the peer left it (see
+// alignSyncGroups), or when it hears the peer resign it.
 func (c *controller) followSyncGroup(ev groupChanged) {
 	gc := c.site.Group(ev.g.name) // ev.g.in belongs to the group's goroutine
 	if gc == nil || gc.SyncGroup == "" {
@@ -451,10 +462,11 @@ func (c *controller) followSyncGroup(ev groupChanged) {
 				}
 			})
 		case syncTakeOver:
+			p := c.peer.group(member)
+			held := p.alive && p.known && p.state == vrrp.Master
 			g.post(func() {
-				if st := g.m.Status(); st.State == vrrp.Backup && !st.Since.After(at) && stillMaster() {
+				if st := g.m.Status(); st.State == vrrp.Backup && !st.Since.After(at) && stillMaster() && !(held && outranked(st, g.lastMC.Primary)) {
 					g.log.Info("following the sync group", "reason", why)
-					g.followed = true
 					g.exec(time.Now(), g.m.TakeOver(time.Now(), why))
 					g.publish()
 				}
@@ -463,23 +475,52 @@ func (c *controller) followSyncGroup(ev groupChanged) {
 	}
 }
 
-// alignSyncGroups brings together the members of each sync group whose
-// membership differs from old's (a reload joined running groups): while
-// one of them is MASTER here, those in BACKUP take it over as followers,
-// as if it had just become MASTER. No state change would, and two groups
-// a drill had split would stay split.
-func (c *controller) alignSyncGroups(old *conf.Site) {
+// outranked says whether a machine in st, whose own address is primary,
+// hears a master that wins the election against it.
+func outranked(st vrrp.Status, primary netip.Addr) bool {
+	if !st.MasterAddr.IsValid() || st.MasterPriority == 0 {
+		return false
+	}
+	return st.MasterPriority > st.Priority || st.MasterPriority == st.Priority && st.MasterAddr.Compare(primary) > 0
+}
+
+// alignSyncGroups has the BACKUP members of sync groups with a MASTER
+// member here take over, as if that member had just become MASTER. After
+// a reload it aligns every sync group (only nil): the reload may have
+// joined running groups, which no state change would bring together.
+// When the pair link says the peer left some groups (only), it aligns
+// their sync groups: followSyncGroup did not take a member over while the
+// peer held it.
+func (c *controller) alignSyncGroups(only []string) {
+	want := map[string]bool{}
+	for _, n := range only {
+		if gc := c.site.Group(n); gc != nil {
+			want[gc.SyncGroup] = true
+		}
+	}
 	done := map[string]bool{}
 	for _, gc := range c.site.Groups {
 		name := gc.SyncGroup
-		if name == "" || done[name] || c.states[gc.Name] != vrrp.Master {
+		if name == "" || done[name] || only != nil && !want[name] || c.states[gc.Name] != vrrp.Master {
 			continue
 		}
-		if r := c.groups[gc.Name]; r != nil && !slices.Equal(c.site.SyncGroupMembers(name), old.SyncGroupMembers(name)) {
+		if r := c.groups[gc.Name]; r != nil {
 			done[name] = true
 			c.followSyncGroup(groupChanged{g: r.g, from: vrrp.Backup, to: vrrp.Master, at: time.Now()})
 		}
 	}
+}
+
+// peerLeft lists the groups the peer was master of in old and is not in
+// now (or has fallen silent).
+func peerLeft(old, now peerView) []string {
+	var out []string
+	for name, m := range old.groups {
+		if old.alive && m.State == vrrp.Master && !(now.alive && now.groups[name].State == vrrp.Master) {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // syncMove is what a state change of one member asks of the other members
@@ -502,18 +543,9 @@ func (m syncMove) String() string {
 	return "stays"
 }
 
-// syncFollow decides what ev asks of the other members. A member that was
-// master only by following them, and that the peer then sent back to
-// BACKUP, asks nothing: the peer still holds its copy of that member, and
-// why the others are master here (the peer's copy of them went silent or
-// resigned) still stands. Resigning them would have one of them become
-// master again at its next Master_Down_Interval and take this member over
-// again, in a loop: a partition of one segment, or a rolling push that
-// restarts one member on the peer, did that about three times a second.
+// syncFollow decides what ev asks of the other members.
 func syncFollow(ev groupChanged) syncMove {
 	switch {
-	case ev.from == vrrp.Master && ev.to == vrrp.Backup && ev.followed:
-		return syncStay
 	case ev.from == vrrp.Master && ev.to != vrrp.Master:
 		return syncResign
 	case ev.to == vrrp.Master:

@@ -77,7 +77,6 @@ func drill(ctx context.Context, g *group, from string) drillResult {
 		rxBefore = g.m.Status().Counters.RxAdverts
 		src, advert = g.connSrc.String(), g.in.cfg.Advert
 		start = time.Now()
-		g.followed = false // a drill hands the whole sync group over
 		g.exec(start, g.m.Resign(start))
 		released = time.Now()
 		g.publish()

@@ -101,7 +101,6 @@ type groupChanged struct {
 	g        *group
 	from, to vrrp.State
 	reason   string
-	followed bool      // the group was or became MASTER by following its sync group (see group.followed)
 	at       time.Time // when
 }
 
@@ -161,10 +160,6 @@ type group struct {
 	claimUntil   time.Time // when the claim fault is lifted for a new try
 	claimPause   time.Duration
 
-	// followed: MASTER only because the sync group followed another
-	// member (TakeOver), not by its own election; cleared when it leaves
-	// MASTER.
-	followed bool
 	reported string // ownFault as last told the controller
 
 	lastRx                                  time.Time
@@ -725,10 +720,7 @@ func (g *group) become(now time.Time, a vrrp.Action) {
 			g.log.Error("releasing VIPs", "err", err)
 		}
 	}
-	g.events(groupChanged{g: g, from: a.From, to: a.To, reason: a.Reason, followed: g.followed, at: now})
-	if a.From == vrrp.Master {
-		g.followed = false
-	}
+	g.events(groupChanged{g: g, from: a.From, to: a.To, reason: a.Reason, at: now})
 	if len(g.in.cfg.Notify) > 0 {
 		g.hooks.Notify(g.in.cfg.Notify, g.in.cfg.NotifyTimeout, g.name, a.To.String(), fmt.Sprint(g.m.Status().Priority))
 	}

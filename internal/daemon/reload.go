@@ -446,7 +446,7 @@ func (c *controller) commit(p reloadPlan, l *loaded, prep *prepared) {
 	c.checks.setSite(l.site)
 	_ = oldNode
 	c.update()
-	c.alignSyncGroups(oldSite)
+	c.alignSyncGroups(nil)
 	c.publish()
 	if c.pair != nil {
 		c.pair.notify()

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -17,26 +18,42 @@ func TestSyncFollow(t *testing.T) {
 	)
 	for _, tc := range []struct {
 		from, to vrrp.State
-		followed bool
 		want     syncMove
 	}{
-		{B, M, false, syncTakeOver}, // elected: the others follow
-		{F, M, false, syncTakeOver}, // an owner out of FAULT
-		{B, M, true, syncTakeOver},  // following itself: harmless, the others are asked already
-		{M, B, false, syncResign},   // outranked, resigned, drilled
-		{M, F, false, syncResign},
-		{M, F, true, syncResign}, // a follower that cannot hold its VIPs takes the others along
-		{M, I, false, syncResign},
-		// A follower the peer outranks: the peer holds its copy, the
-		// others stay (resigning them looped).
-		{M, B, true, syncStay},
-		{B, F, false, syncStay},
-		{F, B, false, syncStay},
-		{I, B, false, syncStay},
+		{B, M, syncTakeOver}, // elected, or taken over
+		{F, M, syncTakeOver}, // an owner out of FAULT
+		{M, B, syncResign},   // outranked, resigned, drilled
+		{M, F, syncResign},
+		{M, I, syncResign},
+		{B, F, syncStay},
+		{F, B, syncStay},
+		{I, B, syncStay}, // a member a reload added does not demote the others
 	} {
-		ev := groupChanged{from: tc.from, to: tc.to, followed: tc.followed}
-		if got := syncFollow(ev); got != tc.want {
-			t.Errorf("%s -> %s (followed %t): %s, want %s", tc.from, tc.to, tc.followed, got, tc.want)
+		if got := syncFollow(groupChanged{from: tc.from, to: tc.to}); got != tc.want {
+			t.Errorf("%s -> %s: %s, want %s", tc.from, tc.to, got, tc.want)
+		}
+	}
+}
+
+// outranked: the election RFC 5798 holds, priority first, then address.
+func TestOutranked(t *testing.T) {
+	self, low, high := netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.3")
+	for _, tc := range []struct {
+		master   netip.Addr
+		prio, of uint8 // the master's priority, ours
+		want     bool
+	}{
+		{high, 150, 100, true},
+		{low, 150, 100, true},
+		{low, 100, 150, false},
+		{high, 100, 100, true},        // a tie: the higher address wins
+		{low, 100, 100, false},        // a tie we win
+		{high, 0, 100, false},         // it resigned
+		{netip.Addr{}, 0, 100, false}, // no master heard
+	} {
+		st := vrrp.Status{State: vrrp.Backup, MasterAddr: tc.master, MasterPriority: tc.prio, Priority: tc.of}
+		if got := outranked(st, self); got != tc.want {
+			t.Errorf("master %v at %d, us %v at %d: outranked %t, want %t", tc.master, tc.prio, self, tc.of, got, tc.want)
 		}
 	}
 }
