@@ -446,6 +446,7 @@ func (c *controller) followSyncGroup(ev groupChanged) {
 	// state change).
 	from, at := ev.g, ev.at
 	stillMaster := func() bool { return from.snap.Load().status.State == vrrp.Master }
+	changedSince := func(st vrrp.Status) bool { return !at.IsZero() && st.Since.After(at) }
 	for _, member := range c.site.SyncGroupMembers(name) {
 		r := c.groups[member]
 		if member == ev.g.name || r == nil {
@@ -455,7 +456,7 @@ func (c *controller) followSyncGroup(ev groupChanged) {
 		switch move {
 		case syncResign:
 			g.post(func() {
-				if st := g.m.Status(); st.State == vrrp.Master && !st.Since.After(at) && !stillMaster() {
+				if st := g.m.Status(); st.State == vrrp.Master && !changedSince(st) && !stillMaster() {
 					g.log.Info("following the sync group", "reason", why)
 					g.exec(time.Now(), g.m.Resign(time.Now()))
 					g.publish()
@@ -465,7 +466,7 @@ func (c *controller) followSyncGroup(ev groupChanged) {
 			p := c.peer.group(member)
 			held := p.alive && p.known && p.state == vrrp.Master
 			g.post(func() {
-				if st := g.m.Status(); st.State == vrrp.Backup && !st.Since.After(at) && stillMaster() && !(held && outranked(st, g.lastMC.Primary)) {
+				if st := g.m.Status(); st.State == vrrp.Backup && !changedSince(st) && stillMaster() && !(held && outranked(st, g.lastMC.Primary)) {
 					g.log.Info("following the sync group", "reason", why)
 					g.exec(time.Now(), g.m.TakeOver(time.Now(), why))
 					g.publish()
@@ -506,7 +507,9 @@ func (c *controller) alignSyncGroups(only []string) {
 		}
 		if r := c.groups[gc.Name]; r != nil {
 			done[name] = true
-			c.followSyncGroup(groupChanged{g: r.g, from: vrrp.Backup, to: vrrp.Master, at: time.Now()})
+			// No time: not an old event but what holds now (a member
+			// a reload has just started takes over too).
+			c.followSyncGroup(groupChanged{g: r.g, from: vrrp.Backup, to: vrrp.Master})
 		}
 	}
 }

@@ -101,7 +101,7 @@ type groupChanged struct {
 	g        *group
 	from, to vrrp.State
 	reason   string
-	at       time.Time // when
+	at       time.Time // when; zero for what holds now (alignSyncGroups)
 }
 
 // Socket and claim retry bounds.
