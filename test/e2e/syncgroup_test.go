@@ -410,11 +410,12 @@ func TestSyncGroupMixedPreempt(t *testing.T) {
 }
 
 // A member added by a rolling reload, on the backup first, does not
-// demote the members the master holds, and ends on the master with them.
+// demote the members the master holds, and ends on the master with them,
+// even without preempt of its own.
 func TestSyncGroupMemberAddedByReload(t *testing.T) {
 	full := ""
 	sp := newSyncPair(t, "", func(n *h.Node) {
-		full = n.ReadConfig()
+		full = strings.Replace(n.ReadConfig(), "vrid = 52\n", "vrid = 52\npreempt = false\n", 1)
 		n.WriteConfig(full[:strings.Index(full, "\n[[vrrp]]\nname = \"back\"")])
 	})
 	sp.start(t, group)
