@@ -29,7 +29,7 @@ func splitWindow(p *h.Pair) time.Duration { return 2 * p.Site.Advert }
 
 type syncPair struct {
 	*h.Pair
-	watch *h.SplitWatch
+	watch *h.VIPWatch
 }
 
 // startSyncPair starts the pair with front and back in sync group "nat";
@@ -64,7 +64,7 @@ sync_group = "nat"
 			before(n)
 		}
 	}
-	return &syncPair{Pair: p, watch: h.WatchSplit(t, []netip.Addr{p.VIP, backVIP}, p.Nodes[0].Host, p.Nodes[1].Host)}
+	return &syncPair{Pair: p, watch: h.WatchVIPs(t, []netip.Addr{p.VIP, backVIP}, p.Nodes[0].Host, p.Nodes[1].Host)}
 }
 
 // start starts both daemons and waits until lb1 is master and lb2 backup

@@ -25,6 +25,7 @@ type VIPWatch struct {
 	bothSince map[netip.Addr]time.Time
 	both      map[netip.Addr]time.Duration
 	events    []string
+	changes   []vipChange // the events, for Split
 	overlaps  []string
 	errs      []error
 }
@@ -97,6 +98,7 @@ func (w *VIPWatch) take(e addrEvent) {
 	case e.u.NewAddr && !has:
 		holders = append(holders, e.host)
 		w.events = append(w.events, fmt.Sprintf("%s %s +%s", now, e.host, a))
+		w.changes = append(w.changes, vipChange{at: at, host: e.host, vip: a, added: true})
 		if len(holders) == 2 {
 			w.bothSince[a] = at
 		}
@@ -106,6 +108,7 @@ func (w *VIPWatch) take(e addrEvent) {
 	case !e.u.NewAddr && has:
 		holders = slices.DeleteFunc(holders, func(h string) bool { return h == e.host })
 		w.events = append(w.events, fmt.Sprintf("%s %s -%s", now, e.host, a))
+		w.changes = append(w.changes, vipChange{at: at, host: e.host, vip: a})
 		if len(holders) == 1 {
 			w.both[a] += at.Sub(w.bothSince[a])
 		}

@@ -398,7 +398,7 @@ func (tp *topo) backLinkDown(t *testing.T, res *result) {
 		f2, b2 := holds(lb2)
 		return f1 && b1 && !f2 && !b2
 	})
-	watch := h.WatchSplit(t, []netip.Addr{p.VIP, backGW}, lb1.Host, lb2.Host)
+	watch := h.WatchVIPs(t, []netip.Addr{p.VIP, backGW}, lb1.Host, lb2.Host)
 	conns := tp.openSynced(t, lb2)
 	front, back := h.WaitAddr(t, lb2.Host, p.VIP, true), h.WaitAddr(t, lb2.Host, backGW, true)
 	t0 := time.Now()
