@@ -81,6 +81,9 @@ func printStatus(w io.Writer, st *ctl.Status) {
 		if g.ClaimError != "" {
 			parts = append(parts, "VIP claim failed: "+g.ClaimError)
 		}
+		if g.Pending != "" {
+			parts = append(parts, g.Pending)
+		}
 		if len(g.Advertising) > 0 {
 			parts = append(parts, "advertising the peer's list "+strings.Join(g.Advertising, ",")+" until it runs this file")
 		}

@@ -113,6 +113,7 @@ type GroupStatus struct {
 	Socket         string            `json:"socket_error,omitempty"` // why there is no advert socket now
 	ClaimError     string            `json:"claim_error,omitempty"`  // the last VIP claim or refresh failure
 	Advertising    []string          `json:"advertising,omitempty"`  // set while advertising the peer's list (rolling push)
+	Pending        string            `json:"pending,omitempty"`      // a restart the reload asked for waits until the peer runs it
 	Revision       string            `json:"revision"`               // site file revision the group runs
 }
 

@@ -51,6 +51,7 @@ type peerGroup struct {
 	state vrrp.State
 	cfg   spoken       // the peer's configuration
 	adv   []netip.Addr // the list the peer advertises
+	key   string       // the peer's socket key for the group (sockKey.String)
 }
 
 func (p peerGroup) runs() bool { return p.alive && p.known }

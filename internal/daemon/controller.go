@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -39,7 +40,8 @@ type controller struct {
 
 	// --- owned by run ---
 	ctx      context.Context // the daemon's lifetime; tasks run under it
-	site     *conf.Site
+	target   *conf.Site      // the site file as loaded
+	site     *conf.Site      // what runs: target, but pending groups as they were (see pending)
 	node     *conf.Node
 	loadedAt time.Time
 	health   map[string]bool
@@ -49,8 +51,9 @@ type controller struct {
 	states   map[string]vrrp.State // as last reported by each group
 	faults   map[string]string     // each group's own fault (groupFault), for its sync group
 	groups   map[string]*groupRun
-	inputs   map[string]groupInput // what each group was last given
-	table    *ipvsync.Table        // what the reconciler was last given
+	pending  map[string]*pendingRestart // restarts that wait until the peer runs them
+	inputs   map[string]groupInput      // what each group was last given
+	table    *ipvsync.Table             // what the reconciler was last given
 	syncCfg  *conf.Sync
 	master   bool // the sync daemons were last told this node is master
 	last     *ctl.ReloadResult
@@ -76,6 +79,20 @@ type groupRun struct {
 	task *taskHandle
 }
 
+// pendingRestart is a group whose reload needs a new socket (a new
+// interface, VRID, version, unicast mode or family) while the peer still
+// runs the old one: the two would be different virtual routers that
+// cannot hear each other, and both would become master. The running
+// instance stays, advertising what the peer knows, until the pair link
+// says the peer is configured with the new one (or falls silent); then
+// the prepared instance takes over its state (swapGroup).
+type pendingRestart struct {
+	cfg  *conf.Group // in target
+	old  *conf.Group // what runs meanwhile
+	g    *group      // prepared: built, its socket open
+	what []string
+}
+
 // ctlView is what the controller publishes for readers: immutable once
 // stored, replaced whole.
 type ctlView struct {
@@ -83,7 +100,9 @@ type ctlView struct {
 	node       conf.Node
 	loadedAt   time.Time
 	lastReload *ctl.ReloadResult
-	groups     []*group // sorted by name
+	groups     []*group          // sorted by name
+	keys       map[string]string // group -> its socket key in the site file (what the pair link says)
+	pending    map[string]string // group -> the restart it waits for
 	pair       *pairLink
 	ipvs       *ipvsTask
 	checks     *healthTask
@@ -111,7 +130,7 @@ func newController(opts Options, log *slog.Logger, l *loaded) *controller {
 	return &controller{
 		opts: opts, log: log, started: time.Now(),
 		events: make(chan any, 1024), dead: make(chan struct{}),
-		site: l.site, node: l.node, loadedAt: time.Now(),
+		target: l.site, site: l.site, node: l.node, loadedAt: time.Now(), pending: map[string]*pendingRestart{},
 		health: map[string]bool{}, links: map[string]track.LinkState{}, addrs: map[netip.Addr]track.AddrState{},
 		states: map[string]vrrp.State{}, faults: map[string]string{}, groups: map[string]*groupRun{}, inputs: map[string]groupInput{},
 	}
@@ -172,7 +191,7 @@ func (c *controller) run(ctx context.Context) (err error) {
 		}
 	}()
 
-	w, err := startLinkWatch(ctx, c.watchWant(c.site, c.node), c.log)
+	w, err := startLinkWatch(ctx, watchWant(c.node, c.site), c.log)
 	if err != nil {
 		return err
 	}
@@ -276,6 +295,7 @@ func (c *controller) handle(ev any) {
 			c.update()
 		}
 	case peerView:
+		defer c.finishPending()
 		left := peerLeft(c.peer, ev)
 		c.peer = ev
 		c.update()
@@ -387,6 +407,66 @@ func (c *controller) stopGroups(names []string) {
 	for _, r := range rs {
 		r.task.wait()
 	}
+}
+
+// swapGroup replaces the running instance of a group with next, which
+// takes over its state without an election (MASTER stays MASTER, BACKUP
+// stays BACKUP): the old one stops quietly, keeping its VIPs when next
+// holds them on the same interface.
+func (c *controller) swapGroup(name string, next *group) {
+	if r := c.groups[name]; r != nil {
+		next.resume = r.g.snap.Load().status.State
+		r.g.quiet.Store(&quietStop{keepVIPs: r.g.sock.iface == next.sock.iface})
+		c.stopGroups([]string{name})
+	}
+	c.log.Info("group replaced by its new instance", "group", name, "state", next.resume.String(), "socket", next.sock.String())
+	_ = c.startGroup(next.in.cfg, next)
+}
+
+// finishPending swaps in the pending restarts the peer now runs too (or
+// that no live peer holds back any more).
+func (c *controller) finishPending() {
+	done := false
+	for name, p := range c.pending {
+		if pg := c.peer.group(name); pg.runs() && pg.key != sockKeyOf(p.cfg).String() {
+			continue
+		}
+		delete(c.pending, name)
+		c.site = effectiveSite(c.target, c.pendingOld())
+		c.swapGroup(name, p.g)
+		done = true
+	}
+	if done {
+		c.update()
+		c.alignSyncGroups(nil)
+		c.publish()
+		if c.pair != nil {
+			c.pair.notify()
+		}
+	}
+}
+
+func (c *controller) pendingOld() map[string]*conf.Group {
+	m := make(map[string]*conf.Group, len(c.pending))
+	for name, p := range c.pending {
+		m[name] = p.old
+	}
+	return m
+}
+
+// effectiveSite is target with the groups in old as they run now.
+func effectiveSite(target *conf.Site, old map[string]*conf.Group) *conf.Site {
+	if len(old) == 0 {
+		return target
+	}
+	s := *target
+	s.Groups = slices.Clone(target.Groups)
+	for i := range s.Groups {
+		if o := old[s.Groups[i].Name]; o != nil {
+			s.Groups[i] = *o
+		}
+	}
+	return &s
 }
 
 // groupChanged follows a state change: the pair link tells the peer at
@@ -596,7 +676,7 @@ func (c *controller) pairLocal() pairLocal {
 	for _, g := range v.groups {
 		s := g.snap.Load()
 		sp := cfgSpoken(s.cfg)
-		l.groups[g.name] = pairGroupMsg{State: s.status.State, Cfg: sp.addrs, Advert: sp.advert, Adv: s.adv}
+		l.groups[g.name] = pairGroupMsg{State: s.status.State, Cfg: sp.addrs, Advert: sp.advert, Adv: s.adv, Key: v.keys[g.name]}
 	}
 	return l
 }
@@ -616,7 +696,15 @@ func (c *controller) dualGrace(group string) time.Duration {
 // publish stores a new view for readers.
 func (c *controller) publish() {
 	v := &ctlView{site: c.site, node: *c.node, loadedAt: c.loadedAt, lastReload: c.last,
-		pair: c.pair, ipvs: c.ipvs, checks: c.checks, hooks: c.hooks}
+		pair: c.pair, ipvs: c.ipvs, checks: c.checks, hooks: c.hooks,
+		keys: map[string]string{}, pending: map[string]string{}}
+	for i := range c.target.Groups {
+		g := &c.target.Groups[i]
+		v.keys[g.Name] = sockKeyOf(g).String()
+	}
+	for name, p := range c.pending {
+		v.pending[name] = fmt.Sprintf("restart (%s) waits until the peer runs it", strings.Join(p.what, ", "))
+	}
 	for _, r := range c.groups {
 		v.groups = append(v.groups, r.g)
 	}
@@ -636,6 +724,10 @@ func (c *controller) shutdown() {
 		names = append(names, n)
 	}
 	c.stopGroups(names)
+	for name, p := range c.pending {
+		p.g.discard()
+		delete(c.pending, name)
+	}
 	c.publish()
 	for _, t := range []*taskHandle{c.pairT, c.checksT, c.ipvsT, c.hooksT, c.metricsT, c.controlT} {
 		if t != nil {
@@ -685,14 +777,17 @@ func (c *controller) watchdog(ctx context.Context) {
 
 func needsIPVS(s *conf.Site) bool { return len(s.VirtualServers) > 0 || s.Sync != nil }
 
-// watchWant is every interface the groups depend on and this node's address.
-func (c *controller) watchWant(site *conf.Site, node *conf.Node) track.Want {
+// watchWant is every interface the groups of sites depend on and this
+// node's address.
+func watchWant(node *conf.Node, sites ...*conf.Site) track.Want {
 	set := map[string]bool{}
-	for _, g := range site.Groups {
-		set[g.Interface] = true
-		for _, t := range g.Track {
-			if t.Interface != "" {
-				set[t.Interface] = true
+	for _, site := range sites {
+		for _, g := range site.Groups {
+			set[g.Interface] = true
+			for _, t := range g.Track {
+				if t.Interface != "" {
+					set[t.Interface] = true
+				}
 			}
 		}
 	}

@@ -39,6 +39,17 @@ type sockKey struct {
 	v6      bool
 }
 
+func (k sockKey) String() string {
+	mode, fam := "multicast", "inet"
+	if k.unicast {
+		mode = "unicast"
+	}
+	if k.v6 {
+		fam = "inet6"
+	}
+	return fmt.Sprintf("%s vrid %d v%d %s %s", k.iface, k.vrid, k.version, mode, fam)
+}
+
 func sockKeyOf(g *conf.Group) sockKey {
 	return sockKey{iface: g.Interface, vrid: g.VRID, version: g.Version, unicast: g.Unicast, v6: isIPv6(g)}
 }
@@ -132,6 +143,15 @@ type group struct {
 	snap atomic.Pointer[groupSnap]
 	done chan struct{}
 
+	// quiet, set before the task is cancelled, makes the stop silent: the
+	// group is replaced by an instance that takes over its state (see
+	// controller.swapGroup), so no priority-0 advert, no notify hook, and
+	// the VIPs stay when the successor holds them on the same interface.
+	quiet atomic.Pointer[quietStop]
+	// resume is the state to start in instead of an election: that of
+	// the instance this one replaces. Set before Run.
+	resume vrrp.State
+
 	// Owned by the run goroutine.
 	in        groupInput
 	m         *vrrp.Machine
@@ -165,6 +185,8 @@ type group struct {
 	lastRx                                  time.Time
 	sendErrors, readErrors, reopens, rxDrop uint64
 }
+
+type quietStop struct{ keepVIPs bool }
 
 type rxPacket struct {
 	b    []byte
@@ -314,7 +336,11 @@ func (g *group) Run(ctx context.Context) error {
 
 	now := time.Now()
 	g.applyWant(now)
-	g.exec(now, g.m.Start(now))
+	if g.resume == vrrp.Master || g.resume == vrrp.Backup {
+		g.exec(now, g.m.Resume(now, g.resume, "took over the state of the instance it replaces"))
+	} else {
+		g.exec(now, g.m.Start(now))
+	}
 	g.reportFault()
 	g.publish()
 	for {
@@ -649,16 +675,35 @@ func (g *group) readLoop(c vrrpnet.Conn, gen uint64) {
 }
 
 // stop ends the group gracefully: a priority-0 advert first so the peer
-// takes over at once, then the VIPs go.
+// takes over at once, then the VIPs go. A quiet stop (the group is being
+// replaced by one that takes over its state) sends nothing and keeps the
+// VIPs its successor holds.
 func (g *group) stop() {
+	if q := g.quiet.Load(); q != nil {
+		if !q.keepVIPs && g.m.Status().State == vrrp.Master {
+			if err := g.claim.Release(); err != nil {
+				g.log.Warn("releasing VIPs", "err", err)
+			}
+		}
+		g.discard()
+		g.publish()
+		return
+	}
 	now := time.Now()
 	g.exec(now, g.m.Stop(now))
 	if err := g.claim.Release(); err != nil {
 		g.log.Warn("releasing VIPs", "err", err)
 	}
+	g.discard()
+	g.publish()
+}
+
+// discard frees the group's socket and claimer without touching the VIPs:
+// for a group that never ran (a refused or superseded reload) and at the
+// end of stop.
+func (g *group) discard() {
 	g.claim.Close()
 	g.closeConn()
-	g.publish()
 }
 
 func (g *group) exec(now time.Time, acts []vrrp.Action) {
@@ -721,7 +766,11 @@ func (g *group) become(now time.Time, a vrrp.Action) {
 		}
 	}
 	g.events(groupChanged{g: g, from: a.From, to: a.To, reason: a.Reason, at: now})
-	if len(g.in.cfg.Notify) > 0 {
+	resumed := a.From == vrrp.Initialize && a.To == g.resume
+	g.resume = vrrp.Initialize
+	if resumed {
+		g.log.Info("resumed the state of the replaced instance; notify hooks not run again", "state", a.To.String())
+	} else if len(g.in.cfg.Notify) > 0 {
 		g.hooks.Notify(g.in.cfg.Notify, g.in.cfg.NotifyTimeout, g.name, a.To.String(), fmt.Sprint(g.m.Status().Priority))
 	}
 }

@@ -72,6 +72,7 @@ type pairGroupMsg struct {
 	Cfg    []netip.Addr  `json:"cfg"`              // configured VIPs
 	Advert time.Duration `json:"advert,omitempty"` // configured advert interval, VRRPv2 only
 	Adv    []netip.Addr  `json:"adv"`              // the list advertised now
+	Key    string        `json:"key"`              // interface, VRID, version, mode, family in the site file
 }
 
 type peerHeard struct {
@@ -92,7 +93,7 @@ type peerView struct {
 // group returns what the peer said about group name.
 func (v peerView) group(name string) peerGroup {
 	m, ok := v.groups[name]
-	return peerGroup{alive: v.alive, known: ok, state: m.State, cfg: spoken{addrs: m.Cfg, advert: m.Advert}, adv: m.Adv}
+	return peerGroup{alive: v.alive, known: ok, state: m.State, cfg: spoken{addrs: m.Cfg, advert: m.Advert}, adv: m.Adv, key: m.Key}
 }
 
 // peerYielded: the peer stopped being master of a group this node is
@@ -378,7 +379,7 @@ func sameGroupMsgs(a, b map[string]pairGroupMsg) bool {
 	}
 	for k, x := range a {
 		y, ok := b[k]
-		if !ok || x.State != y.State || x.Advert != y.Advert || !sameAddrSet(x.Cfg, y.Cfg) || !sameAddrSet(x.Adv, y.Adv) {
+		if !ok || x.State != y.State || x.Advert != y.Advert || x.Key != y.Key || !sameAddrSet(x.Cfg, y.Cfg) || !sameAddrSet(x.Adv, y.Adv) {
 			return false
 		}
 	}

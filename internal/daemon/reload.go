@@ -39,10 +39,15 @@ type groupPlan struct {
 	cfg  *conf.Group // in the new site
 	kind changeKind
 	what []string // what changed, for the report
+	// hold: a restart that waits until the peer runs it (pendingRestart);
+	// old is what runs meanwhile.
+	hold bool
+	old  *conf.Group
 }
 
 type reloadPlan struct {
 	groups    []groupPlan
+	effective *conf.Site // what will run: the new site with held groups as they are
 	removed   []string
 	lines     []string
 	pairBind  bool // the pair link needs a new socket (node address or pair_port)
@@ -83,8 +88,7 @@ func (c *controller) abort(p *prepared) {
 // close closes everything prepared.
 func (p *prepared) close() {
 	for _, g := range p.groups {
-		g.closeConn()
-		g.claim.Close()
+		g.discard()
 	}
 	if p.pair != nil && p.pair.getConn() != nil {
 		p.pair.getConn().Close()
@@ -201,10 +205,18 @@ func (c *controller) plan(l *loaded) reloadPlan {
 				gp.kind = groupUpdate
 			}
 		}
-		switch gp.kind {
-		case groupRestart:
-			p.lines = append(p.lines, fmt.Sprintf("group %s: restarted (%s)", gc.Name, strings.Join(gp.what, ", ")))
-		case groupUpdate:
+		if gp.kind == groupRestart {
+			// A live peer configured with the old socket would be another
+			// virtual router: wait for it (see pendingRestart).
+			pg := c.peer.group(gc.Name)
+			gp.hold, gp.old = pg.runs() && pg.key != sockKeyOf(gc).String(), oc
+		}
+		switch {
+		case gp.kind == groupRestart && gp.hold:
+			p.lines = append(p.lines, fmt.Sprintf("group %s: restart (%s) waits until the peer runs it; the running instance stays meanwhile", gc.Name, strings.Join(gp.what, ", ")))
+		case gp.kind == groupRestart:
+			p.lines = append(p.lines, fmt.Sprintf("group %s: restarted (%s), taking over its state", gc.Name, strings.Join(gp.what, ", ")))
+		case gp.kind == groupUpdate:
 			p.lines = append(p.lines, fmt.Sprintf("group %s: updated in place (%s)", gc.Name, strings.Join(gp.what, ", ")))
 		}
 		p.groups = append(p.groups, gp)
@@ -233,7 +245,14 @@ func (c *controller) plan(l *loaded) reloadPlan {
 		p.stateDir = true
 		p.lines = append(p.lines, fmt.Sprintf("state_dir: %s -> %s", old.StateDir, site.StateDir))
 	}
-	p.watch = !sameWant(c.watchWant(old, c.node), c.watchWant(site, node))
+	held := map[string]*conf.Group{}
+	for _, gp := range p.groups {
+		if gp.hold {
+			held[gp.cfg.Name] = gp.old
+		}
+	}
+	p.effective = effectiveSite(site, held)
+	p.watch = !sameWant(watchWant(c.node, c.site, c.target), watchWant(node, site, p.effective))
 	p.lines = append(p.lines, vsDiff(old, site)...)
 	if needsIPVS(site) && c.ipvs == nil {
 		p.ipvsStart = true
@@ -260,7 +279,7 @@ func (c *controller) prepare(p reloadPlan, l *loaded) (*prepared, error) {
 	prep := &prepared{groups: map[string]*group{}}
 	site, node := l.site, l.node
 	if p.watch {
-		w, err := startLinkWatch(c.ctx, c.watchWant(site, node), c.log)
+		w, err := startLinkWatch(c.ctx, watchWant(node, site, p.effective), c.log)
 		if err != nil {
 			return prep, err
 		}
@@ -373,17 +392,23 @@ func (c *controller) commit(p reloadPlan, l *loaded, prep *prepared) {
 		c.watch = prep.watch
 		c.takeLinks(prep.watch.initial)
 	}
-	c.site, c.node, c.loadedAt = l.site, l.node, time.Now()
-	var stop []string
-	stop = append(stop, p.removed...)
+	// Restarts a previous reload left waiting are superseded by this plan.
+	for name, pr := range c.pending {
+		pr.g.discard()
+		delete(c.pending, name)
+	}
 	for _, gp := range p.groups {
-		if gp.kind == groupRestart {
-			stop = append(stop, gp.cfg.Name)
+		if gp.hold {
+			c.pending[gp.cfg.Name] = &pendingRestart{cfg: gp.cfg, old: gp.old, g: prep.groups[gp.cfg.Name], what: gp.what}
 		}
 	}
-	c.stopGroups(stop)
+	c.target, c.site, c.node, c.loadedAt = l.site, p.effective, l.node, time.Now()
+	c.stopGroups(p.removed)
 	for _, gp := range p.groups {
-		if gp.kind == groupRestart || gp.kind == groupAdd {
+		switch {
+		case gp.kind == groupRestart && !gp.hold:
+			c.swapGroup(gp.cfg.Name, prep.groups[gp.cfg.Name])
+		case gp.kind == groupAdd:
 			_ = c.startGroup(gp.cfg, prep.groups[gp.cfg.Name])
 		}
 	}
@@ -396,7 +421,7 @@ func (c *controller) commit(p reloadPlan, l *loaded, prep *prepared) {
 		c.pair, c.pairT = prep.pair, startTask(c.ctx, "pair link", c.log, prep.pair.Run)
 	case c.pair != nil && len(l.site.Peers(l.node.Name)) == 0:
 		c.pairT.stop()
-		c.pair, c.pairT = nil, nil
+		c.pair, c.pairT, c.peer = nil, nil, peerView{}
 	case c.pair != nil:
 		c.pair.update(l.site.Name, peerMap(l.site, l.node))
 	default:

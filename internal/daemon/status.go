@@ -37,7 +37,9 @@ func (c *controller) status() *ctl.Status {
 		st.PairError = ps.bindErr
 	}
 	for _, g := range v.groups {
-		st.Groups = append(st.Groups, groupStatus(g.snap.Load(), ps))
+		gs := groupStatus(g.snap.Load(), ps)
+		gs.Pending = v.pending[g.name]
+		st.Groups = append(st.Groups, gs)
 	}
 	for _, p := range ps.peers {
 		out := ctl.PeerStatus{Node: p.node, Address: p.addr.String(), Alive: p.alive, LastSeen: p.lastSeen, Revision: p.rev}

@@ -287,6 +287,10 @@ func TestSyncGroupNoFlap(t *testing.T) {
 		name   string
 		cause  func(t *testing.T, sp *syncPair)
 		finish func(t *testing.T, sp *syncPair) // ends the cause; nil: none
+		// backMaster: lb2's back becomes master during the cause. A
+		// rolling push that restarts back no longer does that: lb1 keeps
+		// its running back until lb2 runs the new VRID too.
+		backMaster bool
 	}{
 		{"back partition", func(t *testing.T, sp *syncPair) {
 			// VRRP stops crossing the back segment only: lb2's back
@@ -298,10 +302,9 @@ func TestSyncGroupNoFlap(t *testing.T) {
 }`)
 		}, func(t *testing.T, sp *syncPair) {
 			h.Nft(t, sp.Nodes[1].Host, "delete table inet hvpart")
-		}},
+		}, true},
 		{"rolling push restarting back", func(t *testing.T, sp *syncPair) {
-			// lb1 runs back under a new VRID before lb2 does: lb1's old
-			// instance says priority 0 and lb2's copy of it becomes master.
+			// lb1 is told to run back under a new VRID before lb2 is.
 			lb1 := sp.Nodes[0]
 			lb1.WriteConfig(strings.Replace(lb1.ReadConfig(), "vrid = 52", "vrid = 53", 1))
 			if out, code := lb1.Reload(); code != 0 {
@@ -313,15 +316,25 @@ func TestSyncGroupNoFlap(t *testing.T) {
 			if out, code := lb2.Reload(); code != 0 {
 				t.Fatalf("reload on lb2: exit %d\n%s", code, out)
 			}
-		}},
+		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sp := startSyncPair(t, "", nil)
 			lb1, lb2 := sp.Nodes[0], sp.Nodes[1]
 			before1, before2 := groupStatus(t, lb1, group).Transitions, groupStatus(t, lb2, group).Transitions
 			tc.cause(t, sp)
-			lb2.WaitState(back, "MASTER", 2*time.Second)
+			if tc.backMaster {
+				lb2.WaitState(back, "MASTER", 2*time.Second)
+			}
 			time.Sleep(20 * sp.Site.Advert) // more than five Master_Down_Intervals
+			if !tc.backMaster {
+				if st := lb2.State(back); st != "BACKUP" {
+					t.Errorf("lb2's back is %s during the push, want BACKUP (lb1 waits for lb2 to run the new VRID)", st)
+				}
+				if g := groupStatus(t, lb1, back); g.VRID != 52 || g.Pending == "" {
+					t.Errorf("lb1's back during the push: vrid %d, pending %q; want the old one running, the restart waiting", g.VRID, g.Pending)
+				}
+			}
 			if n := groupStatus(t, lb1, group).Transitions - before1; n != 0 || lb1.State(group) != "MASTER" {
 				t.Errorf("lb1's front changed state %d times (now %s), want it master throughout", n, lb1.State(group))
 			}
