@@ -242,6 +242,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 type client struct {
 	*flags
 	cfg, sock *string
+	pid       *int
 	asJSON    *bool
 }
 
@@ -251,6 +252,7 @@ func newClient(name string, stdout, stderr io.Writer) *client {
 		flags:  f,
 		cfg:    f.String("c", defaultConfig, "site file (to find the control socket)"),
 		sock:   f.String("socket", "", "control socket path"),
+		pid:    f.Int("pid", 0, "find the control socket of this havip run process (systemd: $MAINPID)"),
 		asJSON: f.Bool("json", false, "print JSON"),
 	}
 }
@@ -264,6 +266,9 @@ func (e inputError) Unwrap() error { return e.error }
 // call sends req to the daemon and waits up to timeout for the answer.
 func (c *client) call(req ctl.Request, timeout time.Duration) (*ctl.Response, error) {
 	path, err := c.socket()
+	if errors.Is(err, ctl.ErrNotRunning) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, inputError{err}
 	}
@@ -278,6 +283,13 @@ func (c *client) call(req ctl.Request, timeout time.Duration) (*ctl.Response, er
 func (c *client) socket() (string, error) {
 	if *c.sock != "" {
 		return *c.sock, nil
+	}
+	if *c.pid != 0 {
+		path, err := socketOfPID(*c.pid)
+		if err != nil {
+			return "", fmt.Errorf("%w: %v", ctl.ErrNotRunning, err)
+		}
+		return path, nil
 	}
 	data, err := os.ReadFile(*c.cfg)
 	switch {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -339,5 +340,25 @@ func TestNotRootPermissionDenied(t *testing.T) {
 		if code != 2 || !strings.Contains(errs.String(), "permission denied") || strings.Contains(errs.String(), "not running") {
 			t.Errorf("havip %s as nobody: exit %d (want 2), stderr %q", strings.Join(args, " "), code, errs.String())
 		}
+	}
+}
+
+// --pid finds the one unix socket the process listens on: here, this test.
+func TestSocketOfPID(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got, err := socketOfPID(os.Getpid())
+	if err != nil || got != path {
+		t.Fatalf("socketOfPID = %q, %v; want %q", got, err, path)
+	}
+	if _, err := socketOfPID(1 << 30); err == nil {
+		t.Errorf("a process that does not exist was found")
+	}
+	if code, _, errs := runCLI("status", "--pid", strconv.Itoa(1<<30)); code != 2 || !strings.Contains(errs, "not running") {
+		t.Errorf("status --pid of no process: exit %d, %q; want 2 and not running", code, errs)
 	}
 }
