@@ -139,14 +139,14 @@ func (t *controlTask) handle(ctx context.Context, conn net.Conn) {
 			resp.OK, resp.Error = false, err.Error()
 		}
 	case ctl.CmdReload:
-		res, err := ask(rctx, t.c, func(r chan *ctl.ReloadResult) any { return reloadReq{at: time.Now(), reply: r} })
+		res, err := ask(rctx, t.c, func(r chan *reloadResult) any { return reloadReq{at: time.Now(), reply: r} })
 		switch {
 		case err != nil:
 			resp.OK, resp.Error = false, err.Error()
-		case !res.Applied:
-			resp.OK, resp.Error, resp.Reload = false, "reload refused", res
+		case !res.applied:
+			resp.OK, resp.Error, resp.Reload = false, "reload refused", res.wire()
 		default:
-			resp.Reload = res
+			resp.Reload = res.wire()
 		}
 	default:
 		resp = ctl.Response{Error: fmt.Sprintf("unknown command %q", req.Cmd)}

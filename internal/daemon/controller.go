@@ -19,7 +19,6 @@ import (
 
 	"github.com/havip/havip/internal/checks"
 	"github.com/havip/havip/internal/conf"
-	"github.com/havip/havip/internal/ctl"
 	"github.com/havip/havip/internal/ipvsync"
 	"github.com/havip/havip/internal/notify"
 	"github.com/havip/havip/internal/track"
@@ -56,7 +55,7 @@ type controller struct {
 	table    *ipvsync.Table             // what the reconciler was last given
 	syncCfg  *conf.Sync
 	master   bool // the sync daemons were last told this node is master
-	last     *ctl.ReloadResult
+	last     *reloadResult
 	retired  []*taskHandle // replaced by a reload; stopped once its requester has the answer
 
 	watch    *linkWatch
@@ -99,7 +98,7 @@ type ctlView struct {
 	site       *conf.Site
 	node       conf.Node
 	loadedAt   time.Time
-	lastReload *ctl.ReloadResult
+	lastReload *reloadResult
 	groups     []*group          // sorted by name
 	keys       map[string]string // group -> its socket key in the site file (what the pair link says)
 	pending    map[string]string // group -> the restart it waits for
@@ -113,7 +112,7 @@ type ctlView struct {
 type (
 	reloadReq struct {
 		at    time.Time
-		reply chan *ctl.ReloadResult // nil for SIGHUP
+		reply chan *reloadResult // nil for SIGHUP
 	}
 	failoverReq struct {
 		groups []string

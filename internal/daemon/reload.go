@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/havip/havip/internal/conf"
-	"github.com/havip/havip/internal/ctl"
 	"github.com/havip/havip/internal/ipvsync"
 	"github.com/havip/havip/internal/vrrp"
 )
@@ -117,12 +116,12 @@ func (c *controller) reload(req reloadReq) {
 	c.last = res
 	c.publish()
 	switch {
-	case !res.Applied:
-		c.log.Error("reload refused; the running configuration stays", "problems", strings.Join(res.Problems, "; "))
-	case len(res.Changes) == 0:
-		c.log.Info("reloaded: no changes", "revision", res.Revision, "took", res.Took)
+	case !res.applied:
+		c.log.Error("reload refused; the running configuration stays", "problems", strings.Join(res.problems, "; "))
+	case len(res.changes) == 0:
+		c.log.Info("reloaded: no changes", "revision", res.rev, "took", res.took)
 	default:
-		c.log.Info("reloaded", "revision", res.Revision, "changes", strings.Join(res.Changes, "; "), "took", res.Took)
+		c.log.Info("reloaded", "revision", res.rev, "changes", strings.Join(res.changes, "; "), "took", res.took)
 	}
 	if req.reply != nil {
 		req.reply <- res
@@ -133,33 +132,43 @@ func (c *controller) reload(req reloadReq) {
 	c.retired = nil
 }
 
-func (c *controller) tryReload(at time.Time) *ctl.ReloadResult {
-	res := &ctl.ReloadResult{File: c.opts.ConfigPath, OldRevision: c.site.Revision, Revision: c.site.Revision}
+// reloadResult is what one reload did; the control socket and status send
+// it as a ctl.ReloadResult.
+type reloadResult struct {
+	file                        string
+	applied                     bool
+	oldRev, rev                 string // rev: of the file read; the running one when refused
+	changes, problems, warnings []string
+	took                        time.Duration
+}
+
+func (c *controller) tryReload(at time.Time) *reloadResult {
+	res := &reloadResult{file: c.opts.ConfigPath, oldRev: c.site.Revision, rev: c.site.Revision}
 	l, err := load(c.opts)
 	if err != nil {
 		var pe *problemsError
 		if errors.As(err, &pe) {
 			for _, p := range pe.problems {
-				res.Problems = append(res.Problems, problemLine(p))
+				res.problems = append(res.problems, problemLine(p))
 			}
 		} else {
-			res.Problems = []string{"reload: " + err.Error()}
+			res.problems = []string{"reload: " + err.Error()}
 		}
 		return res
 	}
 	for _, w := range l.warnings {
-		res.Warnings = append(res.Warnings, problemLine(w))
+		res.warnings = append(res.warnings, problemLine(w))
 	}
 	plan := c.plan(l)
 	prep, err := c.prepare(plan, l)
 	if err != nil {
 		c.abort(prep)
-		res.Problems = []string{"reload: " + err.Error()}
+		res.problems = []string{"reload: " + err.Error()}
 		return res
 	}
 	c.commit(plan, l, prep)
-	res.Applied, res.Revision, res.Changes = true, l.site.Revision, plan.lines
-	res.Took = time.Since(at).Round(time.Microsecond).String()
+	res.applied, res.rev, res.changes = true, l.site.Revision, plan.lines
+	res.took = time.Since(at)
 	return res
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/havip/havip/internal/ctl"
 	"github.com/havip/havip/internal/ipvsync"
@@ -26,10 +27,10 @@ func (c *controller) status() *ctl.Status {
 		ConfigFile:   c.opts.ConfigPath,
 		ConfigLoaded: v.loadedAt,
 		Revision:     v.site.Revision,
-		LastReload:   v.lastReload,
+		LastReload:   v.lastReload.wire(),
 	}
-	if r := v.lastReload; r != nil && !r.Applied {
-		st.ReloadError = strings.Join(r.Problems, "\n")
+	if r := v.lastReload; r != nil && !r.applied {
+		st.ReloadError = strings.Join(r.problems, "\n")
 	}
 	var ps pairSnap
 	if v.pair != nil {
@@ -144,4 +145,17 @@ func ipvsStatus(t *ipvsTask) *ctl.IPVSStatus {
 		st.Sync = append(st.Sync, ctl.SyncDaemon{Role: d.Role.String(), Interface: d.Interface, SyncID: d.SyncID})
 	}
 	return st
+}
+
+// wire is r as the control socket sends it.
+func (r *reloadResult) wire() *ctl.ReloadResult {
+	if r == nil {
+		return nil
+	}
+	out := &ctl.ReloadResult{File: r.file, Applied: r.applied, OldRevision: r.oldRev, Revision: r.rev,
+		Changes: r.changes, Problems: r.problems, Warnings: r.warnings}
+	if r.applied {
+		out.Took = r.took.Round(time.Microsecond).String()
+	}
+	return out
 }
