@@ -317,10 +317,6 @@ func (c *controller) handle(ev any) {
 		c.failover(ev)
 	case pingReq:
 		ev.reply <- struct{}{}
-	case taskEnded:
-		if ev.err != nil {
-			c.log.Error("task ended", "task", ev.name, "err", ev.err)
-		}
 	default:
 		c.log.Error("controller: unknown event", "type", fmt.Sprintf("%T", ev))
 	}

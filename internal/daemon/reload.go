@@ -395,7 +395,6 @@ func (c *controller) listenMetricsReplacing(addr string, prep *prepared) (*metri
 
 // commit swaps the prepared parts in; nothing here can fail.
 func (c *controller) commit(p reloadPlan, l *loaded, prep *prepared) {
-	oldSite, oldNode := c.site, c.node
 	if prep.watch != nil {
 		c.watch.stop()
 		c.watch = prep.watch
@@ -456,9 +455,9 @@ func (c *controller) commit(p reloadPlan, l *loaded, prep *prepared) {
 			c.ipvsT.stop() // state_dir moved: the new reconciler takes over
 		}
 		c.ipvs, c.ipvsT, c.table = prep.ipvs, startTask(c.ctx, "ipvs", c.log, prep.ipvs.Run), nil
-		if c.syncCfg != nil && prep.sync == nil {
+		if l.site.Sync != nil && prep.sync == nil {
 			// The old task stopped its daemons; the new one needs a handle.
-			if h, err := ipvsync.OpenSyncDaemons(*c.syncCfg); err == nil {
+			if h, err := ipvsync.OpenSyncDaemons(*l.site.Sync); err == nil {
 				prep.sync = h
 			} else {
 				c.log.Error("connection sync: reopening after the state_dir move", "err", err)
@@ -467,10 +466,7 @@ func (c *controller) commit(p reloadPlan, l *loaded, prep *prepared) {
 	}
 	switch {
 	case prep.sync != nil:
-		c.syncCfg = l.site.Sync
-		if c.syncCfg == nil {
-			c.syncCfg = oldSite.Sync
-		}
+		c.syncCfg = l.site.Sync // never nil: prep.sync exists only for a [sync]
 		c.master = slices.Contains(mapsValues(c.states), vrrp.Master)
 		c.ipvs.setSync(syncWant{cfg: c.syncCfg, handle: prep.sync, master: c.master})
 	case p.syncStop && c.ipvs != nil:
@@ -478,7 +474,6 @@ func (c *controller) commit(p reloadPlan, l *loaded, prep *prepared) {
 		c.ipvs.setSync(syncWant{})
 	}
 	c.checks.setSite(l.site)
-	_ = oldNode
 	c.update()
 	c.alignSyncGroups(nil)
 	c.publish()

@@ -10,12 +10,6 @@ import (
 // with startTask and stops it with stop, in the order written down in
 // controller.go; stop waits, so shutdown waits for every task it started.
 
-// taskEnded tells the controller that a task returned on its own.
-type taskEnded struct {
-	name string
-	err  error
-}
-
 type taskHandle struct {
 	name   string
 	cancel context.CancelFunc
