@@ -371,6 +371,10 @@ func (p *parser) syncGroups(s *Site, groups []groupAux, gvs []groupView, nv *nod
 		// the one before it.
 		for k := 1; k < len(ms); k++ {
 			a, b := ms[k-1], ms[k]
+			if ga, gb := &s.Groups[a], &s.Groups[b]; ga.Preempt != gb.Preempt || ga.PreemptDelay != gb.PreemptDelay {
+				groups[b].t.warnf("sync_group", "sync group %q: vrrp group %q has preempt = %t, preempt_delay = %s but %q has %t, %s; the one that preempts brings the others along, so give them the same",
+					name, gb.Name, gb.Preempt, gb.PreemptDelay, ga.Name, ga.Preempt, ga.PreemptDelay)
+			}
 			hi, lo, ok := misranked(s, a, b, gvs, nv)
 			if !ok {
 				continue

@@ -817,6 +817,17 @@ sync_group = ""
 		"t.toml:34:1: warning: vrrp[3].sync_group: sync group \"alone\" has no other member: no [[vrrp]] moves together with this one",
 		"t.toml:40:1: vrrp[4].sync_group: must not be empty: name the sync group, or leave the key out",
 	}},
+	{"sync group members that preempt differently", head + group + `sync_group = "nat"
+[[vrrp]]
+name = "h"
+interface = "eth1"
+vrid = 2
+vips = ["10.0.1.100/24"]
+preempt = false
+sync_group = "nat"
+`, []string{
+		"t.toml:22:1: warning: vrrp[1].sync_group: sync group \"nat\": vrrp group \"h\" has preempt = false, preempt_delay = 0s but \"g\" has true, 0s; the one that preempts brings the others along, so give them the same",
+	}},
 	{"sync group ranks by address ownership", head + group + `sync_group = "s"
 [[vrrp]]
 name = "owned"
