@@ -180,9 +180,14 @@ func (c *controller) run(ctx context.Context) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	c.ctx = ctx
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
+	// Two channels: os/signal drops a signal whose channel is full, and a
+	// SIGTERM queued behind reloads was lost in a SIGHUP storm. SIGHUPs
+	// coalesce (a reload reads the newest file anyway).
+	hup, stop := make(chan os.Signal, 1), make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(hup)
+	defer signal.Stop(stop)
 	defer close(c.dead)
 	defer func() {
 		if err != nil {
@@ -250,11 +255,9 @@ func (c *controller) run(ctx context.Context) (err error) {
 		case <-ctx.Done():
 			c.shutdown()
 			return nil
-		case s := <-sigs:
-			if s == syscall.SIGHUP {
-				c.reload(reloadReq{at: time.Now()})
-				continue
-			}
+		case <-hup:
+			c.reload(reloadReq{at: time.Now()})
+		case s := <-stop:
 			c.log.Info("stopping", "signal", s.String())
 			_, _ = sd.SdNotify(false, sd.SdNotifyStopping)
 			c.shutdown()
