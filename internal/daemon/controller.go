@@ -5,14 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
-	"os/signal"
 	"reflect"
 	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
@@ -34,6 +31,7 @@ type controller struct {
 	started time.Time
 	events  chan any
 	dead    chan struct{} // closed when run stops reading events
+	sigs    signals
 
 	view atomic.Pointer[ctlView]
 
@@ -125,9 +123,9 @@ type (
 	pingReq struct{ reply chan struct{} }
 )
 
-func newController(opts Options, log *slog.Logger, l *loaded) *controller {
+func newController(opts Options, log *slog.Logger, l *loaded, sigs signals) *controller {
 	return &controller{
-		opts: opts, log: log, started: time.Now(),
+		opts: opts, log: log, started: time.Now(), sigs: sigs,
 		events: make(chan any, 1024), dead: make(chan struct{}),
 		target: l.site, site: l.site, node: l.node, loadedAt: time.Now(), pending: map[string]*pendingRestart{},
 		health: map[string]bool{}, links: map[string]track.LinkState{}, addrs: map[netip.Addr]track.AddrState{},
@@ -180,14 +178,6 @@ func (c *controller) run(ctx context.Context) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	c.ctx = ctx
-	// Two channels: os/signal drops a signal whose channel is full, and a
-	// SIGTERM queued behind reloads was lost in a SIGHUP storm. SIGHUPs
-	// coalesce (a reload reads the newest file anyway).
-	hup, stop := make(chan os.Signal, 1), make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(hup)
-	defer signal.Stop(stop)
 	defer close(c.dead)
 	defer func() {
 		if err != nil {
@@ -255,9 +245,9 @@ func (c *controller) run(ctx context.Context) (err error) {
 		case <-ctx.Done():
 			c.shutdown()
 			return nil
-		case <-hup:
+		case <-c.sigs.hup:
 			c.reload(reloadReq{at: time.Now()})
-		case s := <-stop:
+		case s := <-c.sigs.stop:
 			c.log.Info("stopping", "signal", s.String())
 			_, _ = sd.SdNotify(false, sd.SdNotifyStopping)
 			c.shutdown()

@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/havip/havip/internal/ctl"
 	h "github.com/havip/havip/test/e2e/harness"
 )
 
@@ -71,4 +74,67 @@ func TestAdversarySIGTERMInHUPStorm(t *testing.T) {
 		t.Errorf("lb1 did not stop gracefully on SIGTERM")
 	}
 	lb2.WaitState(group, "MASTER", time.Second)
+}
+
+// A SIGHUP storm while the daemon starts (here from 15 ms after exec,
+// while it loads a site file near the size cap): every SIGHUP is a reload
+// or coalesced into one, never the end of the daemon (which systemd, for
+// a SIGHUP, would count as a clean exit and not restart); it comes up, and
+// a SIGTERM stops it with exit code 0.
+func TestAdversaryHUPStormAtStart(t *testing.T) {
+	p := h.NewPair(t, h.Site{})
+	lb1 := p.Nodes[0]
+	lb1.WriteConfig(padded(lb1.ReadConfig(), 900<<10))
+	cmd := exec.Command(h.Binary(t), "run", "-c", lb1.Config, "--node", lb1.Name, "--socket", lb1.Sock,
+		"--state-dir", lb1.StateDir, "--metrics", "")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := lb1.Host.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	sent := 0
+	time.Sleep(15 * time.Millisecond) // the Go runtime is up; the site file is being read
+	for t0 := time.Now(); time.Since(t0) < 500*time.Millisecond; sent++ {
+		select {
+		case <-exited:
+			t.Fatalf("havip ended (%s) after %d SIGHUPs, %s into the storm:\n%s", cmd.ProcessState, sent, time.Since(t0), out.String())
+		default:
+		}
+		_ = cmd.Process.Signal(syscall.SIGHUP)
+		time.Sleep(200 * time.Microsecond)
+	}
+	h.WaitUntil(t, 5*time.Second, "havip answering after the storm", func() bool {
+		_, err := ctl.Call(lb1.Sock, ctl.Request{Cmd: ctl.CmdPing}, time.Second)
+		return err == nil
+	})
+	// SIGTERM with the storm still going: SIGHUPs after the shutdown do
+	// not end the process either.
+	storm := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-exited:
+				close(storm)
+				return
+			default:
+			}
+			_ = cmd.Process.Signal(syscall.SIGHUP)
+			time.Sleep(200 * time.Microsecond)
+		}
+	}()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("havip did not stop within 5 s of SIGTERM")
+	}
+	<-storm
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("havip after %d SIGHUPs and a SIGTERM: %s, want exit 0:\n%s", sent, cmd.ProcessState, out.String())
+	}
+	t.Logf("%d SIGHUPs from the start, then SIGTERM: exit 0", sent)
 }
