@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -16,6 +17,18 @@ import (
 // Bad input at odd moments, as an operator having a bad day and an
 // attacker on the segment would send it: each probe asserts that it gets
 // a clear error or a counted drop and that nothing running is lost.
+
+// stopWithin sends SIGTERM to n and returns how long the daemon took to
+// exit; the test fails if it is still running after bound.
+func stopWithin(t *testing.T, n *h.Node, bound time.Duration) time.Duration {
+	t.Helper()
+	t0 := time.Now()
+	if err := syscall.Kill(n.Pid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	h.WaitUntil(t, bound, n.Name+" exited after SIGTERM", n.Exited)
+	return time.Since(t0)
+}
 
 // padded is cfg grown to about size bytes with comment lines: a valid
 // site file that takes tens of milliseconds to load.
@@ -137,4 +150,32 @@ func TestAdversaryHUPStormAtStart(t *testing.T) {
 		t.Fatalf("havip after %d SIGHUPs and a SIGTERM: %s, want exit 0:\n%s", sent, cmd.ProcessState, out.String())
 	}
 	t.Logf("%d SIGHUPs from the start, then SIGTERM: exit 0", sent)
+}
+
+// A site file that is a FIFO (or any file whose open blocks): SIGHUP is
+// refused with a clear error, and a SIGTERM after it still stops the
+// daemon.
+func TestAdversaryReloadFIFO(t *testing.T) {
+	p := startPair(t, h.Site{})
+	lb1 := p.Nodes[0]
+	before := mustStatus(t, lb1)
+	if err := os.Remove(lb1.Config); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(lb1.Config, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lb1.Signal(syscall.SIGHUP)
+	h.WaitUntil(t, 2*time.Second, "the refused reload in status", func() bool {
+		st, err := lb1.Status()
+		return err == nil && st.ReloadError != ""
+	})
+	st := mustStatus(t, lb1)
+	t.Logf("reload error: %s", st.ReloadError)
+	if !strings.Contains(st.ReloadError, lb1.Config) || !strings.Contains(st.ReloadError, "not a regular file") {
+		t.Errorf("the reload error does not name the file and why: %q", st.ReloadError)
+	}
+	unchangedSince(t, lb1, before)
+	took := stopWithin(t, lb1, 5*time.Second)
+	t.Logf("SIGTERM after the reload of a FIFO: exited after %s", took.Round(time.Millisecond))
 }
