@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -178,4 +180,78 @@ func TestAdversaryReloadFIFO(t *testing.T) {
 	unchangedSince(t, lb1, before)
 	took := stopWithin(t, lb1, 5*time.Second)
 	t.Logf("SIGTERM after the reload of a FIFO: exited after %s", took.Round(time.Millisecond))
+}
+
+// noFlap asserts that master's adverts kept coming on backup's wire (no
+// silence longer than twice the interval, over at least ten adverts) and
+// that backup never left BACKUP since it had made transitions transitions.
+func noFlap(t *testing.T, capt *h.Capture, master, backup *h.Node, transitions uint64) {
+	t.Helper()
+	var as []h.Advert
+	h.WaitUntil(t, 5*time.Second, "ten adverts captured", func() bool {
+		var err error
+		if as, err = capt.Adverts(master.Addr, 51); err != nil {
+			t.Fatal(err)
+		}
+		return len(as) >= 10
+	})
+	gap, n := h.LongestGap(as)
+	t.Logf("%d adverts of %s on %s's wire, longest gap %s", n, master.Name, backup.Name, gap)
+	if gap.Ratio() > 2 {
+		t.Errorf("%s's adverts stopped for %s", master.Name, gap)
+	}
+	if g := groupOf(t, backup); g.State != "BACKUP" || g.Transitions != transitions {
+		t.Errorf("%s: %s after %d transitions, want BACKUP after %d", backup.Name, g.State, g.Transitions, transitions)
+	}
+}
+
+// Four root clients each send a 100 MB request line: each is refused as
+// too large, the daemon's memory stays small, and the master's adverts
+// never falter.
+func TestAdversaryControlSocketHugeRequests(t *testing.T) {
+	p := startPair(t, h.Site{})
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	capt := h.CaptureAdverts(t, lb2.Host, "eth0")
+	transitions := groupOf(t, lb2).Transitions
+	before := rssKB(t, lb1.Pid())
+	answers := make(chan string, 4)
+	for range 4 {
+		go func() {
+			c, err := net.Dial("unix", lb1.Sock)
+			if err != nil {
+				answers <- err.Error()
+				return
+			}
+			defer c.Close()
+			chunk := []byte(`{"cmd":"status","groups":["` + strings.Repeat("a", 1<<20))
+			for range 100 {
+				_ = c.SetWriteDeadline(time.Now().Add(2 * time.Second))
+				if _, err := c.Write(chunk); err != nil {
+					break // the daemon stopped reading
+				}
+				chunk = chunk[:0]
+				chunk = append(chunk, strings.Repeat("a", 1<<20)...)
+			}
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			b, _ := io.ReadAll(c)
+			answers <- string(b)
+		}()
+	}
+	m := before
+	for got := 0; got < 4; {
+		select {
+		case a := <-answers:
+			got++
+			if !strings.Contains(a, `"error":"bad request: larger than`) {
+				t.Errorf("answer to a 100 MB request: %.200q, want it refused as too large", a)
+			}
+		case <-time.After(5 * time.Millisecond):
+			m = max(m, rssKB(t, lb1.Pid()))
+		}
+	}
+	t.Logf("havip's RSS: %d kB before, %d kB at most during the requests", before, m)
+	if m > before+32<<10 {
+		t.Errorf("RSS grew from %d kB to %d kB for requests it refuses", before, m)
+	}
+	noFlap(t, capt, lb1, lb2, transitions)
 }
