@@ -110,6 +110,11 @@ func (t *controlTask) remove() {
 
 func (t *controlTask) handle(ctx context.Context, conn net.Conn) {
 	defer conn.Close()
+	// Run waits for the handlers, so a client that hangs (silent, or not
+	// reading its answer) held up the shutdown for the 90 s deadline
+	// below: once ctx ends, the connection has closeGrace left.
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(closeGrace, func() { conn.Close() }) })
+	defer stop()
 	if uc, ok := conn.(*net.UnixConn); ok && !peerIsRoot(uc) {
 		_ = json.NewEncoder(conn).Encode(ctl.Response{Error: "permission denied: root only"})
 		return
@@ -154,6 +159,11 @@ func (t *controlTask) handle(ctx context.Context, conn net.Conn) {
 	}
 	_ = json.NewEncoder(conn).Encode(resp)
 }
+
+// closeGrace is how long a connection may still take once the control
+// socket stops: enough to write an answer a client is reading (a reload
+// that moved the socket answers through the old one as it stops).
+const closeGrace = time.Second
 
 // maxRequest bounds a request: a command and some group names. Decoding
 // buffers the whole value, and four 100 MB requests took the daemon to

@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -254,4 +256,42 @@ func TestAdversaryControlSocketHugeRequests(t *testing.T) {
 		t.Errorf("RSS grew from %d kB to %d kB for requests it refuses", before, m)
 	}
 	noFlap(t, capt, lb1, lb2, transitions)
+}
+
+// Control-socket clients that hang (connected and silent, or asking for
+// a status they never read, here one of a few hundred KB after a refused
+// reload with long messages) do not hold up the shutdown.
+func TestAdversaryControlSocketStuckClients(t *testing.T) {
+	p := startPair(t, h.Site{})
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	var junk strings.Builder
+	for i := range 120 {
+		fmt.Fprintf(&junk, "%q = 1\n", strings.Repeat("<", 400)+strconv.Itoa(i))
+	}
+	lb1.WriteConfig(strings.Replace(lb1.ReadConfig(), "[site]\n", "[site]\n"+junk.String(), 1))
+	if _, code := lb1.Reload(); code != 1 {
+		t.Fatalf("reload of a file with 120 unknown keys: exit %d, want 1", code)
+	}
+	b, err := json.Marshal(mustStatus(t, lb1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("status is %d KB", len(b)>>10)
+	for i := range 25 {
+		c, err := net.Dial("unix", lb1.Sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if i < 5 {
+			if _, err := c.Write([]byte(`{"cmd":"status"}`)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // the daemon is blocked writing the statuses
+	added := h.WaitAddr(t, lb2.Host, p.VIP, true)
+	took := stopWithin(t, lb1, 3*time.Second)
+	t.Logf("SIGTERM with 20 silent clients and 5 that do not read: exited after %s", took.Round(time.Millisecond))
+	h.Within(t, added, time.Second, "the VIP on lb2")
 }
