@@ -397,17 +397,18 @@ func (c *controller) stopGroups(names []string) {
 	}
 }
 
-// swapGroup replaces the running instance of a group with next, which
-// takes over its state without an election (MASTER stays MASTER, BACKUP
-// stays BACKUP): the old one stops quietly, keeping its VIPs when next
-// holds them on the same interface.
+// swapGroup replaces the running instance of group name with next (of
+// the same name, or a new one for a rename), which takes over its state
+// without an election (MASTER stays MASTER, BACKUP stays BACKUP): the old
+// one stops quietly, keeping its VIPs when next holds them on the same
+// interface.
 func (c *controller) swapGroup(name string, next *group) {
 	if r := c.groups[name]; r != nil {
 		next.resume = r.g.snap.Load().status.State
 		r.g.quiet.Store(&quietStop{keepVIPs: r.g.sock.iface == next.sock.iface})
 		c.stopGroups([]string{name})
 	}
-	c.log.Info("group replaced by its new instance", "group", name, "state", next.resume.String(), "socket", next.sock.String())
+	c.log.Info("group replaced by its new instance", "group", next.name, "was", name, "state", next.resume.String(), "socket", next.sock.String())
 	_ = c.startGroup(next.in.cfg, next)
 }
 

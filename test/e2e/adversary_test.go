@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -294,4 +296,45 @@ func TestAdversaryControlSocketStuckClients(t *testing.T) {
 	took := stopWithin(t, lb1, 3*time.Second)
 	t.Logf("SIGTERM with 20 silent clients and 5 that do not read: exited after %s", took.Round(time.Millisecond))
 	h.Within(t, added, time.Second, "the VIP on lb2")
+}
+
+// Renaming a group (nothing else: the same interface, VRID and VIPs) is
+// a rolling push like any other: the renamed group takes over the state
+// of the old one, the VIP never leaves lb1 and lb2 never holds it.
+func TestAdversaryReloadRenameGroup(t *testing.T) {
+	p := startPair(t, h.Site{})
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	watch := h.WatchVIPs(t, []netip.Addr{p.VIP}, lb1.Host, lb2.Host)
+	capt := h.CaptureAdverts(t, lb2.Host, "eth0")
+	// A new instance taking over the old one's state logs it as a state
+	// change: those are not changes.
+	changes := func(n *h.Node) int {
+		return strings.Count(n.Log(), `msg="state change"`) - strings.Count(n.Log(), "took over the state of the instance it replaces")
+	}
+	before := [2]int{changes(lb1), changes(lb2)}
+	next := strings.Replace(lb1.ReadConfig(), `name = "front"`, `name = "web"`, 1)
+	for _, n := range p.Nodes {
+		n.WriteConfig(next)
+		out, code := n.Reload()
+		if code != 0 || !strings.Contains(out, "group web: renamed from front") {
+			t.Errorf("reload on %s: exit %d, want the rename:\n%s", n.Name, code, out)
+		}
+		time.Sleep(time.Second)
+	}
+	lb1.WaitState("web", "MASTER", time.Second)
+	lb2.WaitState("web", "BACKUP", time.Second)
+	if ev := watch.Events(); len(ev) != 1 {
+		t.Errorf("the VIP moved during the rename: %v", ev)
+	}
+	as, _ := capt.Adverts(lb1.Addr, 51)
+	gap, n := h.LongestGap(as)
+	t.Logf("%d adverts of lb1, longest gap %s", n, gap)
+	if gap.Ratio() > 2 || slices.ContainsFunc(as, func(a h.Advert) bool { return a.Priority == 0 }) {
+		t.Errorf("lb1 stopped advertising or resigned during the rename (longest gap %s)", gap)
+	}
+	for i, n := range p.Nodes {
+		if d := changes(n) - before[i]; d != 0 {
+			t.Errorf("%s: %d state changes during the rename, want none", n.Name, d)
+		}
+	}
 }
