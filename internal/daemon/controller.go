@@ -286,6 +286,8 @@ func (c *controller) handle(ev any) {
 			c.faults[ev.g.name] = ev.fault
 			c.update()
 		}
+	case vipsRemoved:
+		c.handOver(ev)
 	case peerView:
 		defer c.finishPending()
 		left := peerLeft(c.peer, ev)
@@ -410,6 +412,45 @@ func (c *controller) swapGroup(name string, next *group) {
 	}
 	c.log.Info("group replaced by its new instance", "group", next.name, "was", name, "state", next.resume.String(), "socket", next.sock.String())
 	_ = c.startGroup(next.in.cfg, next)
+}
+
+// handOver deals with the VIPs a reload removed from a master group. One
+// that another group now has on the same interface goes to that group: it
+// keeps it if it is master here (claiming it, if it has taken the reload)
+// and releases it if not. The others are released by the group that had
+// them. A reload that moves a VIP between two groups updates both in
+// place, each on its own goroutine, and when the group that lost the VIP
+// deleted it after the one that gained it had claimed it, the VIP was
+// gone until the next refresh (up to vip_lifetime/3).
+func (c *controller) handOver(ev vipsRemoved) {
+	to := map[*group][]netip.Prefix{}
+	for _, v := range ev.vips {
+		holder := ev.g
+		for name, r := range c.groups {
+			if gc := c.site.Group(name); r.g != ev.g && gc != nil && gc.Interface == ev.iface && slices.Contains(gc.VIPs, v) {
+				holder = r.g
+			}
+		}
+		to[holder] = append(to[holder], v)
+	}
+	for g, ps := range to {
+		g.post(func() {
+			if g == ev.g || g.m.Status().State != vrrp.Master {
+				if err := g.claim.ReleaseSome(ps); err != nil {
+					g.log.Warn("reload: releasing removed VIPs", "err", err)
+				}
+				return
+			}
+			mine := slices.DeleteFunc(slices.Clone(ps), func(p netip.Prefix) bool { return !slices.Contains(g.in.cfg.VIPs, p) })
+			if len(mine) == 0 {
+				return // claimed when it takes the reload
+			}
+			g.log.Info("reload: VIPs handed over by group "+ev.g.name, "vips", mine)
+			if err := g.claim.ClaimSome(context.Background(), mine); err != nil {
+				g.claimFailed(time.Now(), fmt.Errorf("claiming VIPs: %w", err))
+			}
+		})
+	}
 }
 
 // finishPending swaps in the pending restarts the peer now runs too (or

@@ -476,9 +476,9 @@ func (g *group) reconfigure(now time.Time, old groupInput) {
 	}
 	if g.m.Status().State == vrrp.Master {
 		if len(removed) > 0 {
-			if err := g.claim.ReleaseSome(removed); err != nil {
-				g.log.Warn("reload: releasing removed VIPs", "err", err)
-			}
+			// Another group may have them now: the controller decides
+			// (see handOver).
+			g.events(vipsRemoved{g: g, iface: cfg.Interface, vips: removed})
 		}
 		if len(added) > 0 {
 			if err := g.claim.ClaimSome(context.Background(), added); err != nil {
@@ -523,6 +523,14 @@ func (g *group) ownFault() string {
 		return "advert socket: " + g.sockFault
 	}
 	return g.claimFault
+}
+
+// vipsRemoved hands the controller the VIPs a reload removed from a
+// master, to give to the group that has them now or to have released.
+type vipsRemoved struct {
+	g     *group
+	iface string
+	vips  []netip.Prefix
 }
 
 // groupFault tells the controller that a group's own fault changed.

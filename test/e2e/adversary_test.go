@@ -338,3 +338,47 @@ func TestAdversaryReloadRenameGroup(t *testing.T) {
 		}
 	}
 }
+
+// A reload that moves a VIP from one group to another, both master on
+// lb1 and on the same interface, never takes the VIP off lb1: the group
+// that lost it must not delete it after the group that gained it has
+// claimed it. Moved back and forth four times, pushed to both nodes;
+// then removed, it goes.
+func TestAdversaryReloadMoveVIPBetweenGroups(t *testing.T) {
+	moved := netip.MustParseAddr("198.18.0.120")
+	p := h.NewPair(t, h.Site{VIPs: []string{h.DefaultVIP, "198.18.0.120/24"}, Extra: secondGroup})
+	startNodes(t, p)
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	lb1.WaitState("second", "MASTER", 5*time.Second)
+	lb2.WaitState("second", "BACKUP", time.Second)
+	watch := h.WatchVIPs(t, []netip.Addr{moved}, lb1.Host, lb2.Host)
+	cfg := lb1.ReadConfig()
+	next := strings.Replace(cfg, `vips = ["198.18.0.100/24", "198.18.0.120/24"]`, `vips = ["198.18.0.100/24"]`, 1)
+	next = strings.Replace(next, `vips = ["198.18.0.110/24"]`, `vips = ["198.18.0.110/24", "198.18.0.120/24"]`, 1)
+	for range 4 {
+		for _, n := range p.Nodes {
+			n.WriteConfig(next)
+			if out, code := n.Reload(); code != 0 || !strings.Contains(out, "198.18.0.120") {
+				t.Fatalf("reload on %s: exit %d\n%s", n.Name, code, out)
+			}
+		}
+		time.Sleep(300 * time.Millisecond)
+		cfg, next = next, cfg
+	}
+	time.Sleep(time.Second)
+	if ev := watch.Events(); len(ev) != 1 {
+		t.Errorf("198.18.0.120 left lb1 while it moved between groups: %v", ev)
+	}
+	for _, g := range []string{group, "second"} {
+		if m := p.Masters(g); len(m) != 1 || m[0] != lb1 {
+			t.Errorf("masters of %s: %v, want lb1", g, names(m))
+		}
+	}
+	// Removed from both groups, it goes.
+	gone := strings.Replace(cfg, `, "198.18.0.120/24"]`, `]`, 1)
+	lb1.WriteConfig(gone)
+	if out, code := lb1.Reload(); code != 0 {
+		t.Fatalf("reload on lb1: exit %d\n%s", code, out)
+	}
+	h.WaitUntil(t, time.Second, "198.18.0.120 released by lb1", func() bool { return !lb1.HasVIP(moved) })
+}
