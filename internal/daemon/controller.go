@@ -328,7 +328,23 @@ func (c *controller) takeLinks(us []track.Update) {
 				c.log.Info("interface re-created", "interface", u.Link.Name, "old_index", old.Index, "index", u.Link.Index)
 			}
 		case u.Addr != nil:
+			old, had := c.addrs[u.Addr.Addr]
 			c.addrs[u.Addr.Addr] = *u.Addr
+			if had && old.Present && !u.Addr.Present {
+				c.vipGone(u.Addr.Addr)
+			}
+		}
+	}
+}
+
+// vipGone has the groups with VIP a put it back if they are master: an
+// operator or a network manager deleted it behind their back (their own
+// releases are no-ops, they are not master then). The lifetime refresh
+// would put it back too, but only up to vip_lifetime/3 later.
+func (c *controller) vipGone(a netip.Addr) {
+	for name, r := range c.groups {
+		if gc := c.site.Group(name); gc != nil && slices.ContainsFunc(gc.VIPs, func(p netip.Prefix) bool { return p.Addr() == a }) {
+			r.g.heal()
 		}
 	}
 }
@@ -807,8 +823,8 @@ func (c *controller) watchdog(ctx context.Context) {
 
 func needsIPVS(s *conf.Site) bool { return len(s.VirtualServers) > 0 || s.Sync != nil }
 
-// watchWant is every interface the groups of sites depend on and this
-// node's address.
+// watchWant is every interface the groups of sites depend on, this
+// node's address and their VIPs.
 func watchWant(node *conf.Node, sites ...*conf.Site) track.Want {
 	set := map[string]bool{}
 	for _, site := range sites {
@@ -821,10 +837,22 @@ func watchWant(node *conf.Node, sites ...*conf.Site) track.Want {
 			}
 		}
 	}
-	w := track.Want{Addrs: []netip.Addr{node.Address}}
+	addrs := map[netip.Addr]bool{node.Address: true}
+	for _, site := range sites {
+		for _, g := range site.Groups {
+			for _, p := range g.VIPs {
+				addrs[p.Addr()] = true // see vipGone
+			}
+		}
+	}
+	var w track.Want
 	for n := range set {
 		w.Links = append(w.Links, n)
 	}
+	for a := range addrs {
+		w.Addrs = append(w.Addrs, a)
+	}
 	sort.Strings(w.Links)
+	slices.SortFunc(w.Addrs, netip.Addr.Compare)
 	return w
 }

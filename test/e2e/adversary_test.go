@@ -382,3 +382,31 @@ func TestAdversaryReloadMoveVIPBetweenGroups(t *testing.T) {
 	}
 	h.WaitUntil(t, time.Second, "198.18.0.120 released by lb1", func() bool { return !lb1.HasVIP(moved) })
 }
+
+// A VIP deleted behind the master's back (an operator, a network manager
+// reconfiguring the interface) is put back at once, not at the next
+// lifetime refresh, and nothing changes state.
+func TestAdversaryVIPDeletedByHand(t *testing.T) {
+	p := startPair(t, h.Site{})
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	before := [2]*ctl.GroupStatus{groupOf(t, lb1), groupOf(t, lb2)}
+	for range 3 {
+		added := h.WaitAddr(t, lb1.Host, p.VIP, true)
+		t0 := time.Now()
+		lb1.Host.DelAddr(t, "eth0", netip.MustParsePrefix(h.DefaultVIP))
+		back := h.Within(t, added, 5*time.Second, "the VIP back on lb1").Sub(t0)
+		t.Logf("the VIP was back on lb1 %s after it was deleted", back.Round(time.Microsecond))
+		if back > 100*time.Millisecond {
+			t.Errorf("the VIP was put back %s after it was deleted, want within 100 ms", back)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	for i, n := range p.Nodes {
+		if g := groupOf(t, n); g.State != before[i].State || g.Transitions != before[i].Transitions {
+			t.Errorf("%s: %s after %d transitions, was %s after %d", n.Name, g.State, g.Transitions, before[i].State, before[i].Transitions)
+		}
+	}
+	if lb2.HasVIP(p.VIP) {
+		t.Errorf("lb2 holds the VIP")
+	}
+}
