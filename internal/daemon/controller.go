@@ -419,15 +419,28 @@ func (c *controller) stopGroups(names []string) {
 // the same name, or a new one for a rename), which takes over its state
 // without an election (MASTER stays MASTER, BACKUP stays BACKUP): the old
 // one stops quietly, keeping its VIPs when next holds them on the same
-// interface.
+// interface; those next does not have are handed over or released as a
+// reload that removes them in place does (handOver).
 func (c *controller) swapGroup(name string, next *group) {
+	cfg := next.in.cfg // next.in is its goroutine's once it runs
+	var dropped []netip.Prefix
 	if r := c.groups[name]; r != nil {
-		next.resume = r.g.snap.Load().status.State
-		r.g.quiet.Store(&quietStop{keepVIPs: r.g.sock.iface == next.sock.iface})
+		was := r.g.snap.Load()
+		next.resume = was.status.State
+		same := r.g.sock.iface == next.sock.iface
+		r.g.quiet.Store(&quietStop{keepVIPs: same})
 		c.stopGroups([]string{name})
+		if same && next.resume == vrrp.Master {
+			// The VIPs the old instance kept that next does not hold
+			// would stay until their lifetime ran out.
+			dropped = slices.DeleteFunc(slices.Clone(was.cfg.VIPs), func(p netip.Prefix) bool { return slices.Contains(cfg.VIPs, p) })
+		}
 	}
 	c.log.Info("group replaced by its new instance", "group", next.name, "was", name, "state", next.resume.String(), "socket", next.sock.String())
-	_ = c.startGroup(next.in.cfg, next)
+	_ = c.startGroup(cfg, next)
+	if len(dropped) > 0 {
+		c.handOver(vipsRemoved{g: next, iface: cfg.Interface, vips: dropped})
+	}
 }
 
 // handOver deals with the VIPs a reload removed from a master group. One

@@ -410,3 +410,32 @@ func TestAdversaryVIPDeletedByHand(t *testing.T) {
 		t.Errorf("lb2 holds the VIP")
 	}
 }
+
+// A reload that restarts a group (a new VRID) and drops one of its VIPs:
+// the master releases the dropped VIP with the restart, not when its
+// lifetime runs out.
+func TestAdversaryReloadRestartDropsVIP(t *testing.T) {
+	dropped := netip.MustParseAddr("198.18.0.120")
+	p := startPair(t, h.Site{VIPs: []string{h.DefaultVIP, "198.18.0.120/24"}})
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	next := strings.Replace(lb1.ReadConfig(), `vips = ["198.18.0.100/24", "198.18.0.120/24"]`, `vips = ["198.18.0.100/24"]`, 1)
+	next = strings.Replace(next, "vrid = 51", "vrid = 52", 1)
+	// lb2 first: its restart waits for lb1, whose own then happens at once.
+	for _, n := range []*h.Node{lb2, lb1} {
+		n.WriteConfig(next)
+		if out, code := n.Reload(); code != 0 || !strings.Contains(out, "vrid 51 -> 52") {
+			t.Fatalf("reload on %s: exit %d\n%s", n.Name, code, out)
+		}
+	}
+	t0 := time.Now()
+	h.WaitUntil(t, 10*time.Second, "198.18.0.120 released by lb1", func() bool { return !lb1.HasVIP(dropped) })
+	took := time.Since(t0)
+	t.Logf("198.18.0.120 left lb1 %s after the reload", took.Round(time.Millisecond))
+	if took > 200*time.Millisecond {
+		t.Errorf("the dropped VIP stayed on lb1 for %s after the reload, want it released with the restart", took)
+	}
+	lb1.WaitState(group, "MASTER", time.Second)
+	if !lb1.HasVIP(p.VIP) {
+		t.Errorf("lb1 lost the VIP it keeps")
+	}
+}
