@@ -30,8 +30,13 @@ type controller struct {
 	log     *slog.Logger
 	started time.Time
 	events  chan any
-	dead    chan struct{} // closed when run stops reading events
-	sigs    signals
+	// requests are the control socket's (and the watchdog's): a queue of
+	// their own, so that a flood of them, each maybe slow (a reload),
+	// never fills the one the groups report to; a group waiting there
+	// stopped advertising, and the shutdown, waiting for it, hung.
+	requests chan any
+	dead     chan struct{} // closed when run stops reading events
+	sigs     signals
 
 	view atomic.Pointer[ctlView]
 
@@ -126,7 +131,7 @@ type (
 func newController(opts Options, log *slog.Logger, l *loaded, sigs signals) *controller {
 	return &controller{
 		opts: opts, log: log, started: time.Now(), sigs: sigs,
-		events: make(chan any, 1024), dead: make(chan struct{}),
+		events: make(chan any, 1024), requests: make(chan any, 16), dead: make(chan struct{}),
 		target: l.site, site: l.site, node: l.node, loadedAt: time.Now(), pending: map[string]*pendingRestart{},
 		health: map[string]bool{}, links: map[string]track.LinkState{}, addrs: map[netip.Addr]track.AddrState{},
 		states: map[string]vrrp.State{}, faults: map[string]string{}, groups: map[string]*groupRun{}, inputs: map[string]groupInput{},
@@ -148,7 +153,7 @@ func ask[T any](ctx context.Context, c *controller, mk func(chan T) any) (T, err
 	reply := make(chan T, 1)
 	var zero T
 	select {
-	case c.events <- mk(reply):
+	case c.requests <- mk(reply):
 	case <-c.dead:
 		return zero, fmt.Errorf("the daemon is stopping")
 	case <-ctx.Done():
@@ -261,6 +266,8 @@ func (c *controller) run(ctx context.Context) (err error) {
 			c.update()
 		case ev := <-c.events:
 			c.handle(ev)
+		case req := <-c.requests:
+			c.handle(req)
 		}
 	}
 }

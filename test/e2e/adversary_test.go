@@ -439,3 +439,29 @@ func TestAdversaryReloadRestartDropsVIP(t *testing.T) {
 		t.Errorf("lb1 lost the VIP it keeps")
 	}
 }
+
+// More reload requests than the controller's event queue holds, each
+// slow (a site file near the size cap), do not starve the groups: with
+// them queued on the backup, a kill -9 of the master still has the backup
+// take over and advertise, and SIGTERM still stops it.
+func TestAdversaryControlRequestFlood(t *testing.T) {
+	p := startPair(t, h.Site{})
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	lb2.WriteConfig(padded(lb2.ReadConfig(), 900<<10))
+	capt := h.CaptureAdverts(t, lb1.Host, "eth0")
+	for range 1300 {
+		go func() { _, _ = ctl.Call(lb2.Sock, ctl.Request{Cmd: ctl.CmdReload}, 90*time.Second) }()
+	}
+	time.Sleep(time.Second) // queued
+	added := h.WaitAddr(t, lb2.Host, p.VIP, true)
+	t0 := time.Now()
+	lb1.Signal(syscall.SIGKILL)
+	took := h.Within(t, added, 5*time.Second, "the VIP on lb2").Sub(t0)
+	h.WaitUntil(t, time.Second, "lb2 advertising as master", func() bool {
+		as, _ := capt.Adverts(lb2.Addr, 51)
+		return len(as) >= 3
+	})
+	t.Logf("kill -9 of lb1 with 1300 reloads queued on lb2: the VIP on lb2 after %s, and its adverts", took.Round(time.Millisecond))
+	stopped := stopWithin(t, lb2, 3*time.Second)
+	t.Logf("then SIGTERM stopped lb2 in %s", stopped.Round(time.Millisecond))
+}
