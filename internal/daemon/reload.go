@@ -336,6 +336,12 @@ func (c *controller) prepare(p reloadPlan, l *loaded) (*prepared, error) {
 			if err := g.open(time.Now()); err != nil {
 				return prep, fmt.Errorf("group %s: %w", gp.cfg.Name, err)
 			}
+		} else if r := c.groups[gp.old.Name]; gp.kind == groupRestart && r != nil && r.g.snap.Load().status.State != vrrp.Fault {
+			// A working group is moved only where it can advertise: an
+			// interface name this host does not have (a typo pushed to
+			// both directors) left the VIPs with no owner. A new group
+			// may wait for its interface, as at start.
+			return prep, fmt.Errorf("group %s: %s; the running group stays on %s", gp.cfg.Name, in.want.fault, gp.old.Interface)
 		}
 	}
 	if p.pairBind {
