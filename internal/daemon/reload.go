@@ -13,6 +13,7 @@ import (
 
 	"github.com/havip/havip/internal/conf"
 	"github.com/havip/havip/internal/ipvsync"
+	"github.com/havip/havip/internal/track"
 	"github.com/havip/havip/internal/vrrp"
 )
 
@@ -320,6 +321,22 @@ func (c *controller) prepare(p reloadPlan, l *loaded) (*prepared, error) {
 		}
 	}
 	want := derive(inputs{site: site, node: node, health: c.health, links: links, addrs: addrs, faults: c.faults})
+	// A working group is not put in FAULT by an interface name this host
+	// does not have (its own, or a weight-0 track's): such a typo, pushed
+	// to both directors, left the VIPs with no owner. A new group may
+	// wait for its interface, as at start.
+	for _, gp := range p.groups {
+		name := gp.cfg.Name
+		if gp.old != nil {
+			name = gp.old.Name // a restart or a rename
+		}
+		if r := c.groups[name]; gp.kind == groupAdd || r == nil || r.g.snap.Load().status.State == vrrp.Fault {
+			continue
+		}
+		if missing := missingLink(gp.cfg, links); missing != "" {
+			return prep, fmt.Errorf("group %s: interface %s does not exist; the running group keeps its configuration", gp.cfg.Name, missing)
+		}
+	}
 	for _, gp := range p.groups {
 		if gp.kind != groupRestart && gp.kind != groupAdd {
 			continue
@@ -336,12 +353,6 @@ func (c *controller) prepare(p reloadPlan, l *loaded) (*prepared, error) {
 			if err := g.open(time.Now()); err != nil {
 				return prep, fmt.Errorf("group %s: %w", gp.cfg.Name, err)
 			}
-		} else if r := c.groups[gp.old.Name]; gp.kind == groupRestart && r != nil && r.g.snap.Load().status.State != vrrp.Fault {
-			// A working group is moved only where it can advertise: an
-			// interface name this host does not have (a typo pushed to
-			// both directors) left the VIPs with no owner. A new group
-			// may wait for its interface, as at start.
-			return prep, fmt.Errorf("group %s: %s; the running group stays on %s", gp.cfg.Name, in.want.fault, gp.old.Interface)
 		}
 	}
 	if p.pairBind {
@@ -497,6 +508,20 @@ func (c *controller) commit(p reloadPlan, l *loaded, prep *prepared) {
 	if c.pair != nil {
 		c.pair.notify()
 	}
+}
+
+// missingLink is the interface g needs to be out of FAULT that links says
+// does not exist: its own, or a weight-0 track's; "" when there is none.
+func missingLink(g *conf.Group, links map[string]track.LinkState) string {
+	if !links[g.Interface].Exists {
+		return g.Interface
+	}
+	for _, t := range g.Track {
+		if t.Interface != "" && t.Weight == 0 && !links[t.Interface].Exists {
+			return t.Interface
+		}
+	}
+	return ""
 }
 
 // renamedFrom is the group of old that gc, a new name, renames: one that

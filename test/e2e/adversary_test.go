@@ -466,28 +466,36 @@ func TestAdversaryControlRequestFlood(t *testing.T) {
 	t.Logf("then SIGTERM stopped lb2 in %s", stopped.Round(time.Millisecond))
 }
 
-// A rolling push of a typo in a group's interface (a name this host does
-// not have) is refused on each node with the reason: applied, it moved
-// the running group onto no interface on both, and the VIP had no owner.
+// A rolling push of a typo in an interface name (one this host does not
+// have: the group's own, or a weight-0 track's) is refused on each node
+// with the reason: applied, it put the working group in FAULT on both, and
+// the VIP had no owner.
 func TestAdversaryReloadMissingInterface(t *testing.T) {
-	p := startPair(t, h.Site{})
-	lb1, lb2 := p.Nodes[0], p.Nodes[1]
-	before := [2]*ctl.Status{mustStatus(t, lb1), mustStatus(t, lb2)}
-	next := strings.Replace(lb1.ReadConfig(), `interface = "eth0"`, `interface = "eht0"`, 1)
-	for _, n := range p.Nodes {
-		n.WriteConfig(next)
-		out, code := n.Reload()
-		t.Logf("%s: havip reload:\n%s", n.Name, out)
-		if code != 1 || !strings.Contains(out, "interface eht0 does not exist") {
-			t.Errorf("reload on %s: exit %d, want 1 naming the missing interface", n.Name, code)
-		}
-	}
-	time.Sleep(time.Second)
-	t.Logf("lb1 %s, lb2 %s; the VIP on lb1 %v, on lb2 %v", lb1.State(group), lb2.State(group), lb1.HasVIP(p.VIP), lb2.HasVIP(p.VIP))
-	for i, n := range p.Nodes {
-		unchangedSince(t, n, before[i])
-	}
-	if !lb1.HasVIP(p.VIP) || lb2.HasVIP(p.VIP) {
-		t.Errorf("VIP on lb1 %v, on lb2 %v: want lb1 only", lb1.HasVIP(p.VIP), lb2.HasVIP(p.VIP))
+	for _, tc := range []struct{ name, from, to string }{
+		{"interface", `interface = "eth0"`, `interface = "eht0"`},
+		{"tracked interface", `garp_interval = "20ms"`, "garp_interval = \"20ms\"\n[[vrrp.track]]\ninterface = \"eht0\"\nweight = 0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startPair(t, h.Site{})
+			lb1, lb2 := p.Nodes[0], p.Nodes[1]
+			before := [2]*ctl.Status{mustStatus(t, lb1), mustStatus(t, lb2)}
+			next := strings.Replace(lb1.ReadConfig(), tc.from, tc.to, 1)
+			for _, n := range p.Nodes {
+				n.WriteConfig(next)
+				out, code := n.Reload()
+				t.Logf("%s: havip reload:\n%s", n.Name, out)
+				if code != 1 || !strings.Contains(out, "interface eht0 does not exist") {
+					t.Errorf("reload on %s: exit %d, want 1 naming the missing interface", n.Name, code)
+				}
+			}
+			time.Sleep(time.Second)
+			t.Logf("lb1 %s, lb2 %s; the VIP on lb1 %v, on lb2 %v", lb1.State(group), lb2.State(group), lb1.HasVIP(p.VIP), lb2.HasVIP(p.VIP))
+			for i, n := range p.Nodes {
+				unchangedSince(t, n, before[i])
+			}
+			if !lb1.HasVIP(p.VIP) || lb2.HasVIP(p.VIP) {
+				t.Errorf("VIP on lb1 %v, on lb2 %v: want lb1 only", lb1.HasVIP(p.VIP), lb2.HasVIP(p.VIP))
+			}
+		})
 	}
 }
