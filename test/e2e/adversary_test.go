@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,11 +13,17 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/net/ipv4"
+
 	"github.com/havip/havip/internal/ctl"
+	"github.com/havip/havip/internal/vrrp"
+	"github.com/havip/havip/internal/vrrpnet"
 	h "github.com/havip/havip/test/e2e/harness"
 )
 
@@ -95,6 +102,40 @@ func TestAdversarySIGTERMInHUPStorm(t *testing.T) {
 	lb2.WaitState(group, "MASTER", time.Second)
 }
 
+// bare is havip run for a node, started without the harness (whose
+// Start waits for the control socket): for signals at the very start.
+type bare struct {
+	cmd    *exec.Cmd
+	out    bytes.Buffer // read it only once exited is closed
+	exited chan struct{}
+}
+
+// startBare starts havip run for n; the end of the test kills it.
+func startBare(t *testing.T, n *h.Node) *bare {
+	t.Helper()
+	b := &bare{exited: make(chan struct{})}
+	b.cmd = exec.Command(h.Binary(t), "run", "-c", n.Config, "--node", n.Name, "--socket", n.Sock,
+		"--state-dir", n.StateDir, "--metrics", "")
+	b.cmd.Stdout, b.cmd.Stderr = &b.out, &b.out
+	if err := n.Host.Start(b.cmd); err != nil {
+		t.Fatal(err)
+	}
+	go func() { b.cmd.Wait(); close(b.exited) }()
+	t.Cleanup(func() { b.cmd.Process.Kill(); <-b.exited })
+	return b
+}
+
+// stopped waits up to timeout for the process to end, and says whether
+// it did.
+func (b *bare) stopped(timeout time.Duration) bool {
+	select {
+	case <-b.exited:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
+
 // A SIGHUP storm while the daemon starts (here from 15 ms after exec,
 // while it loads a site file near the size cap): every SIGHUP is a reload
 // or coalesced into one, never the end of the daemon (which systemd, for
@@ -104,22 +145,14 @@ func TestAdversaryHUPStormAtStart(t *testing.T) {
 	p := h.NewPair(t, h.Site{})
 	lb1 := p.Nodes[0]
 	lb1.WriteConfig(padded(lb1.ReadConfig(), 900<<10))
-	cmd := exec.Command(h.Binary(t), "run", "-c", lb1.Config, "--node", lb1.Name, "--socket", lb1.Sock,
-		"--state-dir", lb1.StateDir, "--metrics", "")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := lb1.Host.Start(cmd); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	d := startBare(t, lb1)
+	cmd, exited := d.cmd, d.exited
 	sent := 0
 	time.Sleep(15 * time.Millisecond) // the Go runtime is up; the site file is being read
 	for t0 := time.Now(); time.Since(t0) < 500*time.Millisecond; sent++ {
 		select {
 		case <-exited:
-			t.Fatalf("havip ended (%s) after %d SIGHUPs, %s into the storm:\n%s", cmd.ProcessState, sent, time.Since(t0), out.String())
+			t.Fatalf("havip ended (%s) after %d SIGHUPs, %s into the storm:\n%s", cmd.ProcessState, sent, time.Since(t0), d.out.String())
 		default:
 		}
 		_ = cmd.Process.Signal(syscall.SIGHUP)
@@ -145,15 +178,12 @@ func TestAdversaryHUPStormAtStart(t *testing.T) {
 		}
 	}()
 	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(5 * time.Second):
-		cmd.Process.Kill()
+	if !d.stopped(5 * time.Second) {
 		t.Fatalf("havip did not stop within 5 s of SIGTERM")
 	}
 	<-storm
 	if code := cmd.ProcessState.ExitCode(); code != 0 {
-		t.Fatalf("havip after %d SIGHUPs and a SIGTERM: %s, want exit 0:\n%s", sent, cmd.ProcessState, out.String())
+		t.Fatalf("havip after %d SIGHUPs and a SIGTERM: %s, want exit 0:\n%s", sent, cmd.ProcessState, d.out.String())
 	}
 	t.Logf("%d SIGHUPs from the start, then SIGTERM: exit 0", sent)
 }
@@ -298,6 +328,132 @@ func TestAdversaryControlSocketStuckClients(t *testing.T) {
 	h.Within(t, added, time.Second, "the VIP on lb2")
 }
 
+// sum16 is the Internet checksum of b, with initial sum.
+func sum16(sum uint32, b []byte) uint16 {
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
+
+// rechecksum fixes the checksum of a VRRPv3 message over IPv4 from src to
+// dst after a test changed its bytes.
+func rechecksum(b []byte, src, dst netip.Addr) []byte {
+	b[6], b[7] = 0, 0
+	s, d := src.As4(), dst.As4()
+	pseudo := append(append(s[:], d[:]...), 0, 112, byte(len(b)>>8), byte(len(b)))
+	ck := sum16(uint32(^sum16(0, pseudo)), b)
+	b[6], b[7] = byte(ck>>8), byte(ck)
+	return b
+}
+
+// Malformed and foreign VRRP packets from a host on the segment: each is
+// a drop counted under its reason on both directors, and nothing changes
+// state.
+func TestAdversaryMalformedAdverts(t *testing.T) {
+	p := startPair(t, h.Site{})
+	var conn vrrpnet.Conn
+	var ttl64 *ipv4.PacketConn
+	if err := p.Client.Do(func() error {
+		var err error
+		if conn, err = vrrpnet.Listen(vrrpnet.Options{Interface: "eth0", Source: h.ClientAddr, Multicast: true}); err != nil {
+			return err
+		}
+		ic, err := net.ListenIP("ip4:112", &net.IPAddr{IP: net.IPv4zero})
+		if err != nil {
+			return err
+		}
+		ttl64 = ipv4.NewPacketConn(ic)
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		return errors.Join(ttl64.SetMulticastTTL(64), ttl64.SetMulticastInterface(ifi))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	defer ttl64.Close()
+	src, dst := h.ClientAddr, vrrpnet.Group4
+	advert := func(f func(*vrrp.Packet)) []byte {
+		pk := vrrp.Packet{Version: 3, VRID: 51, Priority: 254, Interval: p.Site.Advert, Addrs: []netip.Addr{p.VIP}}
+		f(&pk)
+		b, err := pk.Marshal(src, dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	same := func(*vrrp.Packet) {}
+	var many []netip.Addr
+	for i := range 255 {
+		many = append(many, netip.AddrFrom4([4]byte{10, 9, byte(i / 250), byte(i%250 + 1)}))
+	}
+	cases := []struct {
+		name, reason string
+		b            []byte
+	}{
+		{"cut after 5 bytes", "truncated", advert(same)[:5]},
+		{"count says 2, carries 1", "truncated", func() []byte { b := advert(same); b[3] = 2; return b }()},
+		{"wrong checksum", "checksum", func() []byte { b := advert(same); b[7] ^= 0xff; return b }()},
+		{"version 4", "version", rechecksum(func() []byte { b := advert(same); b[0] = 0x41; return b }(), src, dst)},
+		{"VRRPv2", "version", advert(func(pk *vrrp.Packet) { pk.Version, pk.Interval = 2, time.Second })},
+		{"type 2", "type", rechecksum(func() []byte { b := advert(same); b[0] = 0x32; return b }(), src, dst)},
+		{"another VRID", "vrid", advert(func(pk *vrrp.Packet) { pk.VRID = 52 })},
+		{"interval 0", "interval", rechecksum(func() []byte { b := advert(same); b[4], b[5] = 0, 0; return b }(), src, dst)},
+		{"255 other addresses", "addr_list", advert(func(pk *vrrp.Packet) { pk.Addrs = many })},
+	}
+	before := map[string]*ctl.GroupStatus{}
+	for _, n := range p.Nodes {
+		before[n.Name] = groupOf(t, n)
+	}
+	const copies = 3
+	want := map[string]uint64{"ttl": copies}
+	for _, c := range cases {
+		want[c.reason] += copies
+		for range copies {
+			if err := conn.WriteTo(c.b, dst); err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+		}
+	}
+	// Priority 254, the right list, but sent with TTL 64 (from off the
+	// segment, RFC 5798 5.1.1.3).
+	for range copies {
+		if _, err := ttl64.WriteTo(advert(same), nil, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range p.Nodes {
+		h.WaitUntil(t, 2*time.Second, n.Name+" counting every drop", func() bool {
+			g := n.Group(group)
+			for r, k := range want {
+				if g == nil || g.Drops[r]-before[n.Name].Drops[r] < k {
+					return false
+				}
+			}
+			return true
+		})
+		g := groupOf(t, n)
+		was := before[n.Name]
+		for r, k := range g.Drops {
+			if k-was.Drops[r] != want[r] {
+				t.Errorf("%s: %d drops for %s, want %d", n.Name, k-was.Drops[r], r, want[r])
+			}
+		}
+		if g.State != was.State || g.Transitions != was.Transitions {
+			t.Errorf("%s: %s after %d transitions, was %s after %d", n.Name, g.State, g.Transitions, was.State, was.Transitions)
+		}
+		t.Logf("%s: %s, drops %v", n.Name, g.State, g.Drops)
+	}
+}
+
 // Renaming a group (nothing else: the same interface, VRID and VIPs) is
 // a rolling push like any other: the renamed group takes over the state
 // of the old one, the VIP never leaves lb1 and lb2 never holds it.
@@ -440,6 +596,59 @@ func TestAdversaryReloadRestartDropsVIP(t *testing.T) {
 	}
 }
 
+// Status, metrics and reloads asked in a tight loop on both nodes neither
+// stall the master's adverts nor fail, and a failover drill in the middle
+// of it completes.
+func TestAdversaryControlStorm(t *testing.T) {
+	p := h.NewPair(t, h.Site{})
+	for _, n := range p.Nodes {
+		n.Metrics = "127.0.0.1:9110"
+	}
+	startNodes(t, p)
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	capt := h.CaptureAdverts(t, lb2.Host, "eth0")
+	transitions := groupOf(t, lb2).Transitions
+	stop := make(chan struct{})
+	var calls, failed atomic.Int64
+	var wg sync.WaitGroup
+	for _, n := range p.Nodes {
+		for _, ask := range []func() error{
+			func() error { _, err := ctl.Call(n.Sock, ctl.Request{Cmd: ctl.CmdStatus}, 2*time.Second); return err },
+			func() error { _, err := n.Scrape(); return err },
+			func() error { _, err := ctl.Call(n.Sock, ctl.Request{Cmd: ctl.CmdReload}, 2*time.Second); return err },
+		} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					calls.Add(1)
+					if err := ask(); err != nil {
+						failed.Add(1)
+						t.Logf("%s: %v", n.Name, err)
+					}
+				}
+			}()
+		}
+	}
+	time.Sleep(2 * time.Second)
+	noFlap(t, capt, lb1, lb2, transitions)
+	if out, code := lb1.Run("failover"); code != 0 {
+		t.Errorf("havip failover under the storm: exit %d\n%s", code, out)
+	}
+	lb2.WaitState(group, "MASTER", time.Second)
+	close(stop)
+	wg.Wait()
+	t.Logf("%d calls, %d failed", calls.Load(), failed.Load())
+	if failed.Load() > 0 {
+		t.Errorf("%d of %d calls failed", failed.Load(), calls.Load())
+	}
+}
+
 // More reload requests than the controller's event queue holds, each
 // slow (a site file near the size cap), do not starve the groups: with
 // them queued on the backup, a kill -9 of the master still has the backup
@@ -464,6 +673,38 @@ func TestAdversaryControlRequestFlood(t *testing.T) {
 	t.Logf("kill -9 of lb1 with 1300 reloads queued on lb2: the VIP on lb2 after %s, and its adverts", took.Round(time.Millisecond))
 	stopped := stopWithin(t, lb2, 3*time.Second)
 	t.Logf("then SIGTERM stopped lb2 in %s", stopped.Round(time.Millisecond))
+}
+
+// Bad requests on the control socket each get a clear error, and the
+// daemon answers the next one.
+func TestAdversaryControlSocketBadRequests(t *testing.T) {
+	p := startPair(t, h.Site{})
+	lb1 := p.Nodes[0]
+	for _, tc := range []struct{ req, answer string }{
+		{"", `"error":"bad request: EOF"`},
+		{"{", `"error":"bad request: unexpected EOF"`},
+		{"garbage\n", `"error":"bad request: invalid character 'g'`},
+		{`[1,2,3]`, `"error":"bad request: json: cannot unmarshal array`},
+		{`{"cmd":"status","groups":5}`, `"error":"bad request: json: cannot unmarshal number`},
+		{`{"cmd":"halt"}`, `"error":"unknown command \"halt\""`},
+		{`{"cmd":"failover","groups":["nope"]}`, `"error":"no group named \"nope\""`},
+	} {
+		c, err := net.Dial("unix", lb1.Sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = c.Write([]byte(tc.req))
+		_ = c.(*net.UnixConn).CloseWrite()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b, err := io.ReadAll(c)
+		c.Close()
+		if err != nil || !strings.Contains(string(b), `"ok":false`) || !strings.Contains(string(b), tc.answer) {
+			t.Errorf("request %q: answer %q (%v), want %s", tc.req, b, err, tc.answer)
+		}
+	}
+	if g := groupOf(t, lb1); g.State != "MASTER" {
+		t.Errorf("lb1 is %s after the bad requests", g.State)
+	}
 }
 
 // A rolling push of a typo in an interface name (one this host does not
@@ -497,5 +738,148 @@ func TestAdversaryReloadMissingInterface(t *testing.T) {
 				t.Errorf("VIP on lb1 %v, on lb2 %v: want lb1 only", lb1.HasVIP(p.VIP), lb2.HasVIP(p.VIP))
 			}
 		})
+	}
+}
+
+// A SIGHUP with the site file broken in any way (gone, a directory, a
+// symlink loop, over the size cap, cut short, empty, binary) is refused
+// with a message that names the file and the problem; the running
+// configuration stays.
+func TestAdversaryReloadBrokenFiles(t *testing.T) {
+	p := startPair(t, h.Site{})
+	lb1 := p.Nodes[0]
+	good := lb1.ReadConfig()
+	before := mustStatus(t, lb1)
+	write := func(b string) func() error { return func() error { return os.WriteFile(lb1.Config, []byte(b), 0o644) } }
+	for _, tc := range []struct {
+		name, want string
+		make       func() error
+	}{
+		{"gone", "no such file or directory", func() error { return nil }},
+		{"a directory", "not a regular file", func() error { return os.Mkdir(lb1.Config, 0o755) }},
+		{"a symlink loop", "too many levels of symbolic links", func() error { return os.Symlink(lb1.Config, lb1.Config) }},
+		{"2 MB", "the limit is 1 MiB", write(padded(good, 2<<20))},
+		{"cut short", "unexpected EOF", write(good[:strings.Index(good, "[[node]]")+len("[[node]]\nname")])},
+		{"empty", "a [site] table with a name is required", write("")},
+		{"binary", "files cannot contain NULL bytes", write("\x00\xff[site]\x00")},
+	} {
+		if err := os.RemoveAll(lb1.Config); err != nil {
+			t.Fatal(err)
+		}
+		if err := tc.make(); err != nil {
+			t.Fatal(err)
+		}
+		out, code := lb1.Run("reload", "-c", lb1.Config)
+		if code != 1 || !strings.Contains(out, lb1.Config) || !strings.Contains(out, tc.want) {
+			t.Errorf("%s: havip reload exit %d, want 1 naming the file and %q:\n%s", tc.name, code, tc.want, out)
+		}
+		lb1.Signal(syscall.SIGHUP)
+		h.WaitUntil(t, 2*time.Second, tc.name+": the refusal in status", func() bool {
+			st, err := lb1.Status()
+			return err == nil && st.LastReload != nil && !st.LastReload.Applied && strings.Contains(st.ReloadError, tc.want)
+		})
+	}
+	if err := os.RemoveAll(lb1.Config); err != nil {
+		t.Fatal(err)
+	}
+	lb1.WriteConfig(good)
+	unchangedSince(t, lb1, before)
+}
+
+// The master's interface flapping down and up fifty times within a
+// fraction of a second, then its MTU jumping between 68 and 1468: the pair
+// settles on lb1, the VIP on lb1 only.
+func TestAdversaryLinkFlapStorm(t *testing.T) {
+	p := startPair(t, h.Site{})
+	lb1 := p.Nodes[0]
+	for i := range 50 {
+		lb1.Host.SetLinkDown(t, "eth0")
+		time.Sleep(time.Duration(i%7) * time.Millisecond)
+		lb1.Host.SetLinkUp(t, "eth0")
+		time.Sleep(time.Duration(i%5) * 3 * time.Millisecond)
+	}
+	for i := range 30 {
+		lb1.Host.SetMTU(t, "eth0", 68+i%3*700)
+		time.Sleep(time.Duration(i%4) * time.Millisecond)
+	}
+	lb1.Host.SetMTU(t, "eth0", 1500)
+	settled(t, p, lb1)
+}
+
+// The master's own address removed and added again: FAULT meanwhile, the
+// peer takes over; then the pair settles back and the pair link hears both
+// ways again.
+func TestAdversaryNodeAddressRemoved(t *testing.T) {
+	p := startPair(t, h.Site{})
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	peersAlive(t, p)
+	own := netip.PrefixFrom(lb1.Addr, 24)
+	lb1.Host.DelAddr(t, "eth0", own)
+	lb1.WaitState(group, "FAULT", 3*time.Second)
+	lb2.WaitState(group, "MASTER", 3*time.Second)
+	if f := groupOf(t, lb1).Fault; !strings.Contains(f, lb1.Addr.String()) {
+		t.Errorf("fault %q does not name the missing address", f)
+	}
+	time.Sleep(time.Second)
+	lb1.Host.AddAddr(t, "eth0", own)
+	settled(t, p, lb1)
+	peersAlive(t, p)
+}
+
+// Reloads while a restart waits for the peer: a newer target replaces
+// the waiting one, going back to what runs cancels it, and the last one
+// happens when the peer runs it too.
+func TestAdversaryReloadWhilePending(t *testing.T) {
+	p := startPair(t, h.Site{})
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	base := lb1.ReadConfig()
+	vrid := func(v int) string { return strings.Replace(base, "vrid = 51", fmt.Sprintf("vrid = %d", v), 1) }
+	for _, step := range []struct {
+		vrid    int
+		out     string
+		pending bool
+	}{
+		{52, "restart (vrid 51 -> 52) waits until the peer runs it", true},
+		{53, "restart (vrid 51 -> 53) waits until the peer runs it", true},
+		{51, "no changes", false},
+		{53, "restart (vrid 51 -> 53) waits until the peer runs it", true},
+	} {
+		lb1.WriteConfig(vrid(step.vrid))
+		out, code := lb1.Reload()
+		g := groupOf(t, lb1)
+		if code != 0 || !strings.Contains(out, step.out) || (g.Pending != "") != step.pending || g.VRID != 51 {
+			t.Fatalf("reload to vrid %d: exit %d, vrid %d, pending %q:\n%s", step.vrid, code, g.VRID, g.Pending, out)
+		}
+	}
+	lb2.WriteConfig(vrid(53))
+	if out, code := lb2.Reload(); code != 0 {
+		t.Fatalf("reload on lb2: exit %d\n%s", code, out)
+	}
+	h.WaitUntil(t, 3*time.Second, "lb1 on vrid 53", func() bool {
+		g := lb1.Group(group)
+		return g != nil && g.VRID == 53 && g.Pending == ""
+	})
+	settled(t, p, lb1)
+}
+
+// SIGTERM (twice) at any moment of the start: the daemon ends at once and
+// leaves no VIP behind; once it runs (here from 50 ms), with exit code 0.
+func TestAdversarySIGTERMAtStart(t *testing.T) {
+	p := h.NewPair(t, h.Site{})
+	lb1 := p.Nodes[0]
+	for _, after := range []time.Duration{0, time.Millisecond, 5 * time.Millisecond, 50 * time.Millisecond, 150 * time.Millisecond, 400 * time.Millisecond} {
+		d := startBare(t, lb1)
+		time.Sleep(after)
+		_ = d.cmd.Process.Signal(syscall.SIGTERM)
+		_ = d.cmd.Process.Signal(syscall.SIGTERM)
+		if !d.stopped(3 * time.Second) {
+			t.Fatalf("SIGTERM %s after the start: still running after 3 s", after)
+		}
+		if after >= 50*time.Millisecond && d.cmd.ProcessState.ExitCode() != 0 {
+			t.Errorf("SIGTERM %s after the start: %s, want exit 0:\n%s", after, d.cmd.ProcessState, d.out.String())
+		}
+		if lb1.HasVIP(p.VIP) {
+			t.Fatalf("SIGTERM %s after the start left the VIP behind", after)
+		}
 	}
 }
