@@ -291,7 +291,7 @@ func (c *client) socket() (string, error) {
 		}
 		return path, nil
 	}
-	data, err := os.ReadFile(*c.cfg)
+	data, err := conf.ReadFile(*c.cfg)
 	switch {
 	case err != nil && c.set("c"):
 		return "", err

@@ -18,7 +18,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"syscall"
 
 	"github.com/BurntSushi/toml"
 )
@@ -49,25 +51,53 @@ const maxProblems = 100
 // Unlike Parse, Load also looks at this machine: it stats the control
 // socket and state directory paths (host.go).
 func Load(path string) (*Site, []Problem, error) {
-	f, err := os.Open(path)
+	data, size, err := read(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("conf: %w", err)
+		return nil, nil, err
 	}
-	defer f.Close()
-	// Read one byte past the limit, never the whole of an oversized file.
-	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
-	if err != nil {
-		return nil, nil, fmt.Errorf("conf: %w", err)
-	}
-	if len(data) > MaxSize {
-		n := int64(len(data))
-		if fi, err := f.Stat(); err == nil && fi.Size() > n {
-			n = fi.Size()
-		}
-		return nil, []Problem{tooBig(path, n)}, nil
+	if size > MaxSize {
+		return nil, []Problem{tooBig(path, size)}, nil
 	}
 	s, ps := parse(path, data, true)
 	return s, ps, nil
+}
+
+// ReadFile reads the site file at path as Load does, for a client that
+// only looks into it: at most one byte past MaxSize (Parse refuses that as
+// too big), and only from a regular file.
+func ReadFile(path string) ([]byte, error) {
+	data, _, err := read(path)
+	return data, err
+}
+
+// errNotRegular refuses a site file that is a FIFO, a device, a directory
+// or a socket: opening a FIFO blocks until a writer comes, and the daemon
+// reads the file on its controller, which must never hang on it.
+var errNotRegular = errors.New("not a regular file")
+
+// read reads at most MaxSize+1 bytes of the regular file at path and
+// returns them with the file's size.
+func read(path string) ([]byte, int64, error) {
+	// O_NONBLOCK: a FIFO opens at once (to be refused below), where a
+	// plain open would wait for a writer; a regular file ignores it.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, 0, fmt.Errorf("conf: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, 0, fmt.Errorf("conf: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, 0, fmt.Errorf("conf: %w", &fs.PathError{Op: "open", Path: path, Err: errNotRegular})
+	}
+	// Read one byte past the limit, never the whole of an oversized file.
+	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, 0, fmt.Errorf("conf: %w", err)
+	}
+	return data, max(int64(len(data)), fi.Size()), nil
 }
 
 // Parse validates data as the site file named file (used in messages only).

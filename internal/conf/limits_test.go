@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -219,4 +221,31 @@ func strs(ps []Problem) []string {
 		out[i] = p.String()
 	}
 	return out
+}
+
+// TestLoadNotRegular: a site file that is a FIFO (whose open would block
+// until a writer comes), a device or a directory is refused at once,
+// naming the file; a reload reads it on the daemon's controller, which
+// must never hang on it.
+func TestLoadNotRegular(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.toml")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{fifo, "/dev/zero", dir} {
+		done := make(chan error, 1)
+		go func() {
+			_, _, err := Load(path)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "not a regular file") {
+				t.Errorf("Load(%s) = %v, want an error naming the file, not a regular file", path, err)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("Load(%s) still blocks after 2 s", path)
+		}
+	}
 }

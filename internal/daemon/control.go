@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -109,13 +110,18 @@ func (t *controlTask) remove() {
 
 func (t *controlTask) handle(ctx context.Context, conn net.Conn) {
 	defer conn.Close()
+	// Run waits for the handlers, so a client that hangs (silent, or not
+	// reading its answer) held up the shutdown for the 90 s deadline
+	// below: once ctx ends, the connection has closeGrace left.
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(closeGrace, func() { conn.Close() }) })
+	defer stop()
 	if uc, ok := conn.(*net.UnixConn); ok && !peerIsRoot(uc) {
 		_ = json.NewEncoder(conn).Encode(ctl.Response{Error: "permission denied: root only"})
 		return
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	var req ctl.Request
-	if err := json.NewDecoder(conn).Decode(&req); err != nil {
+	if err := json.NewDecoder(&capped{r: conn, n: maxRequest}).Decode(&req); err != nil {
 		_ = json.NewEncoder(conn).Encode(ctl.Response{Error: "bad request: " + err.Error()})
 		return
 	}
@@ -152,6 +158,36 @@ func (t *controlTask) handle(ctx context.Context, conn net.Conn) {
 		resp = ctl.Response{Error: fmt.Sprintf("unknown command %q", req.Cmd)}
 	}
 	_ = json.NewEncoder(conn).Encode(resp)
+}
+
+// closeGrace is how long a connection may still take once the control
+// socket stops: enough to write an answer a client is reading (a reload
+// that moved the socket answers through the old one as it stops).
+const closeGrace = time.Second
+
+// maxRequest bounds a request: a command and some group names. Decoding
+// buffers the whole value, and four 100 MB requests took the daemon to
+// 780 MB and stalled its adverts for a second.
+const maxRequest = 64 << 10
+
+var errTooLarge = fmt.Errorf("larger than %d KiB", maxRequest>>10)
+
+// capped reads at most n bytes from r, then fails with errTooLarge.
+type capped struct {
+	r io.Reader
+	n int64
+}
+
+func (c *capped) Read(p []byte) (int, error) {
+	if c.n <= 0 {
+		return 0, errTooLarge
+	}
+	if int64(len(p)) > c.n {
+		p = p[:c.n]
+	}
+	n, err := c.r.Read(p)
+	c.n -= int64(n)
+	return n, err
 }
 
 // failoverResult is a drill's result on the wire.

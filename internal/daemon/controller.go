@@ -5,14 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
-	"os/signal"
 	"reflect"
 	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
@@ -33,7 +30,13 @@ type controller struct {
 	log     *slog.Logger
 	started time.Time
 	events  chan any
-	dead    chan struct{} // closed when run stops reading events
+	// requests are the control socket's (and the watchdog's): a queue of
+	// their own, so that a flood of them, each maybe slow (a reload),
+	// never fills the one the groups report to; a group waiting there
+	// stopped advertising, and the shutdown, waiting for it, hung.
+	requests chan any
+	dead     chan struct{} // closed when run stops reading events
+	sigs     signals
 
 	view atomic.Pointer[ctlView]
 
@@ -125,10 +128,10 @@ type (
 	pingReq struct{ reply chan struct{} }
 )
 
-func newController(opts Options, log *slog.Logger, l *loaded) *controller {
+func newController(opts Options, log *slog.Logger, l *loaded, sigs signals) *controller {
 	return &controller{
-		opts: opts, log: log, started: time.Now(),
-		events: make(chan any, 1024), dead: make(chan struct{}),
+		opts: opts, log: log, started: time.Now(), sigs: sigs,
+		events: make(chan any, 1024), requests: make(chan any, 16), dead: make(chan struct{}),
 		target: l.site, site: l.site, node: l.node, loadedAt: time.Now(), pending: map[string]*pendingRestart{},
 		health: map[string]bool{}, links: map[string]track.LinkState{}, addrs: map[netip.Addr]track.AddrState{},
 		states: map[string]vrrp.State{}, faults: map[string]string{}, groups: map[string]*groupRun{}, inputs: map[string]groupInput{},
@@ -150,7 +153,7 @@ func ask[T any](ctx context.Context, c *controller, mk func(chan T) any) (T, err
 	reply := make(chan T, 1)
 	var zero T
 	select {
-	case c.events <- mk(reply):
+	case c.requests <- mk(reply):
 	case <-c.dead:
 		return zero, fmt.Errorf("the daemon is stopping")
 	case <-ctx.Done():
@@ -180,9 +183,6 @@ func (c *controller) run(ctx context.Context) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	c.ctx = ctx
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
 	defer close(c.dead)
 	defer func() {
 		if err != nil {
@@ -250,11 +250,9 @@ func (c *controller) run(ctx context.Context) (err error) {
 		case <-ctx.Done():
 			c.shutdown()
 			return nil
-		case s := <-sigs:
-			if s == syscall.SIGHUP {
-				c.reload(reloadReq{at: time.Now()})
-				continue
-			}
+		case <-c.sigs.hup:
+			c.reload(reloadReq{at: time.Now()})
+		case s := <-c.sigs.stop:
 			c.log.Info("stopping", "signal", s.String())
 			_, _ = sd.SdNotify(false, sd.SdNotifyStopping)
 			c.shutdown()
@@ -268,6 +266,8 @@ func (c *controller) run(ctx context.Context) (err error) {
 			c.update()
 		case ev := <-c.events:
 			c.handle(ev)
+		case req := <-c.requests:
+			c.handle(req)
 		}
 	}
 }
@@ -293,6 +293,8 @@ func (c *controller) handle(ev any) {
 			c.faults[ev.g.name] = ev.fault
 			c.update()
 		}
+	case vipsRemoved:
+		c.handOver(ev)
 	case peerView:
 		defer c.finishPending()
 		left := peerLeft(c.peer, ev)
@@ -333,7 +335,23 @@ func (c *controller) takeLinks(us []track.Update) {
 				c.log.Info("interface re-created", "interface", u.Link.Name, "old_index", old.Index, "index", u.Link.Index)
 			}
 		case u.Addr != nil:
+			old, had := c.addrs[u.Addr.Addr]
 			c.addrs[u.Addr.Addr] = *u.Addr
+			if had && old.Present && !u.Addr.Present {
+				c.vipGone(u.Addr.Addr)
+			}
+		}
+	}
+}
+
+// vipGone has the groups with VIP a put it back if they are master: an
+// operator or a network manager deleted it behind their back (their own
+// releases are no-ops, they are not master then). The lifetime refresh
+// would put it back too, but only up to vip_lifetime/3 later.
+func (c *controller) vipGone(a netip.Addr) {
+	for name, r := range c.groups {
+		if gc := c.site.Group(name); gc != nil && slices.ContainsFunc(gc.VIPs, func(p netip.Prefix) bool { return p.Addr() == a }) {
+			r.g.heal()
 		}
 	}
 }
@@ -404,18 +422,71 @@ func (c *controller) stopGroups(names []string) {
 	}
 }
 
-// swapGroup replaces the running instance of a group with next, which
-// takes over its state without an election (MASTER stays MASTER, BACKUP
-// stays BACKUP): the old one stops quietly, keeping its VIPs when next
-// holds them on the same interface.
+// swapGroup replaces the running instance of group name with next (of
+// the same name, or a new one for a rename), which takes over its state
+// without an election (MASTER stays MASTER, BACKUP stays BACKUP): the old
+// one stops quietly, keeping its VIPs when next holds them on the same
+// interface; those next does not have are handed over or released as a
+// reload that removes them in place does (handOver).
 func (c *controller) swapGroup(name string, next *group) {
+	cfg := next.in.cfg // next.in is its goroutine's once it runs
+	var dropped []netip.Prefix
 	if r := c.groups[name]; r != nil {
-		next.resume = r.g.snap.Load().status.State
-		r.g.quiet.Store(&quietStop{keepVIPs: r.g.sock.iface == next.sock.iface})
+		was := r.g.snap.Load()
+		next.resume = was.status.State
+		same := r.g.sock.iface == next.sock.iface
+		r.g.quiet.Store(&quietStop{keepVIPs: same})
 		c.stopGroups([]string{name})
+		if same && next.resume == vrrp.Master {
+			// The VIPs the old instance kept that next does not hold
+			// would stay until their lifetime ran out.
+			dropped = slices.DeleteFunc(slices.Clone(was.cfg.VIPs), func(p netip.Prefix) bool { return slices.Contains(cfg.VIPs, p) })
+		}
 	}
-	c.log.Info("group replaced by its new instance", "group", name, "state", next.resume.String(), "socket", next.sock.String())
-	_ = c.startGroup(next.in.cfg, next)
+	c.log.Info("group replaced by its new instance", "group", next.name, "was", name, "state", next.resume.String(), "socket", next.sock.String())
+	_ = c.startGroup(cfg, next)
+	if len(dropped) > 0 {
+		c.handOver(vipsRemoved{g: next, iface: cfg.Interface, vips: dropped})
+	}
+}
+
+// handOver deals with the VIPs a reload removed from a master group. One
+// that another group now has on the same interface goes to that group: it
+// keeps it if it is master here (claiming it, if it has taken the reload)
+// and releases it if not. The others are released by the group that had
+// them. A reload that moves a VIP between two groups updates both in
+// place, each on its own goroutine, and when the group that lost the VIP
+// deleted it after the one that gained it had claimed it, the VIP was
+// gone until the next refresh (up to vip_lifetime/3).
+func (c *controller) handOver(ev vipsRemoved) {
+	to := map[*group][]netip.Prefix{}
+	for _, v := range ev.vips {
+		holder := ev.g
+		for name, r := range c.groups {
+			if gc := c.site.Group(name); r.g != ev.g && gc != nil && gc.Interface == ev.iface && slices.Contains(gc.VIPs, v) {
+				holder = r.g
+			}
+		}
+		to[holder] = append(to[holder], v)
+	}
+	for g, ps := range to {
+		g.post(func() {
+			if g == ev.g || g.m.Status().State != vrrp.Master {
+				if err := g.claim.ReleaseSome(ps); err != nil {
+					g.log.Warn("reload: releasing removed VIPs", "err", err)
+				}
+				return
+			}
+			mine := slices.DeleteFunc(slices.Clone(ps), func(p netip.Prefix) bool { return !slices.Contains(g.in.cfg.VIPs, p) })
+			if len(mine) == 0 {
+				return // claimed when it takes the reload
+			}
+			g.log.Info("reload: VIPs handed over by group "+ev.g.name, "vips", mine)
+			if err := g.claim.ClaimSome(context.Background(), mine); err != nil {
+				g.claimFailed(time.Now(), fmt.Errorf("claiming VIPs: %w", err))
+			}
+		})
+	}
 }
 
 // finishPending swaps in the pending restarts the peer now runs too (or
@@ -772,8 +843,8 @@ func (c *controller) watchdog(ctx context.Context) {
 
 func needsIPVS(s *conf.Site) bool { return len(s.VirtualServers) > 0 || s.Sync != nil }
 
-// watchWant is every interface the groups of sites depend on and this
-// node's address.
+// watchWant is every interface the groups of sites depend on, this
+// node's address and their VIPs.
 func watchWant(node *conf.Node, sites ...*conf.Site) track.Want {
 	set := map[string]bool{}
 	for _, site := range sites {
@@ -786,10 +857,22 @@ func watchWant(node *conf.Node, sites ...*conf.Site) track.Want {
 			}
 		}
 	}
-	w := track.Want{Addrs: []netip.Addr{node.Address}}
+	addrs := map[netip.Addr]bool{node.Address: true}
+	for _, site := range sites {
+		for _, g := range site.Groups {
+			for _, p := range g.VIPs {
+				addrs[p.Addr()] = true // see vipGone
+			}
+		}
+	}
+	var w track.Want
 	for n := range set {
 		w.Links = append(w.Links, n)
 	}
+	for a := range addrs {
+		w.Addrs = append(w.Addrs, a)
+	}
 	sort.Strings(w.Links)
+	slices.SortFunc(w.Addrs, netip.Addr.Compare)
 	return w
 }

@@ -22,10 +22,30 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/havip/havip/internal/conf"
 )
+
+// signals are the daemon's: SIGHUP reloads, SIGTERM and SIGINT stop.
+type signals struct{ hup, stop chan os.Signal }
+
+// catchSignals catches them from the start of Run, before the site file
+// is read, until the process exits: left to its default action, a SIGHUP
+// while the daemon loads its file, or after it has stopped, ended the
+// process (and systemd counts that as a clean exit, so it does not
+// restart it). Stop signals have a channel of their own: os/signal drops
+// a signal whose channel is full, and a SIGTERM queued behind reloads was
+// lost in a SIGHUP storm. SIGHUPs coalesce (a reload reads the newest
+// file anyway).
+func catchSignals() signals {
+	s := signals{hup: make(chan os.Signal, 1), stop: make(chan os.Signal, 1)}
+	signal.Notify(s.hup, syscall.SIGHUP)
+	signal.Notify(s.stop, syscall.SIGTERM, syscall.SIGINT)
+	return s
+}
 
 // ErrBadInput marks failures caused by the operator's input (exit code 1);
 // everything else is a runtime failure (exit code 2).
@@ -104,6 +124,7 @@ func load(opts Options) (*loaded, error) {
 // Run runs the daemon until ctx ends or SIGTERM/SIGINT, then stops
 // gracefully. Bad input is an error wrapping ErrBadInput.
 func Run(ctx context.Context, opts Options) error {
+	sigs := catchSignals()
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -115,7 +136,7 @@ func Run(ctx context.Context, opts Options) error {
 	for _, p := range l.warnings {
 		log.Warn("site file", "problem", p.String())
 	}
-	c := newController(opts, log, l)
+	c := newController(opts, log, l, sigs)
 	if err := c.run(ctx); err != nil {
 		return fmt.Errorf("havip: %w", err)
 	}

@@ -151,6 +151,8 @@ type group struct {
 	// resume is the state to start in instead of an election: that of
 	// the instance this one replaces. Set before Run.
 	resume vrrp.State
+	// healing: a heal is queued (see heal).
+	healing atomic.Bool
 
 	// Owned by the run goroutine.
 	in        groupInput
@@ -181,6 +183,7 @@ type group struct {
 	claimPause   time.Duration
 
 	reported string // ownFault as last told the controller
+	healLog  rateLog
 
 	lastRx                                  time.Time
 	sendErrors, readErrors, reopens, rxDrop uint64
@@ -476,9 +479,9 @@ func (g *group) reconfigure(now time.Time, old groupInput) {
 	}
 	if g.m.Status().State == vrrp.Master {
 		if len(removed) > 0 {
-			if err := g.claim.ReleaseSome(removed); err != nil {
-				g.log.Warn("reload: releasing removed VIPs", "err", err)
-			}
+			// Another group may have them now: the controller decides
+			// (see handOver).
+			g.events(vipsRemoved{g: g, iface: cfg.Interface, vips: removed})
 		}
 		if len(added) > 0 {
 			if err := g.claim.ClaimSome(context.Background(), added); err != nil {
@@ -523,6 +526,14 @@ func (g *group) ownFault() string {
 		return "advert socket: " + g.sockFault
 	}
 	return g.claimFault
+}
+
+// vipsRemoved hands the controller the VIPs a reload removed from a
+// master, to give to the group that has them now or to have released.
+type vipsRemoved struct {
+	g     *group
+	iface string
+	vips  []netip.Prefix
 }
 
 // groupFault tells the controller that a group's own fault changed.
@@ -820,13 +831,39 @@ func (g *group) do(ctx context.Context, fn func()) error {
 	}
 }
 
-// post queues fn for the group goroutine without waiting; the controller
-// uses it and must never block on a group.
-func (g *group) post(fn func()) {
+// post queues fn for the group goroutine without waiting, and says
+// whether it could; the controller uses it and must never block on a
+// group.
+func (g *group) post(fn func()) bool {
 	select {
 	case g.cmds <- fn:
+		return true
 	default:
 		g.log.Error("group command queue full; command dropped")
+		return false
+	}
+}
+
+// heal puts back, if the group is master, the VIPs something deleted
+// behind its back (see controller.vipGone); one pending at a time, however
+// many VIPs went.
+func (g *group) heal() {
+	if !g.healing.CompareAndSwap(false, true) {
+		return
+	}
+	if !g.post(func() {
+		g.healing.Store(false)
+		if g.m.Status().State != vrrp.Master {
+			return
+		}
+		g.healLog.warn(g.log, time.Now(), "a VIP was deleted behind havip's back; adding it again")
+		if err := g.claim.Refresh(); err != nil {
+			g.claimFailed(time.Now(), fmt.Errorf("adding deleted VIPs again: %w", err))
+		} else {
+			g.claimOK()
+		}
+	}) {
+		g.healing.Store(false)
 	}
 }
 

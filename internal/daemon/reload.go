@@ -13,6 +13,7 @@ import (
 
 	"github.com/havip/havip/internal/conf"
 	"github.com/havip/havip/internal/ipvsync"
+	"github.com/havip/havip/internal/track"
 	"github.com/havip/havip/internal/vrrp"
 )
 
@@ -38,8 +39,9 @@ type groupPlan struct {
 	cfg  *conf.Group // in the new site
 	kind changeKind
 	what []string // what changed, for the report
-	// hold: a restart that waits until the peer runs it (pendingRestart);
-	// old is what runs meanwhile.
+	// old is the running group a restart replaces (another name when it
+	// is a rename); hold: a restart that waits until the peer runs it
+	// (pendingRestart), old running meanwhile.
 	hold bool
 	old  *conf.Group
 }
@@ -185,11 +187,19 @@ func (c *controller) plan(l *loaded) reloadPlan {
 	var p reloadPlan
 	nodeMoved := node.Address != c.node.Address || node.Name != c.node.Name
 	peersChanged := !slices.Equal(peerAddrs(old, c.node), peerAddrs(site, node)) || len(old.Nodes) != len(site.Nodes)
+	renamed := map[string]bool{} // old groups that a new name takes over
 	for i := range site.Groups {
 		gc := &site.Groups[i]
 		oc := old.Group(gc.Name)
 		gp := groupPlan{cfg: gc}
 		switch {
+		case oc == nil && renamedFrom(old, site, gc) != nil:
+			// The same virtual router under a new name: it takes over the
+			// old one's state. Removing one and adding the other sent a
+			// priority-0 advert, the peer took over and gave back.
+			gp.kind, gp.old = groupRestart, renamedFrom(old, site, gc)
+			gp.what = []string{"renamed from " + gp.old.Name}
+			renamed[gp.old.Name] = true
 		case oc == nil:
 			gp.kind = groupAdd
 			p.lines = append(p.lines, fmt.Sprintf("group %s: added (%s vrid %d)", gc.Name, gc.Interface, gc.VRID))
@@ -214,13 +224,15 @@ func (c *controller) plan(l *loaded) reloadPlan {
 				gp.kind = groupUpdate
 			}
 		}
-		if gp.kind == groupRestart {
+		if gp.kind == groupRestart && gp.old == nil {
 			// A live peer configured with the old socket would be another
 			// virtual router: wait for it (see pendingRestart).
 			pg := c.peer.group(gc.Name)
 			gp.hold, gp.old = pg.runs() && pg.key != sockKeyOf(gc).String(), oc
 		}
 		switch {
+		case gp.kind == groupRestart && gp.old.Name != gc.Name:
+			p.lines = append(p.lines, fmt.Sprintf("group %s: renamed from %s, taking over its state", gc.Name, gp.old.Name))
 		case gp.kind == groupRestart && gp.hold:
 			p.lines = append(p.lines, fmt.Sprintf("group %s: restart (%s) waits until the peer runs it; the running instance stays meanwhile", gc.Name, strings.Join(gp.what, ", ")))
 		case gp.kind == groupRestart:
@@ -231,7 +243,7 @@ func (c *controller) plan(l *loaded) reloadPlan {
 		p.groups = append(p.groups, gp)
 	}
 	for _, og := range old.Groups {
-		if site.Group(og.Name) == nil {
+		if site.Group(og.Name) == nil && !renamed[og.Name] {
 			p.removed = append(p.removed, og.Name)
 			p.lines = append(p.lines, fmt.Sprintf("group %s: removed", og.Name))
 		}
@@ -309,6 +321,22 @@ func (c *controller) prepare(p reloadPlan, l *loaded) (*prepared, error) {
 		}
 	}
 	want := derive(inputs{site: site, node: node, health: c.health, links: links, addrs: addrs, faults: c.faults})
+	// A working group is not put in FAULT by an interface name this host
+	// does not have (its own, or a weight-0 track's): such a typo, pushed
+	// to both directors, left the VIPs with no owner. A new group may
+	// wait for its interface, as at start.
+	for _, gp := range p.groups {
+		name := gp.cfg.Name
+		if gp.old != nil {
+			name = gp.old.Name // a restart or a rename
+		}
+		if r := c.groups[name]; gp.kind == groupAdd || r == nil || r.g.snap.Load().status.State == vrrp.Fault {
+			continue
+		}
+		if missing := missingLink(gp.cfg, links); missing != "" {
+			return prep, fmt.Errorf("group %s: interface %s does not exist; the running group keeps its configuration", gp.cfg.Name, missing)
+		}
+	}
 	for _, gp := range p.groups {
 		if gp.kind != groupRestart && gp.kind != groupAdd {
 			continue
@@ -415,7 +443,7 @@ func (c *controller) commit(p reloadPlan, l *loaded, prep *prepared) {
 	for _, gp := range p.groups {
 		switch {
 		case gp.kind == groupRestart && !gp.hold:
-			c.swapGroup(gp.cfg.Name, prep.groups[gp.cfg.Name])
+			c.swapGroup(gp.old.Name, prep.groups[gp.cfg.Name])
 		case gp.kind == groupAdd:
 			_ = c.startGroup(gp.cfg, prep.groups[gp.cfg.Name])
 		}
@@ -480,6 +508,32 @@ func (c *controller) commit(p reloadPlan, l *loaded, prep *prepared) {
 	if c.pair != nil {
 		c.pair.notify()
 	}
+}
+
+// missingLink is the interface g needs to be out of FAULT that links says
+// does not exist: its own, or a weight-0 track's; "" when there is none.
+func missingLink(g *conf.Group, links map[string]track.LinkState) string {
+	if !links[g.Interface].Exists {
+		return g.Interface
+	}
+	for _, t := range g.Track {
+		if t.Interface != "" && t.Weight == 0 && !links[t.Interface].Exists {
+			return t.Interface
+		}
+	}
+	return ""
+}
+
+// renamedFrom is the group of old that gc, a new name, renames: one that
+// site no longer has, with the same socket (the same virtual router).
+func renamedFrom(old, site *conf.Site, gc *conf.Group) *conf.Group {
+	for i := range old.Groups {
+		og := &old.Groups[i]
+		if site.Group(og.Name) == nil && sockKeyOf(og) == sockKeyOf(gc) {
+			return og
+		}
+	}
+	return nil
 }
 
 // groupDiff names the fields of a group that changed (socket fields aside).

@@ -325,7 +325,18 @@ func (n *Node) Signal(sig syscall.Signal) {
 	}
 }
 
-// ExitCode is the daemon's exit code once it ended (-1 while running).
+// Exited reports whether the daemon has ended (by itself or by a signal).
+func (n *Node) Exited() bool {
+	select {
+	case <-n.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// ExitCode is the daemon's exit code once it ended (-1 while running, or
+// when a signal ended it).
 func (n *Node) ExitCode() int {
 	select {
 	case <-n.exited:
