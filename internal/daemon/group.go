@@ -10,7 +10,6 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -195,11 +194,6 @@ type rxPacket struct {
 	b    []byte
 	meta vrrpnet.Meta
 	at   time.Time
-}
-
-type sockErr struct {
-	gen uint64
-	err error
 }
 
 // groupSnap is what a group publishes.
@@ -562,129 +556,6 @@ func (g *group) applyWant(now time.Time) {
 	}
 }
 
-func (g *group) wantsSocket() bool { return g.in.want.link.Exists && g.in.want.source.IsValid() }
-
-// ensureSocket opens, reopens or closes the socket to match the link: a
-// new interface index (deleted and created again) or source address means
-// a new socket at once; a socket that failed waits for its retry.
-func (g *group) ensureSocket(now time.Time) {
-	switch {
-	case !g.wantsSocket():
-		if g.conn != nil {
-			g.log.Info("closing the advert socket: the interface or source address is gone")
-			g.closeConn()
-		}
-		g.sockFault, g.reopenAt, g.connIdx, g.connSrc = "", time.Time{}, 0, netip.Addr{}
-	case g.connIdx != g.in.want.link.Index || g.connSrc != g.in.want.source:
-		if g.conn != nil {
-			// Bound to an interface index that is gone, or sending from
-			// an old source: useless now.
-			g.log.Info("reopening the advert socket", "ifindex", g.in.want.link.Index, "source", g.in.want.source)
-			g.closeConn()
-		}
-		g.backoff, g.nextOpen = minBackoff, time.Time{}
-		_ = g.open(now)
-	}
-}
-
-// open opens a new advert socket and, once it works, replaces the current
-// one. A failure keeps the current socket; with none the group is in
-// FAULT. Each attempt pushes the next one back (backoff).
-func (g *group) open(now time.Time) error {
-	g.connIdx, g.connSrc = g.in.want.link.Index, g.in.want.source
-	g.nextOpen = now.Add(g.backoff)
-	g.backoff = min(2*g.backoff, maxBackoff)
-	c, err := g.deps.listen(vrrpnet.Options{Interface: g.in.cfg.Interface, Source: g.in.want.source, Multicast: !g.in.cfg.Unicast})
-	if err != nil {
-		g.reopenAt = g.nextOpen
-		if g.conn == nil {
-			g.sockFault = err.Error()
-		}
-		g.openLog.warn(g.log, now, "opening the advert socket failed; retrying", "err", err, "retry_in", g.nextOpen.Sub(now))
-		return err
-	}
-	if g.conn == nil && g.reopens > 0 {
-		// The end of a spell without a socket (the interface was gone or
-		// the socket could not be opened): say so, as its start was.
-		g.log.Info("advert socket reopened", "ifindex", g.connIdx, "source", g.connSrc)
-	}
-	g.closeConn()
-	g.connGen++
-	g.conn, g.openedAt = c, now
-	g.hearOwner()
-	g.sockFault, g.reopenAt = "", time.Time{}
-	g.reopens++
-	go g.readLoop(c, g.connGen)
-	return nil
-}
-
-// hearOwner makes sure the kernel delivers the address owner's adverts
-// while this node holds the owner's address (a peer's node address is one
-// of the VIPs): IPv4 drops packets whose source is a local address as
-// martians unless the interface has accept_local, so a returning owner
-// would never be heard, and both would stay master. A new interface
-// starts with the default, so this runs with every new socket.
-func (g *group) hearOwner() {
-	if g.sock.v6 || !slices.ContainsFunc(g.in.cfg.VIPs, func(p netip.Prefix) bool { return slices.Contains(g.in.peers, p.Addr()) }) {
-		return
-	}
-	changed, err := g.deps.acceptLocal(g.in.cfg.Interface)
-	switch {
-	case err != nil:
-		g.log.Error("cannot set accept_local: while this node holds the address owner's address it will not hear the owner's adverts", "interface", g.in.cfg.Interface, "err", err)
-	case changed:
-		g.log.Info("set accept_local, to hear the address owner's adverts while holding its address", "interface", g.in.cfg.Interface)
-	}
-}
-
-func (g *group) closeConn() {
-	if g.conn != nil {
-		g.conn.Close()
-		g.conn = nil
-		g.connGen++
-	}
-}
-
-// socketFailed handles a read or send error: the socket is replaced by a
-// new one, at most once per backoff period (doubling; reset after a
-// healthy spell). Until then the old socket stays: a firewall that drops
-// our adverts must not take the group down (the pair link reports the
-// dual master that follows); a socket whose reader died is replaced when
-// the period ends.
-func (g *group) socketFailed(now time.Time, readerDead bool) {
-	if now.Sub(g.openedAt) > healthySocket {
-		g.backoff, g.nextOpen = minBackoff, time.Time{}
-	}
-	if now.Before(g.nextOpen) {
-		if readerDead && g.reopenAt.IsZero() {
-			g.reopenAt = g.nextOpen
-		}
-		return
-	}
-	_ = g.open(now)
-	g.applyWant(now)
-}
-
-func (g *group) readLoop(c vrrpnet.Conn, gen uint64) {
-	buf := make([]byte, rxBufferSize)
-	for {
-		n, meta, err := c.ReadFrom(buf)
-		if err != nil {
-			select {
-			case g.sockErrs <- sockErr{gen, err}:
-			default:
-			}
-			return
-		}
-		p := rxPacket{b: append([]byte(nil), buf[:n]...), meta: meta, at: time.Now()}
-		select {
-		case g.rx <- p:
-		default:
-			atomic.AddUint64(&g.rxDrop, 1)
-		}
-	}
-}
-
 // stop ends the group gracefully: a priority-0 advert first so the peer
 // takes over at once, then the VIPs go. A quiet stop (the group is being
 // replaced by one that takes over its state) sends nothing and keeps the
@@ -892,52 +763,3 @@ func (g *group) publish() {
 		annErrors:  annErrors,
 	})
 }
-
-// rateLog logs a repeated warning at most once per logEvery, with how
-// many were left out in between.
-type rateLog struct {
-	last       time.Time
-	suppressed int
-}
-
-func (r *rateLog) warn(log *slog.Logger, now time.Time, msg string, args ...any) {
-	if !r.last.IsZero() && now.Sub(r.last) < logEvery {
-		r.suppressed++
-		return
-	}
-	if r.suppressed > 0 {
-		args = append(args, "suppressed_since_last", r.suppressed)
-	}
-	r.last, r.suppressed = now, 0
-	log.Warn(msg, args...)
-}
-
-// mailbox holds the newest value put; ready fires after a put.
-type mailbox[T any] struct {
-	mu  sync.Mutex
-	v   T
-	set bool
-	ch  chan struct{}
-}
-
-func newMailbox[T any]() *mailbox[T] { return &mailbox[T]{ch: make(chan struct{}, 1)} }
-
-func (m *mailbox[T]) put(v T) {
-	m.mu.Lock()
-	m.v, m.set = v, true
-	m.mu.Unlock()
-	select {
-	case m.ch <- struct{}{}:
-	default:
-	}
-}
-
-func (m *mailbox[T]) take() (T, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	v, ok := m.v, m.set
-	m.set = false
-	return v, ok
-}
-
-func (m *mailbox[T]) ready() <-chan struct{} { return m.ch }
