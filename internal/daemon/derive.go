@@ -202,6 +202,10 @@ func ownFault(g *conf.Group, gw groupWant, in inputs) string {
 		return fmt.Sprintf("interface %s is down", g.Interface)
 	case !gw.source.IsValid() && isIPv6(g):
 		return fmt.Sprintf("interface %s has no usable IPv6 link-local address", g.Interface)
+	case isIPv6(g) && in.node.LinkLocal.IsValid() && gw.source != in.node.LinkLocal:
+		// The other directors drop adverts from any link-local but the
+		// site's: advertising from this one would make a dual master.
+		return fmt.Sprintf("interface %s sends IPv6 adverts from %s, not from this node's link_local %s", g.Interface, gw.source, in.node.LinkLocal)
 	case !gw.source.IsValid():
 		return fmt.Sprintf("node address %s is not configured on this host", in.node.Address)
 	case l.MTU > 0 && g.AdvertSize() > l.MTU:
