@@ -220,6 +220,9 @@ func (c *controller) plan(l *loaded) reloadPlan {
 			if peersChanged {
 				gp.what = append(gp.what, "peers")
 			}
+			if !slices.Contains(gp.what, "accept_unknown_sources") && !slices.Equal(old.AdvertSources(oc, c.node.Name), site.AdvertSources(gc, node.Name)) {
+				gp.what = append(gp.what, "advert sources")
+			}
 			if len(gp.what) > 0 {
 				gp.kind = groupUpdate
 			}

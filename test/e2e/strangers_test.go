@@ -41,26 +41,32 @@ func TestStrangerAdverts(t *testing.T) {
 	}
 }
 
-// The same over IPv6, where adverts come from link-local addresses: the
-// site lists each director's (`link_local`), so a stranger's link-local
-// is dropped too.
+// The same over IPv6, where adverts come from link-local addresses: once
+// the site lists each director's (`link_local`, here added by a reload of
+// both), a stranger's link-local is dropped too.
 func TestStrangerAdvertsIPv6(t *testing.T) {
 	p := h.NewPair(t, h.Site{VIPs: []string{"2001:db8:51::100/64"}})
 	p.Client.AddAddr(t, "eth0", netip.MustParsePrefix("2001:db8:51::50/64"))
 	stranger := p.Switch.AddHost(t, "strg", netip.PrefixFrom(strangerAddr, 24))
-	cfg := p.Nodes[0].ReadConfig()
 	for _, n := range p.Nodes {
 		h.WaitLinkLocal(t, n.Host, "eth0")
-		ll := linkLocal(t, n.Host.Do)
-		line := fmt.Sprintf("address = %q\n", n.Addr)
-		cfg = strings.Replace(cfg, line, line+fmt.Sprintf("link_local = %q\n", ll), 1)
 	}
-	p.WriteConfig(cfg)
 	h.WaitLinkLocal(t, stranger, "eth0")
-	src := linkLocal(t, stranger.Do)
 	p.Nodes[0].Metrics = "127.0.0.1:9110"
 	startNodes(t, p)
-	strangerTrain(t, p, stranger.Do, src, []netip.Addr{vrrpnet.Group6})
+	cfg := p.Nodes[0].ReadConfig()
+	for _, n := range p.Nodes {
+		line := fmt.Sprintf("address = %q\n", n.Addr)
+		cfg = strings.Replace(cfg, line, line+fmt.Sprintf("link_local = %q\n", linkLocal(t, n.Host.Do)), 1)
+	}
+	p.WriteConfig(cfg)
+	for _, n := range p.Nodes {
+		out, code := n.Reload()
+		if code != 0 || !strings.Contains(out, "group front: updated in place (advert sources)") {
+			t.Fatalf("%s: reload adding link_local: exit %d:\n%s", n.Name, code, out)
+		}
+	}
+	strangerTrain(t, p, stranger.Do, linkLocal(t, stranger.Do), []netip.Addr{vrrpnet.Group6})
 }
 
 // linkLocal is the link-local address of eth0 in a namespace.
