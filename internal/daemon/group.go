@@ -50,7 +50,7 @@ func (k sockKey) String() string {
 }
 
 func sockKeyOf(g *conf.Group) sockKey {
-	return sockKey{iface: g.Interface, vrid: g.VRID, version: g.Version, unicast: g.Unicast, v6: isIPv6(g)}
+	return sockKey{iface: g.Interface, vrid: g.VRID, version: g.Version, unicast: g.Unicast, v6: g.IsIPv6()}
 }
 
 // groupInput is everything a group runs with.
@@ -261,7 +261,7 @@ func (g *group) machineConfig() vrrp.Config {
 	src := g.in.want.source
 	if !src.IsValid() {
 		src = g.in.node.Address
-		if isIPv6(cfg) {
+		if cfg.IsIPv6() {
 			src = netip.MustParseAddr(placeholderSrc)
 		}
 	}

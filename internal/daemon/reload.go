@@ -592,7 +592,7 @@ func sockDiff(a, b *conf.Group) []string {
 	if a.Unicast != b.Unicast {
 		out = append(out, fmt.Sprintf("unicast %t -> %t", a.Unicast, b.Unicast))
 	}
-	if isIPv6(a) != isIPv6(b) {
+	if a.IsIPv6() != b.IsIPv6() {
 		out = append(out, "address family")
 	}
 	return out
