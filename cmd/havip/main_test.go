@@ -82,10 +82,12 @@ name = "x"
 [[node]]
 name = "lb1"
 address = "2001:db8::11"
+link_local = "fe80::11"
 priority = 150
 [[node]]
 name = "lb2"
 address = "2001:db8::12"
+link_local = "fe80::12"
 [[vrrp]]
 name = "v6"
 interface = "eth0"
@@ -96,7 +98,7 @@ vips = [` + strings.Join(vips, ", ") + `]
 		t.Fatal(err)
 	}
 	code, out, errs := runCLI("check", "-c", path)
-	want := path + ":14:1: vrrp[0].vips: an advert carrying 100 IPv6 VIPs is 1648 bytes, more than the 1500-byte Ethernet MTU; split them across groups"
+	want := path + ":16:1: vrrp[0].vips: an advert carrying 100 IPv6 VIPs is 1648 bytes, more than the 1500-byte Ethernet MTU; split them across groups"
 	if code != 1 || strings.TrimSpace(errs) != want {
 		t.Fatalf("havip check: exit %d, want 1 and one line\n%s\ngot:\n%s%s", code, want, out, errs)
 	}

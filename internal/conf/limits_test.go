@@ -193,7 +193,7 @@ func TestNodesTimesGroups(t *testing.T) {
 	var b strings.Builder
 	b.WriteString("node = [\n") // node i at line i+2
 	for i := range n {
-		fmt.Fprintf(&b, "{ name = \"n%d\", address = \"10.0.%d.%d\" },\n", i, i>>8, i&255)
+		fmt.Fprintf(&b, "{ name = \"n%d\", address = \"10.0.%d.%d\", link_local = \"fe80::%x\" },\n", i, i>>8, i&255, i+1)
 	}
 	b.WriteString("]\nvrrp = [\n")
 	for i := range n {

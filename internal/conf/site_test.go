@@ -234,3 +234,38 @@ func TestSyncGroupMembers(t *testing.T) {
 		t.Errorf("SyncGroupMembers(\"\") = %v, want none: \"\" is no sync group", got)
 	}
 }
+
+func TestAdvertSources(t *testing.T) {
+	pre := netip.MustParsePrefix
+	site := func(ll1, ll2 string) *Site {
+		s := &Site{Nodes: []Node{{Name: "lb1", Address: netip.MustParseAddr("10.0.0.1")}, {Name: "lb2", Address: netip.MustParseAddr("10.0.0.2")}}}
+		for i, ll := range []string{ll1, ll2} {
+			if ll != "" {
+				s.Nodes[i].LinkLocal = netip.MustParseAddr(ll)
+			}
+		}
+		return s
+	}
+	v4 := &Group{VIPs: []netip.Prefix{pre("10.0.0.100/24")}}
+	v6 := &Group{VIPs: []netip.Prefix{pre("2001:db8::100/64")}}
+	anyone := &Group{VIPs: []netip.Prefix{pre("10.0.0.100/24")}, AcceptUnknownSources: true}
+	tests := []struct {
+		name string
+		s    *Site
+		g    *Group
+		self string
+		want []netip.Prefix // nil: every source
+	}{
+		{"IPv4: the node addresses", site("fe80::1", ""), v4, "lb1", []netip.Prefix{pre("10.0.0.1/32"), pre("10.0.0.2/32")}},
+		{"IPv6: the link-locals", site("fe80::1", "fe80::2"), v6, "lb1", []netip.Prefix{pre("fe80::1/128"), pre("fe80::2/128")}},
+		{"IPv6: the peer has none", site("fe80::1", ""), v6, "lb1", []netip.Prefix{pre("fe80::1/128"), pre("fe80::/10")}},
+		{"IPv6: only we have none", site("", "fe80::2"), v6, "lb1", []netip.Prefix{pre("fe80::2/128")}},
+		{"accept_unknown_sources", site("fe80::1", "fe80::2"), anyone, "lb1", nil},
+	}
+	for _, tt := range tests {
+		got := tt.s.AdvertSources(tt.g, tt.self)
+		if diff := cmp.Diff(tt.want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+			t.Errorf("%s: (-want +got):\n%s", tt.name, diff)
+		}
+	}
+}

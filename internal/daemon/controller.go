@@ -364,7 +364,7 @@ func (c *controller) update() {
 
 // groupInputFor is a group's input under site, before derive fills want.
 func (c *controller) groupInputFor(site *conf.Site, node *conf.Node, gc *conf.Group) groupInput {
-	in := groupInput{cfg: gc, node: *node, twoNode: len(site.Nodes) == 2, rev: site.Revision}
+	in := groupInput{cfg: gc, node: *node, twoNode: len(site.Nodes) == 2, rev: site.Revision, sources: site.AdvertSources(gc, node.Name)}
 	for _, p := range site.Peers(node.Name) {
 		in.peers = append(in.peers, p.Address)
 	}

@@ -220,6 +220,9 @@ func (c *controller) plan(l *loaded) reloadPlan {
 			if peersChanged {
 				gp.what = append(gp.what, "peers")
 			}
+			if !slices.Contains(gp.what, "accept_unknown_sources") && !slices.Equal(old.AdvertSources(oc, c.node.Name), site.AdvertSources(gc, node.Name)) {
+				gp.what = append(gp.what, "advert sources")
+			}
 			if len(gp.what) > 0 {
 				gp.kind = groupUpdate
 			}
@@ -589,7 +592,7 @@ func sockDiff(a, b *conf.Group) []string {
 	if a.Unicast != b.Unicast {
 		out = append(out, fmt.Sprintf("unicast %t -> %t", a.Unicast, b.Unicast))
 	}
-	if isIPv6(a) != isIPv6(b) {
+	if a.IsIPv6() != b.IsIPv6() {
 		out = append(out, "address family")
 	}
 	return out
