@@ -20,6 +20,7 @@ import (
 	"github.com/havip/havip/internal/conf"
 	"github.com/havip/havip/internal/ctl"
 	"github.com/havip/havip/internal/daemon"
+	"github.com/havip/havip/internal/pairwire"
 	"github.com/havip/havip/internal/realserver"
 )
 
@@ -57,6 +58,7 @@ func commands() []command {
 		{"reload", "[-c FILE] [--json]", "make the running daemon re-read its site file", cmdReload},
 		{"failover", "[GROUP...]", "planned handover drill to the peer", cmdFailover},
 		{"realserver", "up|down --mode dr|tun --vip ADDR...", "prepare (or restore) a real server", cmdRealserver},
+		{"keygen", "FILE", "write a new pair-link key (mode 0600) for [site] pair_key", cmdKeygen},
 		{"version", "", "version, commit, build date", cmdVersion},
 	}
 }
@@ -164,6 +166,27 @@ func exitFor(err error) int {
 		return exitOK
 	}
 	return exitInput
+}
+
+func cmdKeygen(args []string, stdout, stderr io.Writer) int {
+	f := newFlags("keygen", stdout, stderr)
+	pos, err := f.parse(args)
+	if err != nil {
+		return exitFor(err)
+	}
+	if len(pos) != 1 {
+		fmt.Fprintln(stderr, "havip keygen: name one file to write (for example /etc/havip/pair.key)")
+		return exitInput
+	}
+	if err := pairwire.WriteNewKey(pos[0]); err != nil {
+		fmt.Fprintf(stderr, "havip keygen: %v\n", err)
+		if errors.Is(err, fs.ErrExist) {
+			return exitInput
+		}
+		return exitRuntime
+	}
+	fmt.Fprintf(stdout, "wrote %s (mode 0600): copy it to the other director and name it in [site] pair_key on both\n", pos[0])
+	return exitOK
 }
 
 func cmdVersion(args []string, stdout, stderr io.Writer) int {

@@ -74,6 +74,11 @@ func (p *parser) site(root *table) *Site {
 	root.finish()
 
 	p.crossNodes(root, s, nodeT)
+	if st := root.sub("site"); st != nil && len(s.Nodes) > 1 && s.PairKey == "" {
+		st.tableWarnf("no pair_key: the pair link between the directors is not authenticated, so it only observes " +
+			"(no takeover in milliseconds when the master's daemon dies, no mirrored drains, drills refuse without --force); " +
+			"write a key with havip keygen FILE, copy it to both directors and name it in pair_key")
+	}
 	p.crossSources(s, nodeT)
 	vips := p.crossGroups(s, groups, nodeT)
 	p.unique("check name", checkT, "name", func(i int) string { return s.Checks[i].Name })
@@ -108,6 +113,10 @@ func (p *parser) siteTable(root *table, s *Site) {
 	}
 	if v, ok := t.intIn("pair_port", 1, 65535); ok {
 		s.PairPort = uint16(v)
+	}
+	if v, ok := t.str("pair_key"); ok {
+		p.absPath(t, "pair_key", v)
+		s.PairKey = v
 	}
 	if p.onHost {
 		p.checkHost(t, s)

@@ -31,7 +31,7 @@ vips = ["10.0.0.100/24"]
 `
 
 func problems(file, text string) []string {
-	s, ps := Parse(file, []byte(text))
+	s, ps := parseT(file, []byte(text))
 	out := make([]string, 0, len(ps))
 	for _, p := range ps {
 		out = append(out, p.String())

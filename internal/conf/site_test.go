@@ -32,14 +32,14 @@ func TestProblemString(t *testing.T) {
 }
 
 func TestLoadIOError(t *testing.T) {
-	_, _, err := Load(filepath.Join(t.TempDir(), "missing.toml"))
+	_, _, err := loadT(filepath.Join(t.TempDir(), "missing.toml"))
 	if !errors.Is(err, os.ErrNotExist) || !strings.HasPrefix(err.Error(), "conf: ") {
-		t.Errorf("Load(missing) error = %v, want a wrapped ErrNotExist prefixed conf:", err)
+		t.Errorf("loadT(missing) error = %v, want a wrapped ErrNotExist prefixed conf:", err)
 	}
 }
 
 func TestWarningsKeepTheSite(t *testing.T) {
-	s, ps := Parse("w.toml", []byte(head+group+"priorities = { lb2 = 150 }\n"))
+	s, ps := parseT("w.toml", []byte(head+group+"priorities = { lb2 = 150 }\n"))
 	if s == nil || len(ps) != 1 || !ps[0].Warning {
 		t.Fatalf("Parse = %v, %v; want a site and one warning", s, ps)
 	}
@@ -88,7 +88,7 @@ func TestSelectNodeByHostname(t *testing.T) {
 	short, _, _ := strings.Cut(host, ".")
 	for _, name := range []string{host, short} {
 		text := strings.Replace(head, `name = "lb2"`, `name = "`+name+`"`, 1)
-		s, ps := Parse("h.toml", []byte(text))
+		s, ps := parseT("h.toml", []byte(text))
 		if s == nil {
 			t.Fatalf("Parse: %v", ps)
 		}
@@ -97,7 +97,7 @@ func TestSelectNodeByHostname(t *testing.T) {
 			t.Errorf("SelectNode(\"\") with a node named %q = %v, %v", name, n, err)
 		}
 	}
-	s, _ := Parse("h.toml", []byte(head))
+	s, _ := parseT("h.toml", []byte(head))
 	if _, err := s.SelectNode(""); !errors.Is(err, ErrNoNode) || !strings.Contains(err.Error(), "--node") {
 		t.Errorf("SelectNode(\"\") without a matching node: %v", err)
 	}
@@ -191,11 +191,11 @@ func (ix *positions) paths() map[string]pos {
 
 func TestRevision(t *testing.T) {
 	// sha256sum of head, first 12 hex digits.
-	s, _ := Parse("a.toml", []byte(head))
+	s, _ := parseT("a.toml", []byte(head))
 	if s.Revision != "72d4b26e0c73" {
 		t.Errorf("Revision = %q", s.Revision)
 	}
-	if s, _ := Parse("a.toml", []byte(head+"# same\n")); s.Revision != "b6d81165ea53" {
+	if s, _ := parseT("a.toml", []byte(head+"# same\n")); s.Revision != "b6d81165ea53" {
 		t.Errorf("Revision after a comment = %q; any byte changes it", s.Revision)
 	}
 }

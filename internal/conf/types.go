@@ -14,7 +14,11 @@ type Site struct {
 	ControlSocket string // default /run/havip/havip.sock
 	Metrics       string // default 127.0.0.1:9110; "" disables
 	StateDir      string // default /var/lib/havip
-	PairPort      uint16 // [site] pair_port: UDP port of the director-to-director state link; default 7519
+	PairPort      uint16 // [site] pair_port: TCP port of the director-to-director pair link; default 7519
+	// PairKey: [site] pair_key, the path of the pre-shared key file of
+	// the pair link ("" = none: the link is unauthenticated and only
+	// observes). Load checks the file; the daemon reads it.
+	PairKey string
 
 	Nodes          []Node
 	Groups         []Group         // [[vrrp]]

@@ -97,7 +97,7 @@ func WriteNewKey(path string) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%w: %s exists; remove it first to replace the key (both directors need the new one)", ErrKey, path)
+			return fmt.Errorf("%w: %s exists; remove it first to replace the key (both directors need the new one): %w", ErrKey, path, fs.ErrExist)
 		}
 		return fmt.Errorf("%w: %w", ErrKey, err)
 	}
