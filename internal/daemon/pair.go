@@ -301,8 +301,16 @@ func (p *pairLink) checkPeers() {
 			delete(p.dualSince, g)
 		}
 	}
+	fresh := p.peerFreshLocked(now)
 	for g, st := range local.groups {
 		both := st.State == vrrp.Master && p.peerStateLocked(g) == vrrp.Master
+		if both && !fresh {
+			// The peer's last word is older than a few heartbeats: it may
+			// have died as master (a crash we just took over from), so its
+			// state neither starts nor confirms a dual master until it
+			// speaks again or falls silent.
+			continue
+		}
 		if !both {
 			delete(p.dualSince, g)
 			if p.dual[g] {
@@ -329,6 +337,20 @@ func (p *pairLink) checkPeers() {
 		p.log.Warn("pair link: peer silent", "peer", name, "for", pairAlive)
 		p.events(p.view(name))
 	}
+}
+
+// pairStale is how old the peer's last message may be for its state to
+// count towards a dual master: a few heartbeats.
+const pairStale = 3 * pairInterval
+
+// peerFreshLocked reports whether a live peer was heard within pairStale.
+func (p *pairLink) peerFreshLocked(now time.Time) bool {
+	for name, h := range p.heard {
+		if p.alive[name] && now.Sub(h.at) < pairStale {
+			return true
+		}
+	}
+	return false
 }
 
 // record appends an event to the journal, when there is one.
