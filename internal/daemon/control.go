@@ -175,8 +175,16 @@ func (t *controlTask) handle(ctx context.Context, conn net.Conn) {
 // an events_lost event in place of what it missed.
 func (t *controlTask) serveEvents(ctx context.Context, conn net.Conn, req ctl.Request) {
 	enc := json.NewEncoder(conn)
+	var (
+		mu       sync.Mutex // orders the deadlines below
+		stopping bool
+	)
 	write := func(r ctl.Response) error {
-		_ = conn.SetWriteDeadline(time.Now().Add(eventWriteTimeout))
+		mu.Lock()
+		if !stopping {
+			_ = conn.SetWriteDeadline(time.Now().Add(eventWriteTimeout))
+		}
+		mu.Unlock()
 		return enc.Encode(r)
 	}
 	evs, next, wake := t.c.journal.Since(req.After)
@@ -188,6 +196,14 @@ func (t *controlTask) serveEvents(ctx context.Context, conn net.Conn, req ctl.Re
 	// The client sends nothing more: a read returns when it goes away.
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// At shutdown a write the client is not reading fails at once, and
+	// the last word gets as long: the stop does not wait for closeGrace.
+	defer context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopping = true
+		_ = conn.SetWriteDeadline(time.Now().Add(stopWrite))
+	})()
 	_ = conn.SetReadDeadline(time.Time{})
 	go func() { _, _ = io.Copy(io.Discard, conn); cancel() }()
 	warned := false
@@ -214,8 +230,12 @@ func (t *controlTask) serveEvents(ctx context.Context, conn net.Conn, req ctl.Re
 	}
 }
 
-// eventWriteTimeout bounds how long a follower may leave its stream unread.
-const eventWriteTimeout = 10 * time.Second
+// eventWriteTimeout bounds how long a follower may leave its stream
+// unread; stopWrite how long the last word may take at shutdown.
+const (
+	eventWriteTimeout = 10 * time.Second
+	stopWrite         = 100 * time.Millisecond
+)
 
 func wireEvents(evs []events.Event) []ctl.Event {
 	out := make([]ctl.Event, 0, len(evs))

@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -273,4 +275,49 @@ fall = 2
 			t.Errorf("havip events --follow printed lines that are not events: %q", f.bad)
 		}
 	}
+}
+
+// Followers that never read their stream, while refused reloads with
+// long problem lists (about 60 KB per event) pour in: the daemon keeps
+// mastering and answering, drops those followers, and stops at once.
+func TestAdversaryEventFollowersStuck(t *testing.T) {
+	p := startPair(t, h.Site{})
+	lb1 := p.Nodes[0]
+	for range 20 {
+		c, err := net.Dial("unix", lb1.Sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte(`{"cmd":"events","follow":true}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good := lb1.ReadConfig()
+	var junk strings.Builder
+	for i := range 120 {
+		fmt.Fprintf(&junk, "%q = 1\n", strings.Repeat("x", 400)+strconv.Itoa(i))
+	}
+	lb1.WriteConfig(strings.Replace(good, "[site]\n", "[site]\n"+junk.String(), 1))
+	before := mustStatus(t, lb1).Groups[0].Transitions
+	const reloads = 60
+	for range reloads {
+		t0 := time.Now()
+		if _, code := lb1.Reload(); code != 1 {
+			t.Fatalf("reload of a file with 120 unknown keys: exit %d, want 1", code)
+		}
+		if d := time.Since(t0); d > 2*time.Second {
+			t.Fatalf("a reload took %s with stuck followers", d)
+		}
+	}
+	st := mustStatus(t, lb1)
+	if st.Groups[0].State != "MASTER" || st.Groups[0].Transitions != before {
+		t.Fatalf("lb1 %s with %d transitions (was %d): the stuck followers disturbed the master", st.Groups[0].State, st.Groups[0].Transitions, before)
+	}
+	out, code := lb1.Run("events", "--after", "2")
+	if code != 0 || strings.Count(out, `"kind":"reload"`) != reloads {
+		t.Fatalf("havip events --after 2: exit %d, %d reload events, want %d", code, strings.Count(out, `"kind":"reload"`), reloads)
+	}
+	took := stopWithin(t, lb1, 3*time.Second)
+	t.Logf("%d KB of events for each of 20 followers that do not read; SIGTERM exited after %s", len(out)>>10, took.Round(time.Millisecond))
 }
