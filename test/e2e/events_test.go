@@ -274,6 +274,11 @@ fall = 2
 		if len(f.bad) > 0 {
 			t.Errorf("havip events --follow printed lines that are not events: %q", f.bad)
 		}
+		for i := 1; i < len(f.events); i++ {
+			if f.events[i].Seq != f.events[i-1].Seq+1 {
+				t.Errorf("havip events --follow printed seq %d after %d", f.events[i].Seq, f.events[i-1].Seq)
+			}
+		}
 	}
 }
 
