@@ -57,6 +57,7 @@ func commands() []command {
 		{"status", "[-c FILE] [--json]", "state of the running daemon", cmdStatus},
 		{"reload", "[-c FILE] [--json]", "make the running daemon re-read its site file", cmdReload},
 		{"failover", "[GROUP...]", "planned handover drill to the peer", cmdFailover},
+		{"events", "[--follow] [--after SEQ]", "the daemon's events, one JSON line each; --follow streams", cmdEvents},
 		{"realserver", "up|down --mode dr|tun --vip ADDR...", "prepare (or restore) a real server", cmdRealserver},
 		{"keygen", "FILE", "write a new pair-link key (mode 0600) for [site] pair_key", cmdKeygen},
 		{"version", "", "version, commit, build date", cmdVersion},

@@ -1,6 +1,7 @@
 // Package ctl is the control-socket protocol between the havip daemon and
 // its command line: one JSON request and one JSON response per connection
-// over a root-only unix socket. It owns the wire types and the client; the
+// over a root-only unix socket. One request streams: events with Follow,
+// answered by one Response per batch of events until either side closes. It owns the wire types and the client; the
 // server side lives in package daemon.
 package ctl
 
@@ -8,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"syscall"
@@ -20,12 +22,18 @@ const (
 	CmdFailover = "failover"
 	CmdPing     = "ping"
 	CmdReload   = "reload"
+	CmdEvents   = "events"
 )
 
 // Request is what the client sends.
 type Request struct {
 	Cmd    string   `json:"cmd"`
 	Groups []string `json:"groups,omitempty"`
+	// events: the events after sequence number After (0: every event the
+	// daemon still keeps); Follow keeps the connection open and streams
+	// each new batch as a Response of its own.
+	After  uint64 `json:"after,omitempty"`
+	Follow bool   `json:"follow,omitempty"`
 }
 
 // Response is what the daemon answers.
@@ -35,6 +43,18 @@ type Response struct {
 	Status   *Status          `json:"status,omitempty"`
 	Failover []FailoverResult `json:"failover,omitempty"`
 	Reload   *ReloadResult    `json:"reload,omitempty"`
+	Events   []Event          `json:"events,omitempty"`
+}
+
+// Event is one entry of the daemon's event log, oldest first, Seq
+// increasing. Kind "events_lost" stands for events this reader missed
+// (fields count and first_seq). The kinds and their fields are listed in
+// package events.
+type Event struct {
+	Seq    uint64         `json:"seq"`
+	Time   time.Time      `json:"time"`
+	Kind   string         `json:"kind"`
+	Fields map[string]any `json:"fields,omitempty"`
 }
 
 // ReloadResult is the outcome of a reload: what changed, or why the new
@@ -187,11 +207,64 @@ func Call(socket string, req Request, timeout time.Duration) (*Response, error) 
 		return nil, fmt.Errorf("ctl: send: %w", err)
 	}
 	var resp Response
-	if err := json.NewDecoder(c).Decode(&resp); err != nil {
+	dec := json.NewDecoder(c)
+	dec.UseNumber() // event fields keep their integers whole
+	if err := dec.Decode(&resp); err != nil {
 		return nil, fmt.Errorf("ctl: read response: %w", err)
 	}
 	return &resp, responseError(&resp)
 }
+
+// Stream sends a streaming request (events with Follow) and calls fn with
+// each response until the daemon closes the connection, fn returns an
+// error, or done is closed (then Stream returns nil). A response that is a
+// refusal (the daemon is stopping) ends the stream with its error.
+func Stream(socket string, req Request, done <-chan struct{}, fn func(*Response) error) error {
+	c, err := net.DialTimeout("unix", socket, 5*time.Second)
+	if err != nil {
+		return dialError(socket, err)
+	}
+	defer c.Close()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-done:
+			c.Close()
+		case <-stop:
+		}
+	}()
+	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if err := json.NewEncoder(c).Encode(req); err != nil {
+		return fmt.Errorf("ctl: send: %w", err)
+	}
+	dec := json.NewDecoder(c)
+	dec.UseNumber()
+	for {
+		var resp Response
+		if err := dec.Decode(&resp); err != nil {
+			select {
+			case <-done:
+				return nil
+			default:
+			}
+			if errors.Is(err, io.EOF) {
+				return ErrStreamClosed
+			}
+			return fmt.Errorf("ctl: read response: %w", err)
+		}
+		if err := responseError(&resp); err != nil {
+			return err
+		}
+		if err := fn(&resp); err != nil {
+			return err
+		}
+	}
+}
+
+// ErrStreamClosed means the daemon closed a stream without a reason
+// (it stopped, or was killed).
+var ErrStreamClosed = errors.New("ctl: the daemon closed the connection")
 
 func dialError(socket string, err error) error {
 	if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {

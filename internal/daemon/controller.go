@@ -13,9 +13,11 @@ import (
 	"time"
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/havip/havip/internal/checks"
 	"github.com/havip/havip/internal/conf"
+	"github.com/havip/havip/internal/events"
 	"github.com/havip/havip/internal/ipvsync"
 	"github.com/havip/havip/internal/notify"
 	"github.com/havip/havip/internal/track"
@@ -40,6 +42,13 @@ type controller struct {
 
 	view atomic.Pointer[ctlView]
 
+	// journal is the ordered event log (havip events); any goroutine may
+	// append to it (note), appends are ordered by its own lock.
+	journal  *events.Log
+	registry *prometheus.Registry // the metrics listener's, whichever listener runs
+	// reloads counts reload outcomes for metrics.
+	reloadsApplied, reloadsRefused atomic.Uint64
+
 	// --- owned by run ---
 	ctx      context.Context // the daemon's lifetime; tasks run under it
 	target   *conf.Site      // the site file as loaded
@@ -57,7 +66,8 @@ type controller struct {
 	inputs   map[string]groupInput      // what each group was last given
 	table    *ipvsync.Table             // what the reconciler was last given
 	syncCfg  *conf.Sync
-	master   bool // the sync daemons were last told this node is master
+	master   bool            // the sync daemons were last told this node is master
+	vsDown   map[string]bool // virtual server -> quorum lost, as last derived (quorum events)
 	last     *reloadResult
 	retired  []*taskHandle // replaced by a reload; stopped once its requester has the answer
 
@@ -115,14 +125,23 @@ type (
 )
 
 func newController(opts Options, log *slog.Logger, l *loaded, sigs signals) *controller {
-	return &controller{
-		opts: opts, log: log, started: time.Now(), sigs: sigs,
+	c := &controller{
+		opts: opts, log: log, started: time.Now(), sigs: sigs, journal: events.New(eventRing, nil), vsDown: map[string]bool{},
 		events: make(chan any, 1024), requests: make(chan any, 16), dead: make(chan struct{}),
 		target: l.site, site: l.site, node: l.node, loadedAt: time.Now(), pending: map[string]*pendingRestart{},
 		health: map[string]bool{}, links: map[string]track.LinkState{}, addrs: map[netip.Addr]track.AddrState{},
 		states: map[string]vrrp.State{}, faults: map[string]string{}, groups: map[string]*groupRun{}, inputs: map[string]groupInput{},
 	}
+	c.registry = newRegistry(c.metricsSnap)
+	return c
 }
+
+// eventRing is how many events havip events can show.
+const eventRing = 1024
+
+// note appends an event to the journal (havip events). Safe from any
+// goroutine; for drains: c.note(events.Drain, events.Fields{"virtual_server": vs, "real_server": rs}).
+func (c *controller) note(k events.Kind, f events.Fields) { c.journal.Emit(k, f) }
 
 // emit hands the controller an event; after run has stopped, events are
 // dropped.
@@ -271,6 +290,7 @@ func (c *controller) handle(ev any) {
 			return // unchanged, or the optimistic start confirmed
 		}
 		c.log.Info("health changed", "target", ev.Key, "up", ev.Up, "reason", ev.Reason)
+		c.note(events.Health, healthFields(c.site, ev))
 		c.update()
 	case groupChanged:
 		c.groupChanged(ev)
@@ -356,6 +376,12 @@ func (c *controller) update() {
 		c.inputs[name] = in
 		r.g.mail.put(in)
 	}
+	for _, s := range w.table.Services {
+		if was, known := c.vsDown[s.Name]; known && was != s.Down || !known && s.Down {
+			c.note(events.Quorum, events.Fields{"virtual_server": s.Name, "up": !s.Down})
+		}
+		c.vsDown[s.Name] = s.Down
+	}
 	if c.ipvs != nil && (c.table == nil || !reflect.DeepEqual(*c.table, w.table)) {
 		c.table = &w.table
 		c.ipvs.setTable(w.table)
@@ -417,6 +443,11 @@ func (c *controller) groupChanged(ev groupChanged) {
 		return // a group a reload has replaced
 	}
 	c.states[ev.g.name] = ev.to
+	f := events.Fields{"group": ev.g.name, "from": ev.from.String(), "to": ev.to.String()}
+	if ev.reason != "" {
+		f["reason"] = ev.reason
+	}
+	c.note(events.Transition, f)
 	if c.pair != nil {
 		c.pair.notify()
 	}
@@ -469,7 +500,9 @@ func (c *controller) newPair(site *conf.Site, node *conf.Node) *pairLink {
 	if len(peers) == 0 {
 		return nil
 	}
-	return newPairLink(site.Name, node.Name, node.Address, site.PairPort, peers, c.pairLocal, c.emit, c.dualGrace, c.log)
+	p := newPairLink(site.Name, node.Name, node.Address, site.PairPort, peers, c.pairLocal, c.emit, c.dualGrace, c.log)
+	p.note = c.note
+	return p
 }
 
 // pairLocal is what the pair link says about this node: read from the
@@ -616,4 +649,27 @@ func watchWant(node *conf.Node, sites ...*conf.Site) track.Want {
 	sort.Strings(w.Links)
 	slices.SortFunc(w.Addrs, netip.Addr.Compare)
 	return w
+}
+
+// healthFields describes a health change: a real server's check names its
+// virtual server and real server, a named [[check]] its name.
+func healthFields(site *conf.Site, r checks.Result) events.Fields {
+	f := events.Fields{"target": r.Key, "up": r.Up}
+	if r.Reason != "" {
+		f["reason"] = r.Reason
+	}
+	for _, vs := range site.VirtualServers {
+		for _, rs := range vs.RealServers {
+			if checks.RealServerKey(vs.Name, rs.Address) == r.Key {
+				f["virtual_server"], f["real_server"] = vs.Name, rs.Address.String()
+				return f
+			}
+		}
+	}
+	for _, ch := range site.Checks {
+		if checks.CheckKey(ch.Name) == r.Key {
+			f["check"] = ch.Name
+		}
+	}
+	return f
 }

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/havip/havip/internal/events"
 	"github.com/havip/havip/internal/vrrp"
 )
 
@@ -37,6 +38,7 @@ type pairLink struct {
 	local  func() pairLocal
 	events func(any)
 	grace  func(group string) time.Duration // a dual master shorter than this is an election, not a fault
+	note   func(events.Kind, events.Fields) // the event journal (havip events); nil: none
 
 	kick chan struct{}
 
@@ -257,6 +259,9 @@ func (p *pairLink) heardFrom(name string, addr netip.Addr, m pairMsg) {
 	}
 	p.heard[name] = peerHeard{at: time.Now(), addr: addr, rev: m.Rev, groups: m.Groups}
 	news := !had || !p.alive[name] || prev.rev != m.Rev || !sameGroupMsgs(prev.groups, m.Groups)
+	if !had || !p.alive[name] {
+		p.record(events.PairLinkUp, events.Fields{"peer": name, "address": addr.String()})
+	}
 	p.alive[name] = true
 	p.mu.Unlock()
 	for _, g := range yielded {
@@ -288,6 +293,7 @@ func (p *pairLink) checkPeers() {
 		if p.alive[name] && now.Sub(h.at) >= pairAlive {
 			p.alive[name] = false
 			silent = append(silent, name)
+			p.record(events.PairLinkDown, events.Fields{"peer": name, "address": h.addr.String(), "silent_for": now.Sub(h.at).Round(time.Millisecond).String()})
 		}
 	}
 	for g := range p.dualSince {
@@ -295,13 +301,22 @@ func (p *pairLink) checkPeers() {
 			delete(p.dualSince, g)
 		}
 	}
+	fresh := p.peerFreshLocked(now)
 	for g, st := range local.groups {
 		both := st.State == vrrp.Master && p.peerStateLocked(g) == vrrp.Master
+		if both && !fresh {
+			// The peer's last word is older than a few heartbeats: it may
+			// have died as master (a crash we just took over from), so its
+			// state neither starts nor confirms a dual master until it
+			// speaks again or falls silent.
+			continue
+		}
 		if !both {
 			delete(p.dualSince, g)
 			if p.dual[g] {
 				p.dual[g] = false
 				p.log.Info("dual master resolved", "group", g)
+				p.record(events.DualMasterEnd, events.Fields{"group": g})
 			}
 			continue
 		}
@@ -314,12 +329,34 @@ func (p *pairLink) checkPeers() {
 			p.dual[g] = true
 			p.log.Error("DUAL MASTER: the peer also holds this group; adverts are not crossing between the directors",
 				"group", g, "for", now.Sub(since).Round(time.Millisecond))
+			p.record(events.DualMasterStart, events.Fields{"group": g, "for": now.Sub(since).Round(time.Millisecond).String()})
 		}
 	}
 	p.mu.Unlock()
 	for _, name := range silent {
 		p.log.Warn("pair link: peer silent", "peer", name, "for", pairAlive)
 		p.events(p.view(name))
+	}
+}
+
+// pairStale is how old the peer's last message may be for its state to
+// count towards a dual master: a few heartbeats.
+const pairStale = 3 * pairInterval
+
+// peerFreshLocked reports whether a live peer was heard within pairStale.
+func (p *pairLink) peerFreshLocked(now time.Time) bool {
+	for name, h := range p.heard {
+		if p.alive[name] && now.Sub(h.at) < pairStale {
+			return true
+		}
+	}
+	return false
+}
+
+// record appends an event to the journal, when there is one.
+func (p *pairLink) record(k events.Kind, f events.Fields) {
+	if p.note != nil {
+		p.note(k, f)
 	}
 }
 

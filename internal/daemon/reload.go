@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/havip/havip/internal/conf"
+	"github.com/havip/havip/internal/events"
 	"github.com/havip/havip/internal/ipvsync"
 	"github.com/havip/havip/internal/track"
 	"github.com/havip/havip/internal/vrrp"
@@ -117,6 +118,15 @@ func (c *controller) reload(req reloadReq) {
 	res := c.tryReload(req.at)
 	c.last = res
 	c.publish()
+	f := events.Fields{"ok": res.applied, "revision": res.rev, "old_revision": res.oldRev}
+	if res.applied {
+		c.reloadsApplied.Add(1)
+		f["changes"] = nonNil(res.changes)
+	} else {
+		c.reloadsRefused.Add(1)
+		f["problems"] = nonNil(res.problems)
+	}
+	c.note(events.Reload, f)
 	switch {
 	case !res.applied:
 		c.log.Error("reload refused; the running configuration stays", "problems", strings.Join(res.problems, "; "))
@@ -132,6 +142,14 @@ func (c *controller) reload(req reloadReq) {
 		t.stop()
 	}
 	c.retired = nil
+}
+
+// nonNil makes an empty list show as [] in an event, not null.
+func nonNil(l []string) []string {
+	if l == nil {
+		return []string{}
+	}
+	return l
 }
 
 // reloadResult is what one reload did; the control socket and status send
