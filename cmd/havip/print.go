@@ -171,16 +171,18 @@ func printDrains(w io.Writer, st *ctl.Status) {
 	if m.DrainsBy != "" {
 		fmt.Fprintf(w, " (changed on %s at %s)", safe(m.DrainsBy), m.DrainsChanged.Local().Format(time.DateTime))
 	}
-	fmt.Fprintf(w, "\n  desired table here:     %s\n", m.Digest)
+	here, there := "here:", "on "+safe(m.Peer)+":"
+	width := max(len(here), len(there))
+	fmt.Fprintf(w, "\n  desired table %-*s %s\n", width, here, m.Digest)
 	switch {
 	case m.Peer == "":
 		fmt.Fprintln(w, "  no peer")
 		return
 	case m.PeerDigest == "":
-		fmt.Fprintf(w, "  desired table on %s: unknown (not heard, or it does not send one)\n", safe(m.Peer))
+		fmt.Fprintf(w, "  desired table %-*s unknown (not heard, or it does not send one)\n", width, there)
 		return
 	}
-	fmt.Fprintf(w, "  desired table on %s: %s (drains revision %d)\n", safe(m.Peer), m.PeerDigest, m.PeerDrainsRevision)
+	fmt.Fprintf(w, "  desired table %-*s %s (drains revision %d)\n", width, there, m.PeerDigest, m.PeerDrainsRevision)
 	switch {
 	case !m.PeerAlive:
 		fmt.Fprintln(w, "  the peer is silent: the comparison is with what it said last")
