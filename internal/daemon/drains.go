@@ -34,7 +34,7 @@ import (
 const drainsFile = "drains.json"
 
 // maxDrains bounds the set: it travels whole in every pair-link message.
-const maxDrains = 256
+const maxDrains = 128
 
 // drainKey names one real server of one virtual server.
 type drainKey struct {

@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -308,5 +309,110 @@ func TestSummarizeBounded(t *testing.T) {
 	got := tableDiff(sum, summarizeTable(other))
 	if len(got) != 1 || !strings.Contains(got[0], "vs0000 real server 10.1.0.1:1: weight 1 here, 0 on the peer") {
 		t.Errorf("diff: %v", got)
+	}
+}
+
+// The controller's side: a drain request is checked against the site,
+// saved, and derived; the peer's newer set is adopted only from a trusted,
+// live peer; a reload that drops the real server drops its drain.
+func TestControllerDrains(t *testing.T) {
+	in := healthyInputs(t)
+	in.site.StateDir = t.TempDir()
+	var logBuf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logBuf, nil))
+	c := newController(Options{}, log, &loaded{site: in.site, node: in.node}, signals{})
+	c.drains = emptyDrains()
+
+	reply := func(req drainReq) drainReply { return c.drain(req) }
+	for _, bad := range []drainReq{{vs: "nope", real: rsA.String()}, {vs: "web", real: "10.1.0.23:80"}, {vs: "web", real: "10.1.0.21"}} {
+		if r := reply(bad); !errors.Is(r.err, errDrainInput) {
+			t.Errorf("%+v: %v, want a bad-input error", bad, r.err)
+		}
+	}
+	if r := reply(drainReq{vs: "web", real: rsA.String()}); r.err != nil || c.drains.rev != 1 {
+		t.Fatalf("drain: %+v rev %d", r, c.drains.rev)
+	}
+	if got := destWeights(wanted{table: c.summedTable()}); got != "10.1.0.21:80=0 10.1.0.22:80=1" {
+		t.Errorf("derived after the drain: %s", got)
+	}
+	saved, err := loadDrains(in.site.StateDir, log)
+	if err != nil || saved.rev != 1 || len(saved.entries) != 1 {
+		t.Errorf("saved: %+v %v", saved, err)
+	}
+	if r := reply(drainReq{vs: "web", real: rsA.String()}); r.err != nil || !strings.Contains(r.msg, "already drained") || c.drains.rev != 1 {
+		t.Errorf("drain twice: %+v rev %d", r, c.drains.rev)
+	}
+
+	// The peer's set: revision 5, undrains rsA and drains rsB.
+	peer := drainsOf(5, "lb2", map[drainKey]drainEntry{{"web", rsB}: {by: "lb2"}})
+	c.adoptDrains(peerView{node: "lb2", alive: true, trusted: false, drains: peer})
+	if c.drains.rev != 1 {
+		t.Errorf("adopted from an untrusted peer")
+	}
+	c.adoptDrains(peerView{node: "lb2", alive: true, trusted: true, drains: peer})
+	if c.drains != peer {
+		t.Fatalf("did not adopt the trusted peer's newer set")
+	}
+	if got := destWeights(wanted{table: c.summedTable()}); got != "10.1.0.21:80=1 10.1.0.22:80=0" {
+		t.Errorf("derived after adopting: %s", got)
+	}
+	if !strings.Contains(logBuf.String(), "adopted from the peer") {
+		t.Errorf("adoption not logged:\n%s", logBuf.String())
+	}
+	// An older set is not adopted; our next change is above all seen.
+	c.adoptDrains(peerView{node: "lb2", alive: true, trusted: true, drains: drainsOf(4, "lb2", nil)})
+	if c.drains != peer {
+		t.Errorf("adopted an older set")
+	}
+	if r := reply(drainReq{vs: "web", real: rsB.String(), undo: true}); r.err != nil || c.drains.rev != 6 {
+		t.Errorf("undrain: %+v rev %d, want 6", r, c.drains.rev)
+	}
+
+	// A reload without rsA drops its drain and says so.
+	reply(drainReq{vs: "web", real: rsA.String(), remove: true})
+	src := strings.Replace(deriveSite, "[[virtual_server.real_server]]\naddress = \"10.1.0.21:80\"\n", "", 1)
+	src = strings.Replace(src, "quorum = 2", "quorum = 1", 1)
+	c.site = parseSite(t, src)
+	c.site.StateDir = in.site.StateDir
+	c.pruneDrains("reload")
+	if len(c.drains.entries) != 0 || c.drains.rev != 8 || !strings.Contains(logBuf.String(), "drain dropped: the real server is no longer in the site file") {
+		t.Errorf("after the reload: %+v\n%s", c.drains.wire(), logBuf.String())
+	}
+	if saved, _ := loadDrains(in.site.StateDir, log); saved.rev != 8 {
+		t.Errorf("the pruned set was not saved: rev %d", saved.rev)
+	}
+}
+
+func (c *controller) summedTable() ipvsync.Table { return *c.summed }
+
+// The largest drain set and a huge table fit in one pair-link message.
+func TestPairMsgBounded(t *testing.T) {
+	d := emptyDrains()
+	long := strings.Repeat("v", 40)
+	for i := range maxDrains {
+		k := drainKey{fmt.Sprintf("%s%03d", long, i), netip.AddrPortFrom(netip.MustParseAddr("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"), uint16(60000+i))}
+		d = d.with(k, &drainEntry{remove: true, since: t0, by: "director-with-a-long-name"}, uint64(i+1), t0, "director-with-a-long-name")
+	}
+	var tab ipvsync.Table
+	for i := range 2000 {
+		s := ipvsync.Service{Name: fmt.Sprintf("%s%04d", long, i), Scheduler: "wlc",
+			Key: ipvsync.ServiceKey{Family: 10, Protocol: 6, Address: netip.AddrPortFrom(netip.MustParseAddr("2001:db8::1"), uint16(i+1))}}
+		for j := range 20 {
+			s.Dests = append(s.Dests, ipvsync.Dest{Address: netip.AddrPortFrom(netip.MustParseAddr("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"), uint16(j+1)), Weight: 100, Forward: "tun"})
+		}
+		tab.Services = append(tab.Services, s)
+	}
+	sum := summarizeTable(tab)
+	groups := map[string]pairGroupMsg{}
+	for i := range 8 {
+		groups[fmt.Sprintf("group%d", i)] = pairGroupMsg{Cfg: []netip.Addr{netip.MustParseAddr("2001:db8::100")}, Adv: []netip.Addr{netip.MustParseAddr("2001:db8::100")}, Key: "eth0 vrid 51 v3 multicast inet6"}
+	}
+	b, err := json.Marshal(pairMsg{Site: "site", Node: "director-with-a-long-name", Seq: 1 << 40, Rev: "0123456789ab", Groups: groups, Drains: d.wire(), Table: &sum})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("largest message: %d bytes (cap %d)", len(b), maxPairMsg)
+	if len(b) > maxPairMsg-100 { // IPv4/UDP headers
+		t.Errorf("a pair message of %d bytes exceeds the cap %d", len(b), maxPairMsg)
 	}
 }

@@ -18,8 +18,8 @@ import (
 // only the services' digests while they fit in tableBrief; what is left
 // out is marked, never silently dropped.
 const (
-	tableFull  = 24 << 10
-	tableBrief = 36 << 10
+	tableFull  = 20 << 10
+	tableBrief = 32 << 10
 )
 
 // pairTable is a desired table as the pair link carries it.

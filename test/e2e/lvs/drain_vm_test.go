@@ -32,6 +32,26 @@ func kernelWeight(t *testing.T, n *h.Node, rs string) int {
 	return -1
 }
 
+// logTime is the time of the last line of log containing all of subs
+// (slog's time=), zero when none does.
+func logTime(log string, subs ...string) time.Time {
+	var at time.Time
+	for _, line := range strings.Split(log, "\n") {
+		ok := strings.HasPrefix(line, "time=")
+		for _, s := range subs {
+			ok = ok && strings.Contains(line, s)
+		}
+		if !ok {
+			continue
+		}
+		f := strings.Fields(line)
+		if ts, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(f[0], "time=")); err == nil {
+			at = ts
+		}
+	}
+	return at
+}
+
 // traffic makes a new connection through the VIP every 50 ms and counts
 // who answered after since, until stop is closed.
 type traffic struct {
@@ -137,7 +157,19 @@ func TestDrainMirrored(t *testing.T) {
 		}
 		return onMaster > 0 && onBackup > 0
 	})
-	t.Logf("drain -> weight 0 in the kernel: master %s, backup (mirrored) %s", onMaster.Round(time.Millisecond), onBackup.Round(time.Millisecond))
+	t.Logf("havip drain started -> weight 0 seen by ipvsadm polls (CLI start and ipvsadm under TCG included): master %s, backup %s", onMaster.Round(time.Millisecond), onBackup.Round(time.Millisecond))
+	// The daemons' own figures: the drain accepted on lb1, written to
+	// lb1's kernel, adopted by lb2 and written to its kernel.
+	dAt := logTime(lb1.Log(), `msg="drain: web `+rs1+` drained (weight 0)"`)
+	k1 := logTime(lb1.Log(), "ipvs: applied", rs1+": weight 1->0")
+	aAt := logTime(lb2.Log(), "drain: adopted from the peer: web "+rs1+" drained")
+	k2 := logTime(lb2.Log(), "ipvs: applied", rs1+": weight 1->0")
+	if dAt.IsZero() || k1.IsZero() || aAt.IsZero() || k2.IsZero() {
+		t.Errorf("log lines missing: drain %v, lb1 kernel %v, lb2 adopted %v, lb2 kernel %v", dAt, k1, aAt, k2)
+	} else {
+		t.Logf("daemon logs: lb1 accepted the drain; its kernel written %s later; lb2 adopted it %s after lb1 accepted it, and wrote its kernel %s after that",
+			k1.Sub(dAt).Round(time.Millisecond), aAt.Sub(dAt).Round(time.Millisecond), k2.Sub(aAt).Round(time.Millisecond))
+	}
 	tr.reset()
 	time.Sleep(2 * time.Second)
 	by, failed := tr.counts()
@@ -175,6 +207,7 @@ func TestDrainMirrored(t *testing.T) {
 	if code != 2 || !strings.Contains(out, fmt.Sprintf("%d active connection(s) left", len(onRS1))) {
 		t.Errorf("drain --wait with %d connections open: exit %d\n%s", len(onRS1), code, out)
 	}
+	t.Logf("drain --wait --timeout 3s with %d connections open: exit %d: %s", len(onRS1), code, strings.TrimSpace(out))
 	// --wait returns once they close.
 	type res struct {
 		out  string
@@ -263,6 +296,43 @@ func TestDrainMirrored(t *testing.T) {
 	h.WaitUntil(t, 10*time.Second, "rs1 gone from both tables", func() bool {
 		return kernelWeight(t, lb1, rs1) == -1 && kernelWeight(t, lb2, rs1) == -1
 	})
+	// A reload that drops rs1 from the site file drops its drain, saying
+	// so; rs2's drain stays.
+	rs2 := tp.rss[1].addr.String() + ":80"
+	if out, code := lb1.Run("drain", "web", rs2); code != 0 {
+		t.Fatalf("drain rs2: exit %d\n%s", code, out)
+	}
+	h.WaitUntil(t, 10*time.Second, "two drains on both", func() bool {
+		s1, e1 := lb1.Status()
+		s2, e2 := lb2.Status()
+		return e1 == nil && e2 == nil && len(s1.Drains) == 2 && len(s2.Drains) == 2
+	})
+	cfg := lb1.ReadConfig()
+	rsBlock := fmt.Sprintf("\n[[virtual_server.real_server]]\naddress = \"%s\"\nweight = 1\n", rs1)
+	if !strings.Contains(cfg, rsBlock) {
+		t.Fatalf("site file lacks %q:\n%s", rsBlock, cfg)
+	}
+	p.WriteConfig(strings.Replace(cfg, rsBlock, "\n", 1))
+	for _, n := range p.Nodes {
+		if out, code := n.Reload(); code != 0 {
+			t.Fatalf("%s reload: exit %d\n%s", n.Name, code, out)
+		}
+	}
+	for _, n := range p.Nodes {
+		h.WaitUntil(t, 10*time.Second, n.Name+": only rs2's drain left", func() bool {
+			st, err := n.Status()
+			return err == nil && len(st.Drains) == 1 && st.Drains[0].RealServer == rs2 && st.Mirror.Match
+		})
+		// lb1 reloads first and drops it; lb2 then either adopts lb1's
+		// set before its own reload, or drops it itself.
+		dropped := strings.Contains(n.Log(), "drain dropped: the real server is no longer in the site file")
+		if !dropped && (n == lb1 || !strings.Contains(n.Log(), "adopted from the peer: web "+rs1+" undrained")) {
+			t.Errorf("%s did not log the dropped drain", n.Name)
+		}
+		if w := kernelWeight(t, n, rs2); w != 0 {
+			t.Errorf("%s: rs2 weight %d after the reload, want 0 (still drained)", n.Name, w)
+		}
+	}
 	for _, n := range p.Nodes {
 		t.Logf("--- log of %s ---\n%s", n.Name, n.Log())
 	}
