@@ -431,7 +431,7 @@ func cmdDrain(args []string, stdout, stderr io.Writer) int {
 	if res == nil {
 		return code
 	}
-	fmt.Fprintln(stdout, res.Message)
+	c.printDrain(res)
 	if !*wait {
 		return exitOK
 	}
@@ -444,9 +444,17 @@ func cmdDrain(args []string, stdout, stderr io.Writer) int {
 		if res == nil {
 			return code
 		}
-		fmt.Fprintln(stdout, res.Message)
+		c.printDrain(res)
 	}
 	return exitOK
+}
+
+func (c *client) printDrain(res *ctl.DrainResult) {
+	if *c.asJSON {
+		c.printJSON(res)
+	} else {
+		fmt.Fprintln(c.stdout, res.Message)
+	}
 }
 
 func cmdUndrain(args []string, stdout, stderr io.Writer) int {
@@ -459,7 +467,7 @@ func cmdUndrain(args []string, stdout, stderr io.Writer) int {
 	if res == nil {
 		return code
 	}
-	fmt.Fprintln(stdout, res.Message)
+	c.printDrain(res)
 	return exitOK
 }
 
