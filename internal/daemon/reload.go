@@ -379,10 +379,10 @@ func (c *controller) prepare(p reloadPlan, l *loaded) (*prepared, error) {
 				return prep, fmt.Errorf("state_dir: %w", err)
 			}
 		}
-		{ // the running set, even empty: an old file there must not come back at the next start
-			if err := saveDrains(site.StateDir, c.drains); err != nil {
-				return prep, fmt.Errorf("state_dir: %w", err)
-			}
+		// The running drains, even none: an old file there must not come
+		// back at the next start.
+		if err := saveDrains(site.StateDir, c.drains); err != nil {
+			return prep, fmt.Errorf("state_dir: %w", err)
 		}
 	}
 	if p.ipvsStart || p.stateDir && c.ipvs != nil {
