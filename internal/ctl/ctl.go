@@ -23,6 +23,8 @@ const (
 	CmdPing     = "ping"
 	CmdReload   = "reload"
 	CmdEvents   = "events"
+	CmdDrain    = "drain"
+	CmdUndrain  = "undrain"
 )
 
 // Request is what the client sends.
@@ -34,6 +36,12 @@ type Request struct {
 	// each new batch as a Response of its own.
 	After  uint64 `json:"after,omitempty"`
 	Follow bool   `json:"follow,omitempty"`
+	// Drain and undrain: the [[virtual_server]] name and the real
+	// server's address:port as in the site file; Remove takes it out of
+	// the table instead of weight 0.
+	VirtualServer string `json:"virtual_server,omitempty"`
+	RealServer    string `json:"real_server,omitempty"`
+	Remove        bool   `json:"remove,omitempty"`
 }
 
 // Response is what the daemon answers.
@@ -44,6 +52,9 @@ type Response struct {
 	Failover []FailoverResult `json:"failover,omitempty"`
 	Reload   *ReloadResult    `json:"reload,omitempty"`
 	Events   []Event          `json:"events,omitempty"`
+	Drain    *DrainResult     `json:"drain,omitempty"`
+	// BadInput: the request itself was wrong (an unknown name): exit 1.
+	BadInput bool `json:"bad_input,omitempty"`
 }
 
 // Event is one entry of the daemon's event log, oldest first, Seq
@@ -55,6 +66,12 @@ type Event struct {
 	Time   time.Time      `json:"time"`
 	Kind   string         `json:"kind"`
 	Fields map[string]any `json:"fields,omitempty"`
+}
+
+// DrainResult is the outcome of a drain or undrain.
+type DrainResult struct {
+	Message string    `json:"message"`
+	At      time.Time `json:"at"` // when the new table went to the reconciler
 }
 
 // ReloadResult is the outcome of a reload: what changed, or why the new
@@ -88,6 +105,40 @@ type Status struct {
 	Peers        []PeerStatus  `json:"peers"`
 	IPVS         *IPVSStatus   `json:"ipvs,omitempty"`
 	Checks       []CheckStatus `json:"checks,omitempty"`
+	Drains       []DrainStatus `json:"drains"`
+	Mirror       *MirrorStatus `json:"mirror,omitempty"`
+}
+
+// DrainStatus is one operator drain and its real server as the kernel
+// holds it (as of IPVSStatus.AsOf).
+type DrainStatus struct {
+	VirtualServer string    `json:"virtual_server"`
+	RealServer    string    `json:"real_server"`
+	Remove        bool      `json:"remove"`
+	Since         time.Time `json:"since"`
+	By            string    `json:"by"`      // the node the operator drained it on
+	InSite        bool      `json:"in_site"` // false: the peer's drain of a real server this file lacks
+	InKernel      bool      `json:"in_kernel"`
+	Weight        int       `json:"weight"`
+	Active        int       `json:"active_connections"`
+	Inactive      int       `json:"inactive_connections"`
+}
+
+// MirrorStatus compares this node's operator state and desired IPVS table
+// with the peer's.
+type MirrorStatus struct {
+	DrainsRevision     uint64    `json:"drains_revision"`
+	DrainsChanged      time.Time `json:"drains_changed,omitzero"`
+	DrainsBy           string    `json:"drains_by,omitempty"`
+	Digest             string    `json:"digest"` // sha256 of this node's desired table
+	Peer               string    `json:"peer,omitempty"`
+	PeerAlive          bool      `json:"peer_alive"`
+	PeerTrusted        bool      `json:"peer_trusted"` // authenticated: its drains are adopted
+	PeerDigest         string    `json:"peer_digest,omitempty"`
+	PeerDrainsRevision uint64    `json:"peer_drains_revision"`
+	Match              bool      `json:"match"`
+	Differences        []string  `json:"differences,omitempty"` // where the peer's table differs, one line each
+	BadDrainMessages   uint64    `json:"bad_drain_messages,omitempty"`
 }
 
 // CheckStatus is one health-checked target: "rs/VS/ADDR" for a real

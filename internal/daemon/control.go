@@ -160,6 +160,18 @@ func (t *controlTask) handle(ctx context.Context, conn net.Conn) {
 		default:
 			resp.Reload = res.wire()
 		}
+	case ctl.CmdDrain, ctl.CmdUndrain:
+		rep, err := ask(rctx, t.c, func(r chan drainReply) any {
+			return drainReq{vs: req.VirtualServer, real: req.RealServer, remove: req.Remove, undo: req.Cmd == ctl.CmdUndrain, reply: r}
+		})
+		if err == nil {
+			err = rep.err
+		}
+		if err != nil {
+			resp.OK, resp.Error, resp.BadInput = false, err.Error(), errors.Is(err, errDrainInput)
+		} else {
+			resp.Drain = &ctl.DrainResult{Message: rep.msg, At: rep.at}
+		}
 	default:
 		resp = ctl.Response{Error: fmt.Sprintf("unknown command %q", req.Cmd)}
 	}

@@ -40,7 +40,8 @@ type controller struct {
 	dead     chan struct{} // closed when run stops reading events
 	sigs     signals
 
-	view atomic.Pointer[ctlView]
+	view   atomic.Pointer[ctlView]
+	mirror atomic.Pointer[mirrorSnap] // drains and desired table, for the pair link and status
 
 	// journal is the ordered event log (havip events); any goroutine may
 	// append to it (note), appends are ordered by its own lock.
@@ -69,7 +70,10 @@ type controller struct {
 	master   bool            // the sync daemons were last told this node is master
 	vsDown   map[string]bool // virtual server -> quorum lost, as last derived (quorum events)
 	last     *reloadResult
-	retired  []*taskHandle // replaced by a reload; stopped once its requester has the answer
+	retired  []*taskHandle  // replaced by a reload; stopped once its requester has the answer
+	drains   *drainSet      // operator drains, as saved in state_dir
+	drainRev uint64         // the highest drain-set revision either node has used
+	summed   *ipvsync.Table // the desired table mirror last summarized
 
 	watch    *linkWatch
 	hooks    *notify.Runner
@@ -123,6 +127,13 @@ type (
 	}
 	pingReq struct{ reply chan struct{} }
 )
+
+// mirrorSnap is what this node says about its operator state and desired
+// table: immutable once stored.
+type mirrorSnap struct {
+	drains *drainSet
+	table  pairTable
+}
 
 func newController(opts Options, log *slog.Logger, l *loaded, sigs signals) *controller {
 	c := &controller{
@@ -201,6 +212,12 @@ func (c *controller) run(ctx context.Context) (err error) {
 	}
 	c.watch = w
 	c.takeLinks(w.initial)
+
+	if c.drains, err = loadDrains(c.site.StateDir, c.log); err != nil {
+		return fmt.Errorf("drains: %w", err)
+	}
+	c.drainRev = c.drains.rev
+	c.pruneDrains("start")
 
 	c.hooks = notify.New(c.log, notify.Options{QueueLen: 64, DrainTimeout: hookDrain, OutputLimit: 4096})
 	c.hooksT = startTask(ctx, "notify", c.log, c.hooks.Run)
@@ -305,6 +322,7 @@ func (c *controller) handle(ev any) {
 		defer c.finishPending()
 		left := peerLeft(c.peer, ev)
 		c.peer = ev
+		c.adoptDrains(ev)
 		c.update()
 		if len(left) > 0 {
 			c.alignSyncGroups(left)
@@ -325,6 +343,8 @@ func (c *controller) handle(ev any) {
 		c.failover(ev)
 	case pingReq:
 		ev.reply <- struct{}{}
+	case drainReq:
+		ev.reply <- c.drain(ev)
 	default:
 		c.log.Error("controller: unknown event", "type", fmt.Sprintf("%T", ev))
 	}
@@ -365,7 +385,7 @@ func (c *controller) vipGone(a netip.Addr) {
 // update derives what is wanted from the current inputs and hands each
 // part to its owner; a part that did not change is not sent.
 func (c *controller) update() {
-	w := derive(inputs{site: c.site, node: c.node, health: c.health, links: c.links, addrs: c.addrs, faults: c.faults})
+	w := derive(inputs{site: c.site, node: c.node, health: c.health, links: c.links, addrs: c.addrs, faults: c.faults, drains: c.drains})
 	for name, r := range c.groups {
 		in := c.groupInputFor(c.site, c.node, c.site.Group(name))
 		in.want = w.groups[name]
@@ -386,6 +406,13 @@ func (c *controller) update() {
 		c.table = &w.table
 		c.ipvs.setTable(w.table)
 	}
+	if m := c.mirror.Load(); m == nil || m.drains != c.drains || !reflect.DeepEqual(*c.summed, w.table) {
+		c.summed = &w.table
+		c.mirror.Store(&mirrorSnap{drains: c.drains, table: summarizeTable(w.table)})
+		if c.pair != nil {
+			c.pair.notify()
+		}
+	}
 }
 
 // groupInputFor is a group's input under site, before derive fills want.
@@ -402,7 +429,7 @@ func (c *controller) groupInputFor(site *conf.Site, node *conf.Node, gc *conf.Gr
 func (c *controller) startGroup(gc *conf.Group, g *group) error {
 	if g == nil {
 		in := c.groupInputFor(c.site, c.node, gc)
-		in.want = derive(inputs{site: c.site, node: c.node, health: c.health, links: c.links, addrs: c.addrs, faults: c.faults}).groups[gc.Name]
+		in.want = derive(inputs{site: c.site, node: c.node, health: c.health, links: c.links, addrs: c.addrs, faults: c.faults, drains: c.drains}).groups[gc.Name]
 		in.peer = c.peer.group(gc.Name)
 		var err error
 		if g, err = newGroup(in, c.log, c.hooks, c.emit, kernelDeps); err != nil {
@@ -513,6 +540,9 @@ func (c *controller) pairLocal() pairLocal {
 		return pairLocal{}
 	}
 	l := pairLocal{rev: v.site.Revision, groups: make(map[string]pairGroupMsg, len(v.groups))}
+	if m := c.mirror.Load(); m != nil {
+		l.drains, l.table = m.drains.wire(), &m.table
+	}
 	for _, g := range v.groups {
 		s := g.snap.Load()
 		sp := cfgSpoken(s.cfg)

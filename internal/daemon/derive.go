@@ -13,7 +13,8 @@ import (
 )
 
 // What the daemon wants is one pure function of what it knows: derive
-// turns the site, this node, health results, link and address states into
+// turns the site, this node, health results, link and address states and
+// the operator's drains into
 // the IPVS table and each group's tracked objects, effective priority and
 // fault. The controller calls it after every input changes and hands the
 // parts to their owners; nothing else computes any of it.
@@ -67,6 +68,7 @@ type inputs struct {
 	links  map[string]track.LinkState     // by interface name; absent = not reported (missing)
 	addrs  map[netip.Addr]track.AddrState // watched addresses (this node's own)
 	faults map[string]string              // by group: a fault only the group sees (socket, VIP claims); absent = none
+	drains *drainSet                      // operator drains; nil = none
 }
 
 // wanted is what derive returns.
@@ -98,6 +100,7 @@ func derive(in inputs) wanted {
 		table:  ipvsync.Desired(in.site.VirtualServers, healthOf(in.health)),
 		groups: make(map[string]groupWant, len(in.site.Groups)),
 	}
+	applyDrains(&w.table, in.drains)
 	vsDown := make(map[string]bool, len(w.table.Services))
 	for _, s := range w.table.Services {
 		vsDown[s.Name] = s.Down

@@ -341,7 +341,7 @@ func (c *controller) prepare(p reloadPlan, l *loaded) (*prepared, error) {
 			}
 		}
 	}
-	want := derive(inputs{site: site, node: node, health: c.health, links: links, addrs: addrs, faults: c.faults})
+	want := derive(inputs{site: site, node: node, health: c.health, links: links, addrs: addrs, faults: c.faults, drains: c.drains})
 	// A working group is not put in FAULT by an interface name this host
 	// does not have (its own, or a weight-0 track's): such a typo, pushed
 	// to both directors, left the VIPs with no owner. A new group may
@@ -399,6 +399,11 @@ func (c *controller) prepare(p reloadPlan, l *loaded) (*prepared, error) {
 			if err := copyIfMissing(filepath.Join(c.site.StateDir, ipvsync.OwnedFile), filepath.Join(site.StateDir, ipvsync.OwnedFile)); err != nil {
 				return prep, fmt.Errorf("state_dir: %w", err)
 			}
+		}
+		// The running drains, even none: an old file there must not come
+		// back at the next start.
+		if err := saveDrains(site.StateDir, c.drains); err != nil {
+			return prep, fmt.Errorf("state_dir: %w", err)
 		}
 	}
 	if p.ipvsStart || p.stateDir && c.ipvs != nil {
@@ -523,6 +528,7 @@ func (c *controller) commit(p reloadPlan, l *loaded, prep *prepared) {
 		c.ipvs.setSync(syncWant{})
 	}
 	c.checks.setSite(l.site)
+	c.pruneDrains("reload")
 	c.update()
 	c.alignSyncGroups(nil)
 	c.publish()
