@@ -55,13 +55,13 @@ type pairLink struct {
 	sessions  map[string]*pairSession // node -> the established session
 	dialErr   map[string]string       // node -> why the last dial failed
 	seq       uint64
-	byeWhy    string               // set once this node announced its close
-	heard     map[string]peerHeard // node -> last message
-	alive     map[string]bool      // node -> alive as last reported to the controller
-	dualSince map[string]time.Time // group -> both sides master since
-	dual      map[string]bool      // group -> dual master reported
-	drops     map[string]uint64    // reason -> count
-	fast      uint64               // fast-path takeovers (the peer died as master of something)
+	byeWhy    string                     // set once this node announced its close
+	heard     map[string]peerHeard       // node -> last message
+	alive     map[string]bool            // node -> alive as last reported to the controller
+	dualSince map[string]time.Time       // group -> both sides master since
+	dual      map[string]bool            // group -> dual master reported
+	drops     map[string]uint64          // reason -> count
+	fast      uint64                     // fast-path takeovers (the peer died as master of something)
 	calls     map[uint64]chan pairAnswer // our calls waiting for an answer
 	callID    uint64
 
