@@ -300,7 +300,7 @@ func (p *pairLink) serve(ctx context.Context, s *pairwire.Session, from netip.Ad
 	p.mu.Unlock()
 	p.log.Info("pair link up", "peer", ps.peer, "address", from, "authenticated", p.key != nil)
 
-	done := make(chan struct{})
+	done, stop := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
 		t := time.NewTicker(pairInterval)
@@ -312,12 +312,15 @@ func (p *pairLink) serve(ctx context.Context, s *pairwire.Session, from netip.Ad
 			select {
 			case <-ctx.Done():
 				return
+			case <-stop:
+				return
 			case <-ps.kick:
 			case <-t.C:
 			}
 		}
 	}()
 	err := p.readFrom(ps, from)
+	close(stop)
 	p.mu.Lock()
 	ours, bye := ps.ours, ps.bye
 	if p.sessions[ps.peer] == ps {
@@ -382,7 +385,7 @@ func (p *pairLink) ended(peer string, from netip.Addr, err error, ours bool, bye
 	case closedByPeer && bye != "":
 		p.log.Info("pair link: the peer closed it as announced", "peer", peer, "why", bye)
 	case closedByPeer:
-		p.peerGone(peer)
+		p.peerGone(peer, err)
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		p.log.Warn("pair link: nothing heard for a while; closing and reconnecting", "peer", peer, "for", pairIdle)
 	default:
@@ -394,7 +397,7 @@ func (p *pairLink) ended(peer string, from netip.Addr, err error, ours bool, bye
 // were master in its last word go to the controller; each of ours that
 // is Backup takes over at once. VRRP still rules afterwards: a master
 // that is in fact alive keeps advertising and wins the election back.
-func (p *pairLink) peerGone(peer string) {
+func (p *pairLink) peerGone(peer string, how error) {
 	p.mu.Lock()
 	h := p.heard[peer]
 	var masters []string
@@ -409,10 +412,10 @@ func (p *pairLink) peerGone(peer string) {
 	}
 	p.mu.Unlock()
 	if !trusted {
-		p.log.Warn("pair link: the peer's kernel closed the connection without notice (its daemon died?); no takeover: the link is not authenticated (no pair_key)", "peer", peer)
+		p.log.Warn("pair link: the peer's kernel closed the connection without notice (its daemon died?); no takeover: the link is not authenticated (no pair_key)", "peer", peer, "how", how)
 		return
 	}
-	p.log.Warn("pair link: the peer's kernel closed the connection without notice: its daemon died", "peer", peer, "was_master_of", masters)
+	p.log.Warn("pair link: the peer's kernel closed the connection without notice: its daemon died", "peer", peer, "was_master_of", masters, "how", how)
 	if len(masters) > 0 {
 		p.events(peerDied{node: peer, groups: masters})
 	}
