@@ -18,6 +18,7 @@ const (
 	DropAuth                        // v2 auth type other than 0 (none)
 	DropFamily                      // addresses of another (or mixed) IP family, or v2 over IPv6
 	DropOwn                         // sent from our own primary address (our own advert looped back)
+	DropHandover                    // from the master we just took over from in a planned handover (see TakeOverFrom)
 	NumDropReasons
 )
 
@@ -34,6 +35,7 @@ var dropNames = [NumDropReasons]string{
 	DropAuth:      "auth",
 	DropFamily:    "family",
 	DropOwn:       "own",
+	DropHandover:  "handover",
 }
 
 // String returns a snake_case label fit for a Prometheus label value.
