@@ -105,6 +105,8 @@ type (
 	}
 	failoverReq struct {
 		groups []string
+		force  bool // past the pre-checks
+		back   bool // ask the peer to hand the groups back (havip failover --back)
 		reply  chan failoverReply
 	}
 	failoverReply struct {
@@ -303,6 +305,8 @@ func (c *controller) handle(ev any) {
 		c.reload(ev)
 	case failoverReq:
 		c.failover(ev)
+	case peerCall:
+		c.peerCall(ev)
 	case pingReq:
 		ev.reply <- struct{}{}
 	default:

@@ -186,6 +186,11 @@ type group struct {
 
 	lastRx                                  time.Time
 	sendErrors, readErrors, reopens, rxDrop uint64
+
+	// A failover drill's watch for the peer's first advert (see
+	// watchFirstAdvert): since when, and what it heard.
+	drillSince, drillFirst time.Time
+	drillSrc               netip.Addr
 }
 
 type quietStop struct{ keepVIPs bool }
@@ -366,6 +371,7 @@ func (g *group) Run(ctx context.Context) error {
 			acts, drop := g.m.Receive(p.at, p.b, p.meta.Src, p.meta.Dst, p.meta.TTL)
 			if drop == vrrp.DropNone {
 				g.lastRx = p.at
+				g.noteAdvert(p)
 			}
 			g.exec(p.at, acts)
 		case <-timer.C:
