@@ -41,8 +41,8 @@ func TestDrillDeadPeer(t *testing.T) {
 	time.Sleep(time.Second)
 	out, code := lb1.Run("failover")
 	t.Logf("havip failover with the peer killed 1 s before (exit %d):\n%s", code, out)
-	if code != 2 || !strings.Contains(out, "refused") {
-		t.Errorf("havip failover: exit %d, want 2 and a refusal", code)
+	if code != 2 || !strings.Contains(out, "drill refused") || !strings.Contains(out, "peer lb2 is not alive on the pair link") {
+		t.Errorf("havip failover: exit %d, want 2 and a refusal because the peer is dead", code)
 	}
 	time.Sleep(5 * p.Site.Advert)
 	if s := lb1.State(group); s != "MASTER" {
