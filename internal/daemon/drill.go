@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/havip/havip/internal/vrrp"
@@ -410,9 +411,17 @@ func (c *controller) peerCall(pc peerCall) {
 // whether it is master now.
 func (c *controller) takeover(pc peerCall) {
 	ans := pairAnswer{ID: pc.call.ID, Groups: map[string]string{}}
+	// Each group's takeover starts at most once, and not after the answer
+	// has left without it.
+	const (
+		notYet int32 = iota
+		started
+		abandoned
+	)
 	type pending struct {
-		name string
-		done chan string
+		name  string
+		done  chan string
+		state *atomic.Int32
 	}
 	var waits []pending
 	for _, name := range pc.call.Groups {
@@ -427,17 +436,22 @@ func (c *controller) takeover(pc peerCall) {
 		}
 		g := r.g
 		done := make(chan string, 1)
+		state := new(atomic.Int32)
 		// Posted now, before any state change of a group reaches the
 		// controller: a sync group member that follows another (a plain
 		// TakeOver, without the guard) finds itself master already.
 		reason := "planned handover from " + pc.from
 		if !g.post(func() {
+			if !state.CompareAndSwap(notYet, started) {
+				return // the answer went without this group: leave it be
+			}
 			if st := g.m.Status().State; st != vrrp.Backup {
 				done <- "not BACKUP here (" + st.String() + ")"
 				return
 			}
 			now := time.Now()
 			g.exec(now, g.m.TakeOverFrom(now, takeoverHold, reason))
+			g.log.Info("planned handover: master now; the old master's adverts are dropped (reason handover) until it resigns", "at_most", takeoverHold)
 			g.publish()
 			switch {
 			case g.m.Status().State != vrrp.Master:
@@ -451,17 +465,28 @@ func (c *controller) takeover(pc peerCall) {
 			ans.Groups[name] = "group busy"
 			continue
 		}
-		waits = append(waits, pending{name, done})
+		waits = append(waits, pending{name, done, state})
 	}
 	c.log.Info("planned handover: taking over for the peer", "peer", pc.from, "groups", pc.call.Groups)
 	go func() {
-		limit := time.After(takeoverWait)
+		// Answer in time for the caller's bound, which counts the trip.
+		timer := time.NewTimer(takeoverWait * 3 / 4)
+		defer timer.Stop()
+		expired := false
 		for _, w := range waits {
-			select {
-			case e := <-w.done:
-				ans.Groups[w.name] = e
-			case <-limit:
-				ans.Groups[w.name] = "timed out"
+			if !expired {
+				select {
+				case e := <-w.done:
+					ans.Groups[w.name] = e
+					continue
+				case <-timer.C:
+					expired = true
+				}
+			}
+			if w.state.CompareAndSwap(notYet, abandoned) {
+				ans.Groups[w.name] = "timed out (not taken over)"
+			} else {
+				ans.Groups[w.name] = <-w.done // it is running: its result comes at once
 			}
 		}
 		pc.reply(ans)
