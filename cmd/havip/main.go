@@ -20,6 +20,7 @@ import (
 	"github.com/havip/havip/internal/conf"
 	"github.com/havip/havip/internal/ctl"
 	"github.com/havip/havip/internal/daemon"
+	"github.com/havip/havip/internal/pairwire"
 	"github.com/havip/havip/internal/realserver"
 )
 
@@ -56,7 +57,11 @@ func commands() []command {
 		{"status", "[-c FILE] [--json]", "state of the running daemon", cmdStatus},
 		{"reload", "[-c FILE] [--json]", "make the running daemon re-read its site file", cmdReload},
 		{"failover", "[GROUP...] [--force] [--probe ADDR:PORT] [--back]", "planned handover drill: refused (exit 2) unless the peer is ready", cmdFailover},
+		{"events", "[--follow] [--after SEQ]", "the daemon's events, one JSON line each; --follow streams", cmdEvents},
+		{"drain", "VS REAL [--wait] [--timeout D] [--remove]", "weight 0 for a real server (persisted, mirrored to the peer)", cmdDrain},
+		{"undrain", "VS REAL", "undo a drain", cmdUndrain},
 		{"realserver", "up|down --mode dr|tun --vip ADDR...", "prepare (or restore) a real server", cmdRealserver},
+		{"keygen", "FILE", "write a new pair-link key (mode 0600) for [site] pair_key", cmdKeygen},
 		{"version", "", "version, commit, build date", cmdVersion},
 	}
 }
@@ -164,6 +169,27 @@ func exitFor(err error) int {
 		return exitOK
 	}
 	return exitInput
+}
+
+func cmdKeygen(args []string, stdout, stderr io.Writer) int {
+	f := newFlags("keygen", stdout, stderr)
+	pos, err := f.parse(args)
+	if err != nil {
+		return exitFor(err)
+	}
+	if len(pos) != 1 {
+		fmt.Fprintln(stderr, "havip keygen: name one file to write (for example /etc/havip/pair.key)")
+		return exitInput
+	}
+	if err := pairwire.WriteNewKey(pos[0]); err != nil {
+		fmt.Fprintf(stderr, "havip keygen: %v\n", err)
+		if errors.Is(err, fs.ErrExist) {
+			return exitInput
+		}
+		return exitRuntime
+	}
+	fmt.Fprintf(stdout, "wrote %s (mode 0600): copy it to the other director and name it in [site] pair_key on both\n", pos[0])
+	return exitOK
 }
 
 func cmdVersion(args []string, stdout, stderr io.Writer) int {
@@ -441,6 +467,138 @@ func cmdFailover(args []string, stdout, stderr io.Writer) int {
 		return c.fail(err)
 	}
 	return exitOK
+}
+
+// cmdDrain drains real server REAL (address:port as in the site file) of
+// virtual server VS: weight 0, so its connections finish and new ones go
+// elsewhere. --wait waits until the kernel counts no active connection
+// (exit 2 at --timeout, with the count left); --remove then takes it out
+// of the table (at once without --wait).
+func cmdDrain(args []string, stdout, stderr io.Writer) int {
+	c := newClient("drain", stdout, stderr)
+	wait := c.Bool("wait", false, "wait until the real server has no active connection left")
+	timeout := c.Duration("timeout", 5*time.Minute, "with --wait: give up (exit 2) after this long")
+	remove := c.Bool("remove", false, "remove the real server from the table (after --wait when given)")
+	vs, real, code, ok := c.drainArgs(args)
+	if !ok {
+		return code
+	}
+	req := ctl.Request{Cmd: ctl.CmdDrain, VirtualServer: vs, RealServer: real, Remove: *remove && !*wait}
+	res, code := c.drainCall(req)
+	if res == nil {
+		return code
+	}
+	c.printDrain(res)
+	if !*wait {
+		return exitOK
+	}
+	if code := c.waitDrained(vs, real, res.At, *timeout); code != exitOK {
+		return code
+	}
+	if *remove {
+		req.Remove = true
+		res, code := c.drainCall(req)
+		if res == nil {
+			return code
+		}
+		c.printDrain(res)
+	}
+	return exitOK
+}
+
+func (c *client) printDrain(res *ctl.DrainResult) {
+	if *c.asJSON {
+		c.printJSON(res)
+	} else {
+		fmt.Fprintln(c.stdout, res.Message)
+	}
+}
+
+func cmdUndrain(args []string, stdout, stderr io.Writer) int {
+	c := newClient("undrain", stdout, stderr)
+	vs, real, code, ok := c.drainArgs(args)
+	if !ok {
+		return code
+	}
+	res, code := c.drainCall(ctl.Request{Cmd: ctl.CmdUndrain, VirtualServer: vs, RealServer: real})
+	if res == nil {
+		return code
+	}
+	c.printDrain(res)
+	return exitOK
+}
+
+// drainArgs parses the flags and the two positional arguments.
+func (c *client) drainArgs(args []string) (vs, real string, code int, ok bool) {
+	pos, err := c.parse(args)
+	if err != nil {
+		return "", "", exitFor(err), false
+	}
+	if len(pos) != 2 {
+		fmt.Fprintf(c.stderr, "%s: want two arguments, VS and REAL (the real server's address:port), got %d\n", c.Name(), len(pos))
+		c.usage(c.stderr)
+		return "", "", exitInput, false
+	}
+	return pos[0], pos[1], exitOK, true
+}
+
+// drainCall sends a drain or undrain; nil and the exit code when it failed.
+func (c *client) drainCall(req ctl.Request) (*ctl.DrainResult, int) {
+	resp, err := c.call(req, 30*time.Second)
+	if err == nil && (resp == nil || resp.Drain == nil) {
+		err = errors.New("the daemon answered without a drain result")
+	}
+	if err != nil {
+		if resp != nil && resp.BadInput {
+			err = inputError{err}
+		}
+		return nil, c.fail(err)
+	}
+	return resp.Drain, exitOK
+}
+
+// waitDrained polls status until the kernel, read after the drain was
+// applied (IPVS as_of), counts no active connection for the real server.
+func (c *client) waitDrained(vs, real string, applied time.Time, timeout time.Duration) int {
+	deadline := time.Now().Add(timeout)
+	left := -1
+	for {
+		resp, err := c.call(ctl.Request{Cmd: ctl.CmdStatus}, 5*time.Second)
+		if err != nil {
+			return c.fail(err)
+		}
+		st := resp.Status
+		var d *ctl.DrainStatus
+		for i := range st.Drains {
+			if st.Drains[i].VirtualServer == vs && sameAddr(st.Drains[i].RealServer, real) {
+				d = &st.Drains[i]
+			}
+		}
+		switch {
+		case d == nil:
+			return c.fail(fmt.Errorf("%s %s is no longer drained (undrained meanwhile?)", vs, real))
+		case st.IPVS == nil || !st.IPVS.AsOf.After(applied):
+			// the kernel not read since the drain yet
+		case !d.InKernel:
+			fmt.Fprintf(c.stdout, "%s %s is not in the kernel table: no connection to wait for\n", vs, real)
+			return exitOK
+		case d.Weight == 0 && d.Active == 0:
+			fmt.Fprintf(c.stdout, "%s %s: no active connection left (%d inactive)\n", vs, real, d.Inactive)
+			return exitOK
+		default:
+			left = d.Active
+		}
+		if time.Now().After(deadline) {
+			return c.fail(fmt.Errorf("timeout after %s: %d active connection(s) left on %s %s", timeout, left, vs, real))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func sameAddr(a, b string) bool {
+	x, err1 := netip.ParseAddrPort(a)
+	y, err2 := netip.ParseAddrPort(b)
+	return err1 == nil && err2 == nil && netip.AddrPortFrom(x.Addr().Unmap(), x.Port()) == netip.AddrPortFrom(y.Addr().Unmap(), y.Port())
 }
 
 func cmdRealserver(args []string, stdout, stderr io.Writer) int {

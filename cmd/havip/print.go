@@ -8,6 +8,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/havip/havip/internal/ctl"
 )
@@ -135,6 +136,83 @@ func printStatus(w io.Writer, st *ctl.Status) {
 			fmt.Fprintf(w, "sync daemon: %s on %s, sync id %d\n", s.Role, s.Interface, s.SyncID)
 		}
 	}
+	printDrains(w, st)
+}
+
+// printDrains prints the operator drains and the mirror comparison. Names
+// may come from the peer: they are printed escaped (safe).
+func printDrains(w io.Writer, st *ctl.Status) {
+	if len(st.Drains) > 0 {
+		fmt.Fprintln(w)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "DRAINED\tREAL SERVER\tMODE\tSINCE\tBY\tKERNEL WEIGHT\tACTIVE\tINACTIVE")
+		for _, d := range st.Drains {
+			mode := "weight 0"
+			if d.Remove {
+				mode = "removed"
+			}
+			weight := "-"
+			if d.InKernel {
+				weight = fmt.Sprint(d.Weight)
+			}
+			if !d.InSite {
+				mode += " (not in this site file)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", safe(d.VirtualServer), safe(d.RealServer), mode,
+				d.Since.Local().Format(time.DateTime), safe(d.By), weight, d.Active, d.Inactive)
+		}
+		tw.Flush()
+	}
+	m := st.Mirror
+	if m == nil {
+		return
+	}
+	fmt.Fprintf(w, "\nmirror: drains revision %d", m.DrainsRevision)
+	if m.DrainsBy != "" {
+		fmt.Fprintf(w, " (changed on %s at %s)", safe(m.DrainsBy), m.DrainsChanged.Local().Format(time.DateTime))
+	}
+	here, there := "here:", "on "+safe(m.Peer)+":"
+	width := max(len(here), len(there))
+	fmt.Fprintf(w, "\n  desired table %-*s %s\n", width, here, m.Digest)
+	switch {
+	case m.Peer == "":
+		fmt.Fprintln(w, "  no peer")
+		return
+	case m.PeerDigest == "":
+		fmt.Fprintf(w, "  desired table %-*s unknown (not heard, or it does not send one)\n", width, there)
+		return
+	}
+	fmt.Fprintf(w, "  desired table %-*s %s (drains revision %d)\n", width, there, m.PeerDigest, m.PeerDrainsRevision)
+	switch {
+	case !m.PeerAlive:
+		fmt.Fprintln(w, "  the peer is silent: the comparison is with what it said last")
+	case m.Match:
+		fmt.Fprintln(w, "  tables MATCH")
+	}
+	if len(m.Differences) > 0 {
+		fmt.Fprintln(w, "  tables DIFFER:")
+		for _, d := range m.Differences {
+			fmt.Fprintf(w, "    %s\n", safe(d))
+		}
+	}
+	if !m.PeerTrusted {
+		fmt.Fprintln(w, "  the peer is not authenticated: its drains are shown, not adopted")
+	}
+	if m.BadDrainMessages > 0 {
+		fmt.Fprintf(w, "  %d peer messages had a drain set that did not validate\n", m.BadDrainMessages)
+	}
+}
+
+// safe is s with control and other non-printing characters escaped, for
+// text that may come from the peer.
+func safe(s string) string {
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			q := strconv.QuoteToGraphic(s)
+			return q[1 : len(q)-1]
+		}
+	}
+	return s
 }
 
 // printReload prints an applied reload: the changes, then one line of

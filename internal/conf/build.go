@@ -74,6 +74,12 @@ func (p *parser) site(root *table) *Site {
 	root.finish()
 
 	p.crossNodes(root, s, nodeT)
+	if st := root.sub("site"); st != nil && len(s.Nodes) > 1 && s.PairKey == "" {
+		st.tableWarnf("no pair_key: the pair link between the directors is not authenticated, so it only observes " +
+			"(no takeover in milliseconds when the master's daemon dies, no mirrored drains, drills refuse without --force); " +
+			"write a key with havip keygen FILE, copy it to both directors and name it in pair_key")
+	}
+	p.crossSources(s, nodeT)
 	vips := p.crossGroups(s, groups, nodeT)
 	p.unique("check name", checkT, "name", func(i int) string { return s.Checks[i].Name })
 	p.crossVirtualServers(s, vsT, vips)
@@ -108,6 +114,10 @@ func (p *parser) siteTable(root *table, s *Site) {
 	if v, ok := t.intIn("pair_port", 1, 65535); ok {
 		s.PairPort = uint16(v)
 	}
+	if v, ok := t.str("pair_key"); ok {
+		p.absPath(t, "pair_key", v)
+		s.PairKey = v
+	}
 	if p.onHost {
 		p.checkHost(t, s)
 	}
@@ -123,6 +133,15 @@ func (p *parser) node(t *table) Node {
 				t.errorf("address", "%s is not a director's unicast address", a)
 			}
 			n.Address = a
+		}
+	}
+	if v, ok := t.str("link_local"); ok {
+		if a, ok := p.addr(t, "link_local", v); ok {
+			if !linkLocals.Contains(a) {
+				t.errorf("link_local", "%s is not an IPv6 link-local address (fe80::/10)", a)
+			} else {
+				n.LinkLocal = a
+			}
 		}
 	}
 	// 255 is checked per group, where address ownership is known.
@@ -177,6 +196,12 @@ func (p *parser) group(t *table) (Group, groupAux) {
 	}
 	if v, ok := t.boolean("unicast"); ok {
 		g.Unicast = v
+	}
+	if v, ok := t.boolean("accept_unknown_sources"); ok {
+		g.AcceptUnknownSources = v
+		if v {
+			t.warnf("accept_unknown_sources", "adverts from any host on the segment are acted upon: one advert of priority 255 from anyone takes the VIPs from the master")
+		}
 	}
 	if v, ok := t.boolean("preempt"); ok {
 		g.Preempt = v

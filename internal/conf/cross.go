@@ -48,6 +48,42 @@ func (p *parser) crossNodes(root *table, s *Site, nodeT []*table) {
 		}
 		return s.Nodes[i].Address.String()
 	})
+	p.unique("link_local", nodeT, "link_local", func(i int) string {
+		if !s.Nodes[i].LinkLocal.IsValid() {
+			return ""
+		}
+		return s.Nodes[i].LinkLocal.String()
+	})
+}
+
+// crossSources warns, once, about the nodes without link_local when IPv6
+// groups filter their adverts by source: the other nodes cannot tell
+// their adverts from a stranger's, so they accept any link-local.
+func (p *parser) crossSources(s *Site, nodeT []*table) {
+	var v6, bare []string
+	for _, g := range s.Groups {
+		if g.IsIPv6() && !g.AcceptUnknownSources {
+			v6 = append(v6, g.Name)
+		}
+	}
+	first := -1
+	for i, n := range s.Nodes {
+		if !n.LinkLocal.IsValid() {
+			bare = append(bare, n.Name)
+			if first < 0 {
+				first = i
+			}
+		}
+	}
+	if len(v6) == 0 || first < 0 {
+		return
+	}
+	groups := "group " + v6[0] + " accepts"
+	if len(v6) > 1 {
+		groups = "groups " + list(v6[:min(3, len(v6))], len(v6)) + " accept"
+	}
+	p.warnf(nodeT[first].at, "%s: no link_local on node %s, so IPv6 %s adverts from any link-local address (a stranger's too)",
+		nodeT[first].name(), list(bare[:min(3, len(bare))], len(bare)), groups)
 }
 
 // vipAt is where a VIP is first listed.

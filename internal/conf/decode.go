@@ -88,6 +88,11 @@ func (t *table) tableErrorf(format string, args ...any) {
 	t.p.errorf(t.at, "%s: %s", t.name(), fmt.Sprintf(format, args...))
 }
 
+// tableWarnf is tableErrorf for a warning.
+func (t *table) tableWarnf(format string, args ...any) {
+	t.p.warnf(t.at, "%s: %s", t.name(), fmt.Sprintf(format, args...))
+}
+
 func (t *table) has(key string) bool {
 	_, ok := t.m[key]
 	return ok

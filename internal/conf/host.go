@@ -4,6 +4,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+
+	"github.com/havip/havip/internal/pairwire"
 )
 
 // Checks that only this machine can answer, made by Load and never by
@@ -16,6 +19,11 @@ func (p *parser) checkHost(t *table, s *Site) {
 	// else at that path would be deleted.
 	if fi, err := os.Lstat(s.ControlSocket); err == nil && filepath.IsAbs(s.ControlSocket) && fi.Mode().Type() != fs.ModeSocket {
 		p.hostErrorf(t, "control_socket", s.ControlSocket, "exists and is not a socket; havip will not replace it")
+	}
+	if s.PairKey != "" && filepath.IsAbs(s.PairKey) {
+		if _, err := pairwire.LoadKey(s.PairKey); err != nil {
+			t.errorf("pair_key", "%s", strings.TrimPrefix(err.Error(), "pairwire: pair key: "))
+		}
 	}
 	if fi, err := os.Stat(s.StateDir); err == nil && filepath.IsAbs(s.StateDir) && !fi.IsDir() {
 		p.hostErrorf(t, "state_dir", s.StateDir, "exists and is not a directory")

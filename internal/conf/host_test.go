@@ -1,6 +1,7 @@
 package conf
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -51,7 +52,7 @@ func TestHostChecks(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tt.text), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			_, ps, err := Load(path)
+			_, ps, err := loadT(path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -62,7 +63,7 @@ func TestHostChecks(t *testing.T) {
 			if diff := cmp.Diff(tt.want, got, cmpopts.EquateEmpty()); diff != "" {
 				t.Errorf("Load (-want +got):\n%s", diff)
 			}
-			if _, ps := Parse(path, []byte(tt.text)); len(ps) != 0 {
+			if _, ps := parseT(path, []byte(tt.text)); len(ps) != 0 {
 				t.Errorf("Parse looked at the machine: %v", ps)
 			}
 		})
@@ -85,5 +86,57 @@ func TestHostChecksDefaulted(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, strs(p.probs)); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// TestPairKey: a site of two nodes without pair_key is valid with a
+// warning; a key file is checked by Load, not by Parse.
+func TestPairKey(t *testing.T) {
+	dir := t.TempDir()
+	two := "[site]\nname = \"t\"\n%s[[node]]\nname = \"a\"\naddress = \"10.0.0.1\"\n[[node]]\nname = \"b\"\naddress = \"10.0.0.2\"\npriority = 90\n"
+	_, ps := Parse("t.toml", []byte(fmt.Sprintf(two, "")))
+	if len(ps) != 1 || !ps[0].Warning || !strings.Contains(ps[0].String(), "t.toml:1:1: warning: site: no pair_key: the pair link between the directors is not authenticated") {
+		t.Fatalf("without a key: %v", ps)
+	}
+	key := filepath.Join(dir, "pair.key")
+	for _, tc := range []struct {
+		name, content string
+		mode          os.FileMode
+		want          string // "" = valid
+	}{
+		{"missing", "", 0, "t.toml:3:1: site.pair_key: open " + key + ": no such file or directory"},
+		{"good", strings.Repeat("0f", 32) + "\n", 0o600, ""},
+		{"readable by others", strings.Repeat("0f", 32) + "\n", 0o644, "has mode 0644: group and others must have no access (chmod 600 " + key + ")"},
+		{"not hex", strings.Repeat("zz", 32) + "\n", 0o600, "want 64 hex digits (write one with havip keygen)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			os.Remove(key)
+			if tc.mode != 0 {
+				if err := os.WriteFile(key, []byte(tc.content), tc.mode); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(key, tc.mode); err != nil {
+					t.Fatal(err)
+				}
+			}
+			path := filepath.Join(dir, "t.toml")
+			if err := os.WriteFile(path, []byte(fmt.Sprintf(two, "pair_key = \""+key+"\"\n")), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if _, ps := Parse("t.toml", []byte(fmt.Sprintf(two, "pair_key = \""+key+"\"\n"))); len(ps) != 0 {
+				t.Fatalf("Parse checked the key file: %v", ps)
+			}
+			_, ps, err := Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, p := range ps {
+				got = append(got, p.String())
+			}
+			if tc.want == "" && len(got) != 0 || tc.want != "" && (len(got) != 1 || !strings.Contains(got[0], tc.want)) {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

@@ -31,7 +31,7 @@ vips = ["10.0.0.100/24"]
 `
 
 func problems(file, text string) []string {
-	s, ps := Parse(file, []byte(text))
+	s, ps := parseT(file, []byte(text))
 	out := make([]string, 0, len(ps))
 	for _, p := range ps {
 		out = append(out, p.String())
@@ -59,7 +59,7 @@ var problemCases = []struct {
 		"t.toml:15:1: unknown key vrrp[0].advret (did you mean advert?)",
 	}},
 	{"unknown key lists the table's keys", head + group + "prioritty = 5\n", []string{
-		"t.toml:15:1: unknown key vrrp[0].prioritty (vrrp[0] takes accept, advert, garp_count, garp_interval, garp_refresh, interface, name, notify, notify_timeout, preempt, preempt_delay, priorities, sync_group, track, unicast, version, vip_lifetime, vips, vrid)",
+		"t.toml:15:1: unknown key vrrp[0].prioritty (vrrp[0] takes accept, accept_unknown_sources, advert, garp_count, garp_interval, garp_refresh, interface, name, notify, notify_timeout, preempt, preempt_delay, priorities, sync_group, track, unicast, version, vip_lifetime, vips, vrid)",
 	}},
 	{"unknown key in inline table", head + group + "track = [{ interface = \"eth1\", wieght = -10 }]\n", []string{
 		"t.toml:15:32: unknown key vrrp[0].track[0].wieght (did you mean weight?)",
@@ -191,6 +191,7 @@ vrid = 1
 version = 2
 vips = ["2001:db8::1/64"]
 `, []string{
+		"t.toml:3:1: warning: node[0]: no link_local on node lb1 and lb2, so IPv6 group g accepts adverts from any link-local address (a stranger's too)",
 		"t.toml:15:9: vrrp[0].vips[0]: IPv6 VIP 2001:db8::1/64 needs version = 3 (VRRPv2 is IPv4 only)",
 	}},
 	{"duplicate VIPs", head + group + `[[vrrp]]
@@ -209,6 +210,7 @@ vrid = 1
 unicast = true
 vips = ["2001:db8::1/64"]
 `, []string{
+		"t.toml:3:1: warning: node[0]: no link_local on node lb1 and lb2, so IPv6 group g accepts adverts from any link-local address (a stranger's too)",
 		"t.toml:14:1: vrrp[0].unicast: unicast adverts for IPv6 VIPs go to IPv6 node addresses, but nodes lb1 and lb2 have IPv4 addresses",
 	}},
 	{"node names and addresses", head + `[[node]]
@@ -571,6 +573,7 @@ vrid = 4
 version = 2
 vips = [` + vipList("10.2.%d.%d/16", 255) + `]
 `, []string{
+		"t.toml:3:1: warning: node[0]: no link_local on node lb1 and lb2, so IPv6 groups v6 and v6-fits accept adverts from any link-local address (a stranger's too)",
 		"t.toml:14:1: vrrp[0].vips: 256 VIPs are more than the 255 one advert carries; split them across groups",
 		"t.toml:19:1: vrrp[1].vips: an advert carrying 100 IPv6 VIPs is 1648 bytes, more than the 1500-byte Ethernet MTU; split them across groups",
 	}},
@@ -857,6 +860,67 @@ sync_group = "s"
 `, []string{
 		"t.toml:15:16: warning: vrrp[0]: nodes lb1 and lb2 both have priority 100 in this group; the higher address wins every election",
 		"t.toml:30:1: vrrp[2].sync_group: sync group \"s\": node lb2 ranks above lb1 in vrrp group \"h\" (priority 100 to 90) but below it in \"i\" (90 to 150); the members of a sync group must prefer the same node",
+	}},
+	{"link_local values", `[site]
+name = "t"
+[[node]]
+name = "lb1"
+address = "10.0.0.1"
+link_local = "2001:db8::1"
+[[node]]
+name = "lb2"
+address = "10.0.0.2"
+link_local = "fe80::2%eth0"
+[[node]]
+name = "lb3"
+address = "10.0.0.3"
+link_local = "10.0.0.3"
+[[node]]
+name = "lb4"
+address = "10.0.0.4"
+link_local = "fe80::4"
+[[node]]
+name = "lb5"
+address = "10.0.0.5"
+link_local = "fe80::4"
+`, []string{
+		"t.toml:6:1: node[0].link_local: 2001:db8::1 is not an IPv6 link-local address (fe80::/10)",
+		`t.toml:10:1: node[1].link_local: "fe80::2%eth0": a zone is not allowed here`,
+		"t.toml:14:1: node[2].link_local: 10.0.0.3 is not an IPv6 link-local address (fe80::/10)",
+		`t.toml:22:1: node[4].link_local: duplicate link_local "fe80::4" (first at line 18)`,
+	}},
+	{"IPv6 group, one node without link_local", `[site]
+name = "t"
+[[node]]
+name = "lb1"
+address = "10.0.0.1"
+link_local = "fe80::1"
+[[node]]
+name = "lb2"
+address = "10.0.0.2"
+priority = 150
+[[vrrp]]
+name = "g6"
+interface = "eth0"
+vrid = 1
+vips = ["2001:db8::1/64"]
+`, []string{
+		"t.toml:7:1: warning: node[1]: no link_local on node lb2, so IPv6 group g6 accepts adverts from any link-local address (a stranger's too)",
+	}},
+	{"accept_unknown_sources", head + `[[vrrp]]
+name = "g6"
+interface = "eth0"
+vrid = 1
+vips = ["2001:db8::1/64"]
+accept_unknown_sources = true
+[[vrrp]]
+name = "g4"
+interface = "eth0"
+vrid = 2
+vips = ["10.0.0.100/24"]
+accept_unknown_sources = false
+`, []string{
+		"t.toml:15:1: warning: vrrp[0].accept_unknown_sources: adverts from any host on the segment are acted upon: one advert of priority 255 from anyone takes the VIPs from the master",
 	}},
 }
 

@@ -3,6 +3,7 @@ package conf
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 )
@@ -40,6 +41,46 @@ func (s *Site) Peers(self string) []Node {
 		if n.Name != self {
 			out = append(out, n)
 		}
+	}
+	return out
+}
+
+// linkLocals is where IPv6 adverts come from (RFC 5798 section 5.1.2.1).
+var linkLocals = netip.MustParsePrefix("fe80::/10")
+
+// IsIPv6 reports whether g's VIPs, and so its adverts, are IPv6.
+func (g *Group) IsIPv6() bool { return len(g.VIPs) > 0 && g.VIPs[0].Addr().Is6() }
+
+// AdvertSources are the sources g's adverts may come from, for node self:
+// every node's address of g's family and, for an IPv6 group, every node's
+// link_local; and all of fe80::/10 while another node has no link_local
+// (its IPv6 adverts may come from any link-local). It returns nil when g
+// accepts unknown sources (vrrp.Config.Sources: empty accepts all).
+func (s *Site) AdvertSources(g *Group, self string) []netip.Prefix {
+	if g.AcceptUnknownSources {
+		return nil
+	}
+	v6 := g.IsIPv6()
+	bits := 32
+	if v6 {
+		bits = 128
+	}
+	var out []netip.Prefix
+	anyLinkLocal := false
+	for _, n := range s.Nodes {
+		if n.Address.IsValid() && n.Address.Is6() == v6 {
+			out = append(out, netip.PrefixFrom(n.Address, bits))
+		}
+		switch {
+		case !v6:
+		case n.LinkLocal.IsValid():
+			out = append(out, netip.PrefixFrom(n.LinkLocal, 128))
+		case n.Name != self:
+			anyLinkLocal = true
+		}
+	}
+	if anyLinkLocal {
+		out = append(out, linkLocals)
 	}
 	return out
 }

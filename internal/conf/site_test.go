@@ -32,14 +32,14 @@ func TestProblemString(t *testing.T) {
 }
 
 func TestLoadIOError(t *testing.T) {
-	_, _, err := Load(filepath.Join(t.TempDir(), "missing.toml"))
+	_, _, err := loadT(filepath.Join(t.TempDir(), "missing.toml"))
 	if !errors.Is(err, os.ErrNotExist) || !strings.HasPrefix(err.Error(), "conf: ") {
-		t.Errorf("Load(missing) error = %v, want a wrapped ErrNotExist prefixed conf:", err)
+		t.Errorf("loadT(missing) error = %v, want a wrapped ErrNotExist prefixed conf:", err)
 	}
 }
 
 func TestWarningsKeepTheSite(t *testing.T) {
-	s, ps := Parse("w.toml", []byte(head+group+"priorities = { lb2 = 150 }\n"))
+	s, ps := parseT("w.toml", []byte(head+group+"priorities = { lb2 = 150 }\n"))
 	if s == nil || len(ps) != 1 || !ps[0].Warning {
 		t.Fatalf("Parse = %v, %v; want a site and one warning", s, ps)
 	}
@@ -88,7 +88,7 @@ func TestSelectNodeByHostname(t *testing.T) {
 	short, _, _ := strings.Cut(host, ".")
 	for _, name := range []string{host, short} {
 		text := strings.Replace(head, `name = "lb2"`, `name = "`+name+`"`, 1)
-		s, ps := Parse("h.toml", []byte(text))
+		s, ps := parseT("h.toml", []byte(text))
 		if s == nil {
 			t.Fatalf("Parse: %v", ps)
 		}
@@ -97,7 +97,7 @@ func TestSelectNodeByHostname(t *testing.T) {
 			t.Errorf("SelectNode(\"\") with a node named %q = %v, %v", name, n, err)
 		}
 	}
-	s, _ := Parse("h.toml", []byte(head))
+	s, _ := parseT("h.toml", []byte(head))
 	if _, err := s.SelectNode(""); !errors.Is(err, ErrNoNode) || !strings.Contains(err.Error(), "--node") {
 		t.Errorf("SelectNode(\"\") without a matching node: %v", err)
 	}
@@ -191,11 +191,11 @@ func (ix *positions) paths() map[string]pos {
 
 func TestRevision(t *testing.T) {
 	// sha256sum of head, first 12 hex digits.
-	s, _ := Parse("a.toml", []byte(head))
+	s, _ := parseT("a.toml", []byte(head))
 	if s.Revision != "72d4b26e0c73" {
 		t.Errorf("Revision = %q", s.Revision)
 	}
-	if s, _ := Parse("a.toml", []byte(head+"# same\n")); s.Revision != "b6d81165ea53" {
+	if s, _ := parseT("a.toml", []byte(head+"# same\n")); s.Revision != "b6d81165ea53" {
 		t.Errorf("Revision after a comment = %q; any byte changes it", s.Revision)
 	}
 }
@@ -232,5 +232,40 @@ func TestSyncGroupMembers(t *testing.T) {
 	}
 	if got := s.SyncGroupMembers(""); got != nil {
 		t.Errorf("SyncGroupMembers(\"\") = %v, want none: \"\" is no sync group", got)
+	}
+}
+
+func TestAdvertSources(t *testing.T) {
+	pre := netip.MustParsePrefix
+	site := func(ll1, ll2 string) *Site {
+		s := &Site{Nodes: []Node{{Name: "lb1", Address: netip.MustParseAddr("10.0.0.1")}, {Name: "lb2", Address: netip.MustParseAddr("10.0.0.2")}}}
+		for i, ll := range []string{ll1, ll2} {
+			if ll != "" {
+				s.Nodes[i].LinkLocal = netip.MustParseAddr(ll)
+			}
+		}
+		return s
+	}
+	v4 := &Group{VIPs: []netip.Prefix{pre("10.0.0.100/24")}}
+	v6 := &Group{VIPs: []netip.Prefix{pre("2001:db8::100/64")}}
+	anyone := &Group{VIPs: []netip.Prefix{pre("10.0.0.100/24")}, AcceptUnknownSources: true}
+	tests := []struct {
+		name string
+		s    *Site
+		g    *Group
+		self string
+		want []netip.Prefix // nil: every source
+	}{
+		{"IPv4: the node addresses", site("fe80::1", ""), v4, "lb1", []netip.Prefix{pre("10.0.0.1/32"), pre("10.0.0.2/32")}},
+		{"IPv6: the link-locals", site("fe80::1", "fe80::2"), v6, "lb1", []netip.Prefix{pre("fe80::1/128"), pre("fe80::2/128")}},
+		{"IPv6: the peer has none", site("fe80::1", ""), v6, "lb1", []netip.Prefix{pre("fe80::1/128"), pre("fe80::/10")}},
+		{"IPv6: only we have none", site("", "fe80::2"), v6, "lb1", []netip.Prefix{pre("fe80::2/128")}},
+		{"accept_unknown_sources", site("fe80::1", "fe80::2"), anyone, "lb1", nil},
+	}
+	for _, tt := range tests {
+		got := tt.s.AdvertSources(tt.g, tt.self)
+		if diff := cmp.Diff(tt.want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+			t.Errorf("%s: (-want +got):\n%s", tt.name, diff)
+		}
 	}
 }

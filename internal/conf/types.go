@@ -14,7 +14,11 @@ type Site struct {
 	ControlSocket string // default /run/havip/havip.sock
 	Metrics       string // default 127.0.0.1:9110; "" disables
 	StateDir      string // default /var/lib/havip
-	PairPort      uint16 // [site] pair_port: UDP port of the director-to-director state link; default 7519
+	PairPort      uint16 // [site] pair_port: TCP port of the director-to-director pair link; default 7519
+	// PairKey: [site] pair_key, the path of the pre-shared key file of
+	// the pair link ("" = none: the link is unauthenticated and only
+	// observes). Load checks the file; the daemon reads it.
+	PairKey string
 
 	Nodes          []Node
 	Groups         []Group         // [[vrrp]]
@@ -28,24 +32,32 @@ type Node struct {
 	Name     string
 	Address  netip.Addr
 	Priority uint8
+	// LinkLocal: key link_local, optional, in fe80::/10: the link-local
+	// address this node's IPv6 adverts come from (the same on every
+	// interface with an IPv6 group). While a node has none, the others
+	// accept IPv6 adverts from any link-local (see Site.AdvertSources).
+	LinkLocal netip.Addr
 }
 
 // Group is one [[vrrp]] instance: VIPs that move together.
 type Group struct {
-	Name          string
-	Interface     string
-	VRID          uint8
-	Advert        time.Duration
-	Version       int // 2 or 3
-	Unicast       bool
-	Preempt       bool
-	PreemptDelay  time.Duration
-	Accept        bool // v3 accept mode; key "accept", default false
-	VIPs          []netip.Prefix
-	Priorities    map[string]uint8 // per-node override
-	Notify        []string         // argv
-	NotifyTimeout time.Duration    // key "notify_timeout", default 10s
-	Track         []Track
+	Name      string
+	Interface string
+	VRID      uint8
+	Advert    time.Duration
+	Version   int // 2 or 3
+	Unicast   bool
+	// AcceptUnknownSources: key accept_unknown_sources, default false:
+	// also act on adverts whose source is no [[node]] of the site.
+	AcceptUnknownSources bool
+	Preempt              bool
+	PreemptDelay         time.Duration
+	Accept               bool // v3 accept mode; key "accept", default false
+	VIPs                 []netip.Prefix
+	Priorities           map[string]uint8 // per-node override
+	Notify               []string         // argv
+	NotifyTimeout        time.Duration    // key "notify_timeout", default 10s
+	Track                []Track
 	// SyncGroup: key sync_group, "" = none. The groups of one sync group
 	// move together (keepalived's vrrp_sync_group): when one leaves
 	// MASTER, the others follow. conf guarantees that they rank the nodes

@@ -1,6 +1,7 @@
 // Package ctl is the control-socket protocol between the havip daemon and
 // its command line: one JSON request and one JSON response per connection
-// over a root-only unix socket. It owns the wire types and the client; the
+// over a root-only unix socket. One request streams: events with Follow,
+// answered by one Response per batch of events until either side closes. It owns the wire types and the client; the
 // server side lives in package daemon.
 package ctl
 
@@ -8,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"syscall"
@@ -20,6 +22,9 @@ const (
 	CmdFailover = "failover"
 	CmdPing     = "ping"
 	CmdReload   = "reload"
+	CmdEvents   = "events"
+	CmdDrain    = "drain"
+	CmdUndrain  = "undrain"
 )
 
 // Request is what the client sends.
@@ -28,6 +33,17 @@ type Request struct {
 	Groups []string `json:"groups,omitempty"`
 	Force  bool     `json:"force,omitempty"` // failover: past the pre-checks
 	Back   bool     `json:"back,omitempty"`  // failover: ask the peer to hand the groups back
+	// events: the events after sequence number After (0: every event the
+	// daemon still keeps); Follow keeps the connection open and streams
+	// each new batch as a Response of its own.
+	After  uint64 `json:"after,omitempty"`
+	Follow bool   `json:"follow,omitempty"`
+	// Drain and undrain: the [[virtual_server]] name and the real
+	// server's address:port as in the site file; Remove takes it out of
+	// the table instead of weight 0.
+	VirtualServer string `json:"virtual_server,omitempty"`
+	RealServer    string `json:"real_server,omitempty"`
+	Remove        bool   `json:"remove,omitempty"`
 }
 
 // Response is what the daemon answers.
@@ -37,6 +53,27 @@ type Response struct {
 	Status   *Status          `json:"status,omitempty"`
 	Failover []FailoverResult `json:"failover,omitempty"`
 	Reload   *ReloadResult    `json:"reload,omitempty"`
+	Events   []Event          `json:"events,omitempty"`
+	Drain    *DrainResult     `json:"drain,omitempty"`
+	// BadInput: the request itself was wrong (an unknown name): exit 1.
+	BadInput bool `json:"bad_input,omitempty"`
+}
+
+// Event is one entry of the daemon's event log, oldest first, Seq
+// increasing. Kind "events_lost" stands for events this reader missed
+// (fields count and first_seq). The kinds and their fields are listed in
+// package events.
+type Event struct {
+	Seq    uint64         `json:"seq"`
+	Time   time.Time      `json:"time"`
+	Kind   string         `json:"kind"`
+	Fields map[string]any `json:"fields,omitempty"`
+}
+
+// DrainResult is the outcome of a drain or undrain.
+type DrainResult struct {
+	Message string    `json:"message"`
+	At      time.Time `json:"at"` // when the new table went to the reconciler
 }
 
 // ReloadResult is the outcome of a reload: what changed, or why the new
@@ -70,6 +107,40 @@ type Status struct {
 	Peers        []PeerStatus  `json:"peers"`
 	IPVS         *IPVSStatus   `json:"ipvs,omitempty"`
 	Checks       []CheckStatus `json:"checks,omitempty"`
+	Drains       []DrainStatus `json:"drains"`
+	Mirror       *MirrorStatus `json:"mirror,omitempty"`
+}
+
+// DrainStatus is one operator drain and its real server as the kernel
+// holds it (as of IPVSStatus.AsOf).
+type DrainStatus struct {
+	VirtualServer string    `json:"virtual_server"`
+	RealServer    string    `json:"real_server"`
+	Remove        bool      `json:"remove"`
+	Since         time.Time `json:"since"`
+	By            string    `json:"by"`      // the node the operator drained it on
+	InSite        bool      `json:"in_site"` // false: the peer's drain of a real server this file lacks
+	InKernel      bool      `json:"in_kernel"`
+	Weight        int       `json:"weight"`
+	Active        int       `json:"active_connections"`
+	Inactive      int       `json:"inactive_connections"`
+}
+
+// MirrorStatus compares this node's operator state and desired IPVS table
+// with the peer's.
+type MirrorStatus struct {
+	DrainsRevision     uint64    `json:"drains_revision"`
+	DrainsChanged      time.Time `json:"drains_changed,omitzero"`
+	DrainsBy           string    `json:"drains_by,omitempty"`
+	Digest             string    `json:"digest"` // sha256 of this node's desired table
+	Peer               string    `json:"peer,omitempty"`
+	PeerAlive          bool      `json:"peer_alive"`
+	PeerTrusted        bool      `json:"peer_trusted"` // authenticated: its drains are adopted
+	PeerDigest         string    `json:"peer_digest,omitempty"`
+	PeerDrainsRevision uint64    `json:"peer_drains_revision"`
+	Match              bool      `json:"match"`
+	Differences        []string  `json:"differences,omitempty"` // where the peer's table differs, one line each
+	BadDrainMessages   uint64    `json:"bad_drain_messages,omitempty"`
 }
 
 // CheckStatus is one health-checked target: "rs/VS/ADDR" for a real
@@ -192,11 +263,64 @@ func Call(socket string, req Request, timeout time.Duration) (*Response, error) 
 		return nil, fmt.Errorf("ctl: send: %w", err)
 	}
 	var resp Response
-	if err := json.NewDecoder(c).Decode(&resp); err != nil {
+	dec := json.NewDecoder(c)
+	dec.UseNumber() // event fields keep their integers whole
+	if err := dec.Decode(&resp); err != nil {
 		return nil, fmt.Errorf("ctl: read response: %w", err)
 	}
 	return &resp, responseError(&resp)
 }
+
+// Stream sends a streaming request (events with Follow) and calls fn with
+// each response until the daemon closes the connection, fn returns an
+// error, or done is closed (then Stream returns nil). A response that is a
+// refusal (the daemon is stopping) ends the stream with its error.
+func Stream(socket string, req Request, done <-chan struct{}, fn func(*Response) error) error {
+	c, err := net.DialTimeout("unix", socket, 5*time.Second)
+	if err != nil {
+		return dialError(socket, err)
+	}
+	defer c.Close()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-done:
+			c.Close()
+		case <-stop:
+		}
+	}()
+	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if err := json.NewEncoder(c).Encode(req); err != nil {
+		return fmt.Errorf("ctl: send: %w", err)
+	}
+	dec := json.NewDecoder(c)
+	dec.UseNumber()
+	for {
+		var resp Response
+		if err := dec.Decode(&resp); err != nil {
+			select {
+			case <-done:
+				return nil
+			default:
+			}
+			if errors.Is(err, io.EOF) {
+				return ErrStreamClosed
+			}
+			return fmt.Errorf("ctl: read response: %w", err)
+		}
+		if err := responseError(&resp); err != nil {
+			return err
+		}
+		if err := fn(&resp); err != nil {
+			return err
+		}
+	}
+}
+
+// ErrStreamClosed means the daemon closed a stream without a reason
+// (it stopped, or was killed).
+var ErrStreamClosed = errors.New("ctl: the daemon closed the connection")
 
 func dialError(socket string, err error) error {
 	if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {

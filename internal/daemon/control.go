@@ -15,11 +15,13 @@ import (
 	"time"
 
 	"github.com/havip/havip/internal/ctl"
+	"github.com/havip/havip/internal/events"
 )
 
 // controlTask serves the root-only control socket: one JSON request and one
-// JSON response per connection. Status is built from published snapshots;
-// reload and failover are requests to the controller.
+// JSON response per connection, except events with follow, which streams
+// (see serveEvents). Status and events are built from published snapshots
+// and the journal; reload and failover are requests to the controller.
 type controlTask struct {
 	path string
 	l    *net.UnixListener
@@ -125,6 +127,10 @@ func (t *controlTask) handle(ctx context.Context, conn net.Conn) {
 		_ = json.NewEncoder(conn).Encode(ctl.Response{Error: "bad request: " + err.Error()})
 		return
 	}
+	if req.Cmd == ctl.CmdEvents {
+		t.serveEvents(ctx, conn, req)
+		return
+	}
 	_ = conn.SetDeadline(time.Now().Add(90 * time.Second))
 	rctx, cancel := context.WithTimeout(ctx, 80*time.Second)
 	defer cancel()
@@ -156,10 +162,101 @@ func (t *controlTask) handle(ctx context.Context, conn net.Conn) {
 		default:
 			resp.Reload = res.wire()
 		}
+	case ctl.CmdDrain, ctl.CmdUndrain:
+		rep, err := ask(rctx, t.c, func(r chan drainReply) any {
+			return drainReq{vs: req.VirtualServer, real: req.RealServer, remove: req.Remove, undo: req.Cmd == ctl.CmdUndrain, reply: r}
+		})
+		if err == nil {
+			err = rep.err
+		}
+		if err != nil {
+			resp.OK, resp.Error, resp.BadInput = false, err.Error(), errors.Is(err, errDrainInput)
+		} else {
+			resp.Drain = &ctl.DrainResult{Message: rep.msg, At: rep.at}
+		}
 	default:
 		resp = ctl.Response{Error: fmt.Sprintf("unknown command %q", req.Cmd)}
 	}
 	_ = json.NewEncoder(conn).Encode(resp)
+}
+
+// serveEvents answers an events request from the journal: one response
+// with the events after req.After, and with req.Follow one more for each
+// new batch until the client closes, the connection has been unwritable
+// for eventWriteTimeout (a client that does not read: it alone misses
+// events, nobody waits on it), or ctx ends (the socket stops: a last
+// response says so). A follower that falls more than the ring behind gets
+// an events_lost event in place of what it missed.
+func (t *controlTask) serveEvents(ctx context.Context, conn net.Conn, req ctl.Request) {
+	enc := json.NewEncoder(conn)
+	var (
+		mu       sync.Mutex // orders the deadlines below
+		stopping bool
+	)
+	write := func(r ctl.Response) error {
+		mu.Lock()
+		if !stopping {
+			_ = conn.SetWriteDeadline(time.Now().Add(eventWriteTimeout))
+		}
+		mu.Unlock()
+		return enc.Encode(r)
+	}
+	evs, next, wake := t.c.journal.Since(req.After)
+	resp := ctl.Response{OK: true, Events: wireEvents(evs)}
+	if !req.Follow {
+		_ = write(resp)
+		return
+	}
+	// The client sends nothing more: a read returns when it goes away.
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// At shutdown a write the client is not reading fails at once, and
+	// the last word gets as long: the stop does not wait for closeGrace.
+	defer context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopping = true
+		_ = conn.SetWriteDeadline(time.Now().Add(stopWrite))
+	})()
+	_ = conn.SetReadDeadline(time.Time{})
+	go func() { _, _ = io.Copy(io.Discard, conn); cancel() }()
+	warned := false
+	for {
+		for _, e := range evs {
+			if e.Kind == events.Lost && !warned {
+				warned = true
+				t.c.log.Warn("havip events: a follower fell behind and lost events; further losses are only counted", "lost", e.Fields["count"])
+			}
+		}
+		if err := write(resp); err != nil {
+			return
+		}
+		select {
+		case <-fctx.Done():
+			if ctx.Err() != nil {
+				_ = write(ctl.Response{Error: "the control socket is closing (the daemon stops, or a reload moved it)"})
+			}
+			return
+		case <-wake:
+		}
+		evs, next, wake = t.c.journal.Since(next)
+		resp = ctl.Response{OK: true, Events: wireEvents(evs)}
+	}
+}
+
+// eventWriteTimeout bounds how long a follower may leave its stream
+// unread; stopWrite how long the last word may take at shutdown.
+const (
+	eventWriteTimeout = 10 * time.Second
+	stopWrite         = 100 * time.Millisecond
+)
+
+func wireEvents(evs []events.Event) []ctl.Event {
+	out := make([]ctl.Event, 0, len(evs))
+	for _, e := range evs {
+		out = append(out, ctl.Event{Seq: e.Seq, Time: e.Time, Kind: string(e.Kind), Fields: e.Fields})
+	}
+	return out
 }
 
 // closeGrace is how long a connection may still take once the control

@@ -13,9 +13,11 @@ import (
 	"time"
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/havip/havip/internal/checks"
 	"github.com/havip/havip/internal/conf"
+	"github.com/havip/havip/internal/events"
 	"github.com/havip/havip/internal/ipvsync"
 	"github.com/havip/havip/internal/notify"
 	"github.com/havip/havip/internal/track"
@@ -38,7 +40,15 @@ type controller struct {
 	dead     chan struct{} // closed when run stops reading events
 	sigs     signals
 
-	view atomic.Pointer[ctlView]
+	view   atomic.Pointer[ctlView]
+	mirror atomic.Pointer[mirrorSnap] // drains and desired table, for the pair link and status
+
+	// journal is the ordered event log (havip events); any goroutine may
+	// append to it (note), appends are ordered by its own lock.
+	journal  *events.Log
+	registry *prometheus.Registry // the metrics listener's, whichever listener runs
+	// reloads counts reload outcomes for metrics.
+	reloadsApplied, reloadsRefused atomic.Uint64
 
 	// --- owned by run ---
 	ctx      context.Context // the daemon's lifetime; tasks run under it
@@ -57,9 +67,13 @@ type controller struct {
 	inputs   map[string]groupInput      // what each group was last given
 	table    *ipvsync.Table             // what the reconciler was last given
 	syncCfg  *conf.Sync
-	master   bool // the sync daemons were last told this node is master
+	master   bool            // the sync daemons were last told this node is master
+	vsDown   map[string]bool // virtual server -> quorum lost, as last derived (quorum events)
 	last     *reloadResult
-	retired  []*taskHandle // replaced by a reload; stopped once its requester has the answer
+	retired  []*taskHandle  // replaced by a reload; stopped once its requester has the answer
+	drains   *drainSet      // operator drains, as saved in state_dir
+	drainRev uint64         // the highest drain-set revision either node has used
+	summed   *ipvsync.Table // the desired table mirror last summarized
 
 	watch    *linkWatch
 	hooks    *notify.Runner
@@ -116,15 +130,31 @@ type (
 	pingReq struct{ reply chan struct{} }
 )
 
+// mirrorSnap is what this node says about its operator state and desired
+// table: immutable once stored.
+type mirrorSnap struct {
+	drains *drainSet
+	table  pairTable
+}
+
 func newController(opts Options, log *slog.Logger, l *loaded, sigs signals) *controller {
-	return &controller{
-		opts: opts, log: log, started: time.Now(), sigs: sigs,
+	c := &controller{
+		opts: opts, log: log, started: time.Now(), sigs: sigs, journal: events.New(eventRing, nil), vsDown: map[string]bool{},
 		events: make(chan any, 1024), requests: make(chan any, 16), dead: make(chan struct{}),
 		target: l.site, site: l.site, node: l.node, loadedAt: time.Now(), pending: map[string]*pendingRestart{},
 		health: map[string]bool{}, links: map[string]track.LinkState{}, addrs: map[netip.Addr]track.AddrState{},
 		states: map[string]vrrp.State{}, faults: map[string]string{}, groups: map[string]*groupRun{}, inputs: map[string]groupInput{},
 	}
+	c.registry = newRegistry(c.metricsSnap)
+	return c
 }
+
+// eventRing is how many events havip events can show.
+const eventRing = 1024
+
+// note appends an event to the journal (havip events). Safe from any
+// goroutine; for drains: c.note(events.Drain, events.Fields{"virtual_server": vs, "real_server": rs}).
+func (c *controller) note(k events.Kind, f events.Fields) { c.journal.Emit(k, f) }
 
 // emit hands the controller an event; after run has stopped, events are
 // dropped.
@@ -184,6 +214,12 @@ func (c *controller) run(ctx context.Context) (err error) {
 	}
 	c.watch = w
 	c.takeLinks(w.initial)
+
+	if c.drains, err = loadDrains(c.site.StateDir, c.log); err != nil {
+		return fmt.Errorf("drains: %w", err)
+	}
+	c.drainRev = c.drains.rev
+	c.pruneDrains("start")
 
 	c.hooks = notify.New(c.log, notify.Options{QueueLen: 64, DrainTimeout: hookDrain, OutputLimit: 4096})
 	c.hooksT = startTask(ctx, "notify", c.log, c.hooks.Run)
@@ -273,6 +309,7 @@ func (c *controller) handle(ev any) {
 			return // unchanged, or the optimistic start confirmed
 		}
 		c.log.Info("health changed", "target", ev.Key, "up", ev.Up, "reason", ev.Reason)
+		c.note(events.Health, healthFields(c.site, ev))
 		c.update()
 	case groupChanged:
 		c.groupChanged(ev)
@@ -287,6 +324,7 @@ func (c *controller) handle(ev any) {
 		defer c.finishPending()
 		left := peerLeft(c.peer, ev)
 		c.peer = ev
+		c.adoptDrains(ev)
 		c.update()
 		if len(left) > 0 {
 			c.alignSyncGroups(left)
@@ -309,6 +347,8 @@ func (c *controller) handle(ev any) {
 		c.peerCall(ev)
 	case pingReq:
 		ev.reply <- struct{}{}
+	case drainReq:
+		ev.reply <- c.drain(ev)
 	default:
 		c.log.Error("controller: unknown event", "type", fmt.Sprintf("%T", ev))
 	}
@@ -349,7 +389,7 @@ func (c *controller) vipGone(a netip.Addr) {
 // update derives what is wanted from the current inputs and hands each
 // part to its owner; a part that did not change is not sent.
 func (c *controller) update() {
-	w := derive(inputs{site: c.site, node: c.node, health: c.health, links: c.links, addrs: c.addrs, faults: c.faults})
+	w := derive(inputs{site: c.site, node: c.node, health: c.health, links: c.links, addrs: c.addrs, faults: c.faults, drains: c.drains})
 	for name, r := range c.groups {
 		in := c.groupInputFor(c.site, c.node, c.site.Group(name))
 		in.want = w.groups[name]
@@ -360,15 +400,28 @@ func (c *controller) update() {
 		c.inputs[name] = in
 		r.g.mail.put(in)
 	}
+	for _, s := range w.table.Services {
+		if was, known := c.vsDown[s.Name]; known && was != s.Down || !known && s.Down {
+			c.note(events.Quorum, events.Fields{"virtual_server": s.Name, "up": !s.Down})
+		}
+		c.vsDown[s.Name] = s.Down
+	}
 	if c.ipvs != nil && (c.table == nil || !reflect.DeepEqual(*c.table, w.table)) {
 		c.table = &w.table
 		c.ipvs.setTable(w.table)
+	}
+	if m := c.mirror.Load(); m == nil || m.drains != c.drains || !reflect.DeepEqual(*c.summed, w.table) {
+		c.summed = &w.table
+		c.mirror.Store(&mirrorSnap{drains: c.drains, table: summarizeTable(w.table)})
+		if c.pair != nil {
+			c.pair.notify()
+		}
 	}
 }
 
 // groupInputFor is a group's input under site, before derive fills want.
 func (c *controller) groupInputFor(site *conf.Site, node *conf.Node, gc *conf.Group) groupInput {
-	in := groupInput{cfg: gc, node: *node, twoNode: len(site.Nodes) == 2, rev: site.Revision}
+	in := groupInput{cfg: gc, node: *node, twoNode: len(site.Nodes) == 2, rev: site.Revision, sources: site.AdvertSources(gc, node.Name)}
 	for _, p := range site.Peers(node.Name) {
 		in.peers = append(in.peers, p.Address)
 	}
@@ -380,7 +433,7 @@ func (c *controller) groupInputFor(site *conf.Site, node *conf.Node, gc *conf.Gr
 func (c *controller) startGroup(gc *conf.Group, g *group) error {
 	if g == nil {
 		in := c.groupInputFor(c.site, c.node, gc)
-		in.want = derive(inputs{site: c.site, node: c.node, health: c.health, links: c.links, addrs: c.addrs, faults: c.faults}).groups[gc.Name]
+		in.want = derive(inputs{site: c.site, node: c.node, health: c.health, links: c.links, addrs: c.addrs, faults: c.faults, drains: c.drains}).groups[gc.Name]
 		in.peer = c.peer.group(gc.Name)
 		var err error
 		if g, err = newGroup(in, c.log, c.hooks, c.emit, kernelDeps); err != nil {
@@ -421,6 +474,11 @@ func (c *controller) groupChanged(ev groupChanged) {
 		return // a group a reload has replaced
 	}
 	c.states[ev.g.name] = ev.to
+	f := events.Fields{"group": ev.g.name, "from": ev.from.String(), "to": ev.to.String()}
+	if ev.reason != "" {
+		f["reason"] = ev.reason
+	}
+	c.note(events.Transition, f)
 	if c.pair != nil {
 		c.pair.notify()
 	}
@@ -473,7 +531,9 @@ func (c *controller) newPair(site *conf.Site, node *conf.Node) *pairLink {
 	if len(peers) == 0 {
 		return nil
 	}
-	return newPairLink(site.Name, node.Name, node.Address, site.PairPort, peers, c.pairLocal, c.emit, c.dualGrace, c.log)
+	p := newPairLink(site.Name, node.Name, node.Address, site.PairPort, peers, c.pairLocal, c.emit, c.dualGrace, c.log)
+	p.note = c.note
+	return p
 }
 
 // pairLocal is what the pair link says about this node: read from the
@@ -484,6 +544,9 @@ func (c *controller) pairLocal() pairLocal {
 		return pairLocal{}
 	}
 	l := pairLocal{rev: v.site.Revision, groups: make(map[string]pairGroupMsg, len(v.groups))}
+	if m := c.mirror.Load(); m != nil {
+		l.drains, l.table = m.drains.wire(), &m.table
+	}
 	for _, g := range v.groups {
 		s := g.snap.Load()
 		sp := cfgSpoken(s.cfg)
@@ -620,4 +683,27 @@ func watchWant(node *conf.Node, sites ...*conf.Site) track.Want {
 	sort.Strings(w.Links)
 	slices.SortFunc(w.Addrs, netip.Addr.Compare)
 	return w
+}
+
+// healthFields describes a health change: a real server's check names its
+// virtual server and real server, a named [[check]] its name.
+func healthFields(site *conf.Site, r checks.Result) events.Fields {
+	f := events.Fields{"target": r.Key, "up": r.Up}
+	if r.Reason != "" {
+		f["reason"] = r.Reason
+	}
+	for _, vs := range site.VirtualServers {
+		for _, rs := range vs.RealServers {
+			if checks.RealServerKey(vs.Name, rs.Address) == r.Key {
+				f["virtual_server"], f["real_server"] = vs.Name, rs.Address.String()
+				return f
+			}
+		}
+	}
+	for _, ch := range site.Checks {
+		if checks.CheckKey(ch.Name) == r.Key {
+			f["check"] = ch.Name
+		}
+	}
+	return f
 }

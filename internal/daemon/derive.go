@@ -13,7 +13,8 @@ import (
 )
 
 // What the daemon wants is one pure function of what it knows: derive
-// turns the site, this node, health results, link and address states into
+// turns the site, this node, health results, link and address states and
+// the operator's drains into
 // the IPVS table and each group's tracked objects, effective priority and
 // fault. The controller calls it after every input changes and hands the
 // parts to their owners; nothing else computes any of it.
@@ -67,6 +68,7 @@ type inputs struct {
 	links  map[string]track.LinkState     // by interface name; absent = not reported (missing)
 	addrs  map[netip.Addr]track.AddrState // watched addresses (this node's own)
 	faults map[string]string              // by group: a fault only the group sees (socket, VIP claims); absent = none
+	drains *drainSet                      // operator drains; nil = none
 }
 
 // wanted is what derive returns.
@@ -98,6 +100,7 @@ func derive(in inputs) wanted {
 		table:  ipvsync.Desired(in.site.VirtualServers, healthOf(in.health)),
 		groups: make(map[string]groupWant, len(in.site.Groups)),
 	}
+	applyDrains(&w.table, in.drains)
 	vsDown := make(map[string]bool, len(w.table.Services))
 	for _, s := range w.table.Services {
 		vsDown[s.Name] = s.Down
@@ -178,13 +181,11 @@ func ownsVIP(g *conf.Group, node *conf.Node) bool {
 	return slices.ContainsFunc(g.VIPs, func(p netip.Prefix) bool { return p.Addr() == node.Address })
 }
 
-func isIPv6(g *conf.Group) bool { return len(g.VIPs) > 0 && g.VIPs[0].Addr().Is6() }
-
 // advertSource is where g's adverts come from: the node address for IPv4
 // (present on this host), the interface's link-local address for IPv6
 // (RFC 5798 5.1.2.1). Invalid while it is not usable.
 func advertSource(g *conf.Group, in inputs) netip.Addr {
-	if isIPv6(g) {
+	if g.IsIPv6() {
 		return in.links[g.Interface].LinkLocal
 	}
 	if in.addrs[in.node.Address].Present {
@@ -200,8 +201,12 @@ func ownFault(g *conf.Group, gw groupWant, in inputs) string {
 		return fmt.Sprintf("interface %s does not exist", g.Interface)
 	case !l.Up:
 		return fmt.Sprintf("interface %s is down", g.Interface)
-	case !gw.source.IsValid() && isIPv6(g):
+	case !gw.source.IsValid() && g.IsIPv6():
 		return fmt.Sprintf("interface %s has no usable IPv6 link-local address", g.Interface)
+	case g.IsIPv6() && in.node.LinkLocal.IsValid() && gw.source != in.node.LinkLocal:
+		// The other directors drop adverts from any link-local but the
+		// site's: advertising from this one would make a dual master.
+		return fmt.Sprintf("interface %s sends IPv6 adverts from %s, not from this node's link_local %s", g.Interface, gw.source, in.node.LinkLocal)
 	case !gw.source.IsValid():
 		return fmt.Sprintf("node address %s is not configured on this host", in.node.Address)
 	case l.MTU > 0 && g.AdvertSize() > l.MTU:

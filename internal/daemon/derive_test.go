@@ -225,6 +225,32 @@ func TestDeriveGroups(t *testing.T) {
 			},
 		},
 		{
+			name: "the IPv6 group's link-local is not the node's link_local",
+			change: func(in *inputs) {
+				n := *in.node
+				n.LinkLocal = netip.MustParseAddr("fe80::11")
+				in.node = &n
+			},
+			want: map[string]groupSummary{
+				"front": {Prio: 150, Base: 150, Source: "10.0.0.11"},
+				"back":  {Prio: 150, Base: 150, Source: "10.0.0.11"},
+				"six":   {Prio: 150, Base: 150, Source: "fe80::1", Fault: "interface eth0 sends IPv6 adverts from fe80::1, not from this node's link_local fe80::11"},
+			},
+		},
+		{
+			name: "the IPv6 group's link-local is the node's link_local",
+			change: func(in *inputs) {
+				n := *in.node
+				n.LinkLocal = lladdr
+				in.node = &n
+			},
+			want: map[string]groupSummary{
+				"front": {Prio: 150, Base: 150, Source: "10.0.0.11"},
+				"back":  {Prio: 150, Base: 150, Source: "10.0.0.11"},
+				"six":   {Prio: 150, Base: 150, Source: "fe80::1"},
+			},
+		},
+		{
 			name: "an MTU too small for the advert",
 			change: func(in *inputs) {
 				l := in.links["eth1"]

@@ -392,6 +392,15 @@ func (g *group) noteAdvert(p rxPacket) {
 	}
 }
 
+// ownDigest is the digest of this node's desired IPVS table, as the pair
+// link tells the peer; "" before the first.
+func (c *controller) ownDigest() string {
+	if m := c.mirror.Load(); m != nil {
+		return m.table.Digest
+	}
+	return ""
+}
+
 // peerCall answers the peer's calls over the pair link.
 func (c *controller) peerCall(pc peerCall) {
 	switch pc.call.Kind {

@@ -50,14 +50,17 @@ func (k sockKey) String() string {
 }
 
 func sockKeyOf(g *conf.Group) sockKey {
-	return sockKey{iface: g.Interface, vrid: g.VRID, version: g.Version, unicast: g.Unicast, v6: isIPv6(g)}
+	return sockKey{iface: g.Interface, vrid: g.VRID, version: g.Version, unicast: g.Unicast, v6: g.IsIPv6()}
 }
 
 // groupInput is everything a group runs with.
 type groupInput struct {
-	cfg     *conf.Group // part of an immutable loaded site
-	node    conf.Node
-	peers   []netip.Addr // unicast destinations: the other directors
+	cfg   *conf.Group // part of an immutable loaded site
+	node  conf.Node
+	peers []netip.Addr // unicast destinations: the other directors
+	// sources: where adverts may come from (conf.Site.AdvertSources);
+	// nil accepts any. A peer's link-local learned later belongs here.
+	sources []netip.Prefix
 	twoNode bool
 	rev     string // revision of the site file cfg comes from
 	want    groupWant
@@ -173,6 +176,8 @@ type group struct {
 	sockErrs  chan sockErr
 	sendLog   rateLog
 	readLog   rateLog
+	// strangerLog: adverts from hosts that are no director.
+	strangerLog rateLog
 
 	claimFails   int
 	claimErr     string
@@ -261,7 +266,7 @@ func (g *group) machineConfig() vrrp.Config {
 	src := g.in.want.source
 	if !src.IsValid() {
 		src = g.in.node.Address
-		if isIPv6(cfg) {
+		if cfg.IsIPv6() {
 			src = netip.MustParseAddr(placeholderSrc)
 		}
 	}
@@ -281,6 +286,7 @@ func (g *group) machineConfig() vrrp.Config {
 		Addrs:        g.lists.adv.addrs,
 		AlsoAccept:   g.lists.alsoAccept(prefixAddrs(cfg.VIPs)),
 		TwoNode:      g.in.twoNode,
+		Sources:      g.in.sources,
 	}
 }
 
@@ -369,9 +375,12 @@ func (g *group) Run(ctx context.Context) error {
 			return nil
 		case p := <-g.rx:
 			acts, drop := g.m.Receive(p.at, p.b, p.meta.Src, p.meta.Dst, p.meta.TTL)
-			if drop == vrrp.DropNone {
+			switch drop {
+			case vrrp.DropNone:
 				g.lastRx = p.at
 				g.noteAdvert(p)
+			case vrrp.DropUnknownSource:
+				g.strangerLog.warn(g.log, p.at, "advert dropped: its source is no [[node]] of the site", "reason", drop, "src", p.meta.Src)
 			}
 			g.exec(p.at, acts)
 		case <-timer.C:

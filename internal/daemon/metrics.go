@@ -4,15 +4,25 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"sort"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/havip/havip/internal/ctl"
+	"github.com/havip/havip/internal/notify"
 )
 
-// metricsTask exposes Prometheus text metrics from the same snapshots as
-// status: a scrape never touches the kernel or waits on a group.
+// metricsTask serves Prometheus metrics from a registry of its own (not
+// the process-wide default): havip's collector, which reads the same
+// published snapshots as status, so a scrape never touches the kernel,
+// takes a controller lock or waits on a group; and client_golang's process
+// and Go runtime collectors.
 type metricsTask struct {
 	addr string
 	l    net.Listener
@@ -25,10 +35,10 @@ func listenMetrics(addr string, c *controller) (*metricsTask, error) {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		c.writeMetrics(w)
-	})
+	mux.Handle("/metrics", promhttp.HandlerFor(c.registry, promhttp.HandlerOpts{
+		ErrorLog:      promLog{c.log},
+		ErrorHandling: promhttp.ContinueOnError, // a bad metric is logged; the others are still served
+	}))
 	return &metricsTask{addr: addr, l: l, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}, nil
 }
 
@@ -51,96 +61,202 @@ func (m *metricsTask) Run(ctx context.Context) error {
 // close releases a listener a refused reload had opened.
 func (m *metricsTask) close() { m.l.Close() }
 
-var states = []string{"INIT", "BACKUP", "MASTER", "FAULT"}
+type promLog struct{ log *slog.Logger }
 
-func (c *controller) writeMetrics(w io.Writer) {
-	st := c.status()
-	fmt.Fprintln(w, "# HELP havip_vrrp_state 1 for the group's current state.")
-	fmt.Fprintln(w, "# TYPE havip_vrrp_state gauge")
-	for _, g := range st.Groups {
-		for _, s := range states {
-			v := 0
-			if g.State == s {
-				v = 1
-			}
-			fmt.Fprintf(w, "havip_vrrp_state{group=%q,state=%q} %d\n", g.Name, s, v)
-		}
-	}
-	fmt.Fprintln(w, "# TYPE havip_vrrp_priority gauge")
-	for _, g := range st.Groups {
-		fmt.Fprintf(w, "havip_vrrp_priority{group=%q} %d\n", g.Name, g.Priority)
-	}
-	fmt.Fprintln(w, "# TYPE havip_vrrp_dual_master gauge")
-	for _, g := range st.Groups {
-		fmt.Fprintf(w, "havip_vrrp_dual_master{group=%q} %d\n", g.Name, b2i(g.DualMaster))
-	}
-	fmt.Fprintln(w, "# HELP havip_vrrp_fault 1 while the group is in FAULT for a reason of its own (interface, socket, VIP claim).")
-	fmt.Fprintln(w, "# TYPE havip_vrrp_fault gauge")
-	for _, g := range st.Groups {
-		fmt.Fprintf(w, "havip_vrrp_fault{group=%q} %d\n", g.Name, b2i(g.Fault != ""))
-	}
-	for _, m := range []struct {
-		name string
-		get  func(i int) uint64
-	}{
-		{"havip_vrrp_adverts_received_total", func(i int) uint64 { return st.Groups[i].RxAdverts }},
-		{"havip_vrrp_adverts_sent_total", func(i int) uint64 { return st.Groups[i].TxAdverts }},
-		{"havip_vrrp_transitions_total", func(i int) uint64 { return st.Groups[i].Transitions }},
-		{"havip_vrrp_send_errors_total", func(i int) uint64 { return st.Groups[i].SendErrors }},
-		{"havip_vrrp_read_errors_total", func(i int) uint64 { return st.Groups[i].ReadErrors }},
-		{"havip_vrrp_socket_opens_total", func(i int) uint64 { return st.Groups[i].Reopens }},
-		{"havip_vip_announcements_total", func(i int) uint64 { return st.Groups[i].Announced }},
-		{"havip_vip_announce_errors_total", func(i int) uint64 { return st.Groups[i].AnnounceErrors }},
-	} {
-		fmt.Fprintf(w, "# TYPE %s counter\n", m.name)
-		for i, g := range st.Groups {
-			fmt.Fprintf(w, "%s{group=%q} %d\n", m.name, g.Name, m.get(i))
-		}
-	}
-	fmt.Fprintln(w, "# TYPE havip_vrrp_dropped_total counter")
-	for _, g := range st.Groups {
-		reasons := make([]string, 0, len(g.Drops))
-		for r := range g.Drops {
-			reasons = append(reasons, r)
-		}
-		sort.Strings(reasons)
-		for _, r := range reasons {
-			fmt.Fprintf(w, "havip_vrrp_dropped_total{group=%q,reason=%q} %d\n", g.Name, r, g.Drops[r])
-		}
-	}
-	if len(st.Checks) > 0 {
-		fmt.Fprintln(w, "# HELP havip_check_up 1 while a health-checked target is up.")
-		fmt.Fprintln(w, "# TYPE havip_check_up gauge")
-		for _, ch := range st.Checks {
-			fmt.Fprintf(w, "havip_check_up{target=%q} %d\n", ch.Key, b2i(ch.Up))
-		}
-	}
-	if st.IPVS != nil {
-		fmt.Fprintln(w, "# HELP havip_ipvs_changes_total IPVS writes made by the reconciler (including repairs).")
-		fmt.Fprintln(w, "# TYPE havip_ipvs_changes_total counter")
-		fmt.Fprintf(w, "havip_ipvs_changes_total %d\n", st.IPVS.Repairs)
-		fmt.Fprintln(w, "# TYPE havip_ipvs_error gauge")
-		fmt.Fprintf(w, "havip_ipvs_error %d\n", b2i(st.IPVS.Error != ""))
-	}
+func (l promLog) Println(v ...any) { l.log.Error("metrics: " + fmt.Sprint(v...)) }
+
+// newRegistry is the daemon's metrics registry: havip's collector over
+// snap, and the process and Go collectors.
+func newRegistry(snap func() *metricsSnap) *prometheus.Registry {
+	r := prometheus.NewRegistry()
+	r.MustRegister(newCollector(snap),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewGoCollector())
+	return r
+}
+
+// metricsSnap is what one scrape reads, gathered once from what the
+// controller and the tasks published. A metric from a new snapshot field:
+// add the field here, fill it in (controller).metricsSnap, and add one
+// metricDef to metricDefs (and its row to README's metrics table; a test
+// checks).
+type metricsSnap struct {
+	st      *ctl.Status
+	pair    *pairSnap        // nil without a pair link
+	hooks   *notify.Counters // nil before the notify runner starts
+	events  struct{ emitted, lost uint64 }
+	reloads struct{ applied, refused uint64 }
+}
+
+// metricsSnap reads the published view and the tasks' snapshots.
+func (c *controller) metricsSnap() *metricsSnap {
+	s := &metricsSnap{st: c.status()}
 	if v := c.view.Load(); v.pair != nil {
-		fmt.Fprintln(w, "# TYPE havip_pair_dropped_total counter")
-		fmt.Fprintf(w, "havip_pair_dropped_total %d\n", v.pair.drops.Load())
+		ps := v.pair.snapshot()
+		s.pair = &ps
 	}
 	if v := c.view.Load(); v.hooks != nil {
 		n := v.hooks.Counters()
-		fmt.Fprintln(w, "# TYPE havip_notify_hooks_total counter")
-		for _, r := range []struct {
-			result string
-			n      uint64
-		}{{"ran", n.Ran}, {"failed", n.Failed}, {"timed_out", n.TimedOut}, {"dropped", n.Dropped}} {
-			fmt.Fprintf(w, "havip_notify_hooks_total{result=%q} %d\n", r.result, r.n)
-		}
+		s.hooks = &n
 	}
-	fmt.Fprintln(w, "# TYPE havip_reload_refused gauge")
-	fmt.Fprintf(w, "havip_reload_refused %d\n", b2i(st.ReloadError != ""))
+	s.events.emitted, s.events.lost = c.journal.Emitted(), c.journal.LostCount()
+	s.reloads.applied, s.reloads.refused = c.reloadsApplied.Load(), c.reloadsRefused.Load()
+	return s
 }
 
-func b2i(b bool) int {
+// metricDef is one metric: its name, help, type and labels, and how to read
+// its samples from a snapshot (out takes the value, then the label values
+// in the order of labels).
+type metricDef struct {
+	name, help string
+	typ        prometheus.ValueType
+	labels     []string
+	collect    func(s *metricsSnap, out func(v float64, labelValues ...string))
+}
+
+const (
+	gauge   = prometheus.GaugeValue
+	counter = prometheus.CounterValue
+)
+
+var vrrpStates = []string{"INIT", "BACKUP", "MASTER", "FAULT"}
+
+// perGroup is a metric with one sample per group, labelled group.
+func perGroup(name, help string, typ prometheus.ValueType, get func(g *ctl.GroupStatus) float64) metricDef {
+	return metricDef{name: name, help: help, typ: typ, labels: []string{"group"},
+		collect: func(s *metricsSnap, out func(float64, ...string)) {
+			for i := range s.st.Groups {
+				out(get(&s.st.Groups[i]), s.st.Groups[i].Name)
+			}
+		}}
+}
+
+// metricDefs is every metric havip exports besides the process and Go
+// collectors'. README's metrics table lists them all (TestMetricsREADME).
+var metricDefs = []metricDef{
+	{name: "havip_vrrp_state", help: "1 for the group's current state, 0 for the others.", typ: gauge, labels: []string{"group", "state"},
+		collect: func(s *metricsSnap, out func(float64, ...string)) {
+			for _, g := range s.st.Groups {
+				for _, st := range vrrpStates {
+					out(b2f(g.State == st), g.Name, st)
+				}
+			}
+		}},
+	perGroup("havip_vrrp_priority", "The group's effective priority on this node.", gauge,
+		func(g *ctl.GroupStatus) float64 { return float64(g.Priority) }),
+	perGroup("havip_vrrp_dual_master", "1 while both directors hold the group for longer than an election (seen over the pair link).", gauge,
+		func(g *ctl.GroupStatus) float64 { return b2f(g.DualMaster) }),
+	perGroup("havip_vrrp_fault", "1 while the group is in FAULT for a reason of its own (interface, socket, VIP claim).", gauge,
+		func(g *ctl.GroupStatus) float64 { return b2f(g.Fault != "") }),
+	perGroup("havip_vrrp_adverts_received_total", "Adverts received for the group.", counter,
+		func(g *ctl.GroupStatus) float64 { return float64(g.RxAdverts) }),
+	perGroup("havip_vrrp_adverts_sent_total", "Adverts sent for the group.", counter,
+		func(g *ctl.GroupStatus) float64 { return float64(g.TxAdverts) }),
+	perGroup("havip_vrrp_transitions_total", "State changes of the group.", counter,
+		func(g *ctl.GroupStatus) float64 { return float64(g.Transitions) }),
+	perGroup("havip_vrrp_send_errors_total", "Adverts that could not be sent.", counter,
+		func(g *ctl.GroupStatus) float64 { return float64(g.SendErrors) }),
+	perGroup("havip_vrrp_read_errors_total", "Errors reading the advert socket.", counter,
+		func(g *ctl.GroupStatus) float64 { return float64(g.ReadErrors) }),
+	perGroup("havip_vrrp_socket_opens_total", "Advert sockets opened (the first included).", counter,
+		func(g *ctl.GroupStatus) float64 { return float64(g.Reopens) }),
+	perGroup("havip_vip_announcements_total", "Gratuitous ARPs and unsolicited NAs sent for the group's VIPs.", counter,
+		func(g *ctl.GroupStatus) float64 { return float64(g.Announced) }),
+	perGroup("havip_vip_announce_errors_total", "Gratuitous ARPs and NAs that could not be sent.", counter,
+		func(g *ctl.GroupStatus) float64 { return float64(g.AnnounceErrors) }),
+	{name: "havip_vrrp_dropped_total", help: "Received adverts not acted upon, by reason.", typ: counter, labels: []string{"group", "reason"},
+		collect: func(s *metricsSnap, out func(float64, ...string)) {
+			for _, g := range s.st.Groups {
+				reasons := make([]string, 0, len(g.Drops))
+				for r := range g.Drops {
+					reasons = append(reasons, r)
+				}
+				sort.Strings(reasons)
+				for _, r := range reasons {
+					out(float64(g.Drops[r]), g.Name, r)
+				}
+			}
+		}},
+	{name: "havip_check_up", help: "1 while a health-checked target is up.", typ: gauge, labels: []string{"target"},
+		collect: func(s *metricsSnap, out func(float64, ...string)) {
+			for _, ch := range s.st.Checks {
+				out(b2f(ch.Up), ch.Key)
+			}
+		}},
+	{name: "havip_ipvs_changes_total", help: "IPVS writes made by the reconciler (including repairs).", typ: counter,
+		collect: func(s *metricsSnap, out func(float64, ...string)) {
+			if s.st.IPVS != nil {
+				out(float64(s.st.IPVS.Repairs))
+			}
+		}},
+	{name: "havip_ipvs_error", help: "1 while the IPVS reconciler or the sync daemons report an error.", typ: gauge,
+		collect: func(s *metricsSnap, out func(float64, ...string)) {
+			if s.st.IPVS != nil {
+				out(b2f(s.st.IPVS.Error != ""))
+			}
+		}},
+	{name: "havip_pair_dropped_total", help: "Pair-link messages dropped (unknown sender, wrong site or garbage).", typ: counter,
+		collect: func(s *metricsSnap, out func(float64, ...string)) {
+			if s.pair != nil {
+				out(float64(s.pair.drops))
+			}
+		}},
+	{name: "havip_notify_hooks_total", help: "Notify hooks by outcome.", typ: counter, labels: []string{"result"},
+		collect: func(s *metricsSnap, out func(float64, ...string)) {
+			if n := s.hooks; n != nil {
+				out(float64(n.Ran), "ran")
+				out(float64(n.Failed), "failed")
+				out(float64(n.TimedOut), "timed_out")
+				out(float64(n.Dropped), "dropped")
+			}
+		}},
+	{name: "havip_reload_refused", help: "1 while the last reload was refused (the previous config runs).", typ: gauge,
+		collect: func(s *metricsSnap, out func(float64, ...string)) { out(b2f(s.st.ReloadError != "")) }},
+	{name: "havip_reloads_total", help: "Reloads (havip reload, SIGHUP) by outcome.", typ: counter, labels: []string{"result"},
+		collect: func(s *metricsSnap, out func(float64, ...string)) {
+			out(float64(s.reloads.applied), "applied")
+			out(float64(s.reloads.refused), "refused")
+		}},
+	{name: "havip_events_total", help: "Events recorded for havip events.", typ: counter,
+		collect: func(s *metricsSnap, out func(float64, ...string)) { out(float64(s.events.emitted)) }},
+	{name: "havip_events_lost_total", help: "Events a havip events follower missed because it fell more than the ring behind.", typ: counter,
+		collect: func(s *metricsSnap, out func(float64, ...string)) { out(float64(s.events.lost)) }},
+}
+
+// collector turns one snapshot per scrape into the samples of metricDefs.
+type collector struct {
+	snap  func() *metricsSnap
+	descs []*prometheus.Desc
+}
+
+func newCollector(snap func() *metricsSnap) *collector {
+	c := &collector{snap: snap}
+	for _, d := range metricDefs {
+		c.descs = append(c.descs, prometheus.NewDesc(d.name, d.help, d.labels, nil))
+	}
+	return c
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.snap()
+	for i, d := range metricDefs {
+		d.collect(s, func(v float64, lv ...string) {
+			m, err := prometheus.NewConstMetric(c.descs[i], d.typ, v, lv...)
+			if err != nil {
+				m = prometheus.NewInvalidMetric(c.descs[i], err)
+			}
+			ch <- m
+		})
+	}
+}
+
+func b2f(b bool) float64 {
 	if b {
 		return 1
 	}

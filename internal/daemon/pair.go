@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/havip/havip/internal/events"
 	"github.com/havip/havip/internal/vrrp"
 )
 
@@ -37,6 +38,7 @@ type pairLink struct {
 	local  func() pairLocal
 	events func(any)
 	grace  func(group string) time.Duration // a dual master shorter than this is an election, not a fault
+	note   func(events.Kind, events.Fields) // the event journal (havip events); nil: none
 
 	kick chan struct{}
 
@@ -50,13 +52,16 @@ type pairLink struct {
 	dualSince map[string]time.Time // group -> both sides master since
 	dual      map[string]bool      // group -> dual master reported
 
-	drops atomic.Uint64
+	drops     atomic.Uint64
+	badDrains atomic.Uint64 // messages whose drain set did not validate (the rest was used)
 }
 
 // pairLocal is what this node says.
 type pairLocal struct {
 	rev    string
 	groups map[string]pairGroupMsg
+	drains *drainsJSON // operator drains (drains.go)
+	table  *pairTable  // the desired IPVS table (mirror.go)
 }
 
 type pairMsg struct {
@@ -65,6 +70,8 @@ type pairMsg struct {
 	Seq    uint64                  `json:"seq"`
 	Rev    string                  `json:"rev"`
 	Groups map[string]pairGroupMsg `json:"groups"`
+	Drains *drainsJSON             `json:"drains,omitempty"`
+	Table  *pairTable              `json:"table,omitempty"`
 }
 
 type pairGroupMsg struct {
@@ -80,6 +87,8 @@ type peerHeard struct {
 	addr   netip.Addr
 	rev    string
 	groups map[string]pairGroupMsg
+	drains *drainSet // nil: none sent, or it did not validate
+	table  *pairTable
 }
 
 // peerView is what the controller learns: the peer's revision and groups.
@@ -88,6 +97,11 @@ type peerView struct {
 	alive  bool
 	rev    string
 	groups map[string]pairGroupMsg
+	drains *drainSet
+	table  *pairTable
+	// trusted: the peer is authenticated, so its operator state may be
+	// adopted.
+	trusted bool
 }
 
 // group returns what the peer said about group name.
@@ -212,7 +226,7 @@ func (p *pairLink) getConn() *net.UDPConn {
 func (p *pairLink) send(c *net.UDPConn, seq uint64) {
 	l := p.local()
 	site, peers := p.config()
-	b, err := json.Marshal(pairMsg{Site: site, Node: p.node, Seq: seq, Rev: l.rev, Groups: l.groups})
+	b, err := json.Marshal(pairMsg{Site: site, Node: p.node, Seq: seq, Rev: l.rev, Groups: l.groups, Drains: l.drains, Table: l.table})
 	if err != nil {
 		p.log.Error("pair link: encoding a message", "err", err)
 		return
@@ -255,8 +269,20 @@ func (p *pairLink) heardFrom(name string, addr netip.Addr, m pairMsg) {
 			yielded = append(yielded, g)
 		}
 	}
-	p.heard[name] = peerHeard{at: time.Now(), addr: addr, rev: m.Rev, groups: m.Groups}
-	news := !had || !p.alive[name] || prev.rev != m.Rev || !sameGroupMsgs(prev.groups, m.Groups)
+	h := peerHeard{at: time.Now(), addr: addr, rev: m.Rev, groups: m.Groups, table: m.Table}
+	if m.Drains != nil {
+		d, err := m.Drains.set()
+		if err != nil && p.badDrains.Add(1) == 1 {
+			p.log.Warn("pair link: the peer's drain set does not validate; ignoring it (further ones are only counted)", "peer", name, "err", err)
+		}
+		h.drains = d
+	}
+	p.heard[name] = h
+	news := !had || !p.alive[name] || prev.rev != m.Rev || !sameGroupMsgs(prev.groups, m.Groups) ||
+		!sameDrains(prev.drains, h.drains) || !sameTable(prev.table, h.table)
+	if !had || !p.alive[name] {
+		p.record(events.PairLinkUp, events.Fields{"peer": name, "address": addr.String()})
+	}
 	p.alive[name] = true
 	p.mu.Unlock()
 	for _, g := range yielded {
@@ -273,7 +299,9 @@ func (p *pairLink) view(name string) peerView {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	h := p.heard[name]
-	return peerView{node: name, alive: p.alive[name], rev: h.rev, groups: h.groups}
+	// TODO(lead: authenticated TCP pair link): trusted only for a peer
+	// that proved the pre-shared key; the UDP link authenticates nobody.
+	return peerView{node: name, alive: p.alive[name], rev: h.rev, groups: h.groups, drains: h.drains, table: h.table, trusted: true}
 }
 
 // checkPeers reports peers that fell silent and logs the start and end of
@@ -288,6 +316,7 @@ func (p *pairLink) checkPeers() {
 		if p.alive[name] && now.Sub(h.at) >= pairAlive {
 			p.alive[name] = false
 			silent = append(silent, name)
+			p.record(events.PairLinkDown, events.Fields{"peer": name, "address": h.addr.String(), "silent_for": now.Sub(h.at).Round(time.Millisecond).String()})
 		}
 	}
 	for g := range p.dualSince {
@@ -295,13 +324,22 @@ func (p *pairLink) checkPeers() {
 			delete(p.dualSince, g)
 		}
 	}
+	fresh := p.peerFreshLocked(now)
 	for g, st := range local.groups {
 		both := st.State == vrrp.Master && p.peerStateLocked(g) == vrrp.Master
+		if both && !fresh {
+			// The peer's last word is older than a few heartbeats: it may
+			// have died as master (a crash we just took over from), so its
+			// state neither starts nor confirms a dual master until it
+			// speaks again or falls silent.
+			continue
+		}
 		if !both {
 			delete(p.dualSince, g)
 			if p.dual[g] {
 				p.dual[g] = false
 				p.log.Info("dual master resolved", "group", g)
+				p.record(events.DualMasterEnd, events.Fields{"group": g})
 			}
 			continue
 		}
@@ -314,12 +352,34 @@ func (p *pairLink) checkPeers() {
 			p.dual[g] = true
 			p.log.Error("DUAL MASTER: the peer also holds this group; adverts are not crossing between the directors",
 				"group", g, "for", now.Sub(since).Round(time.Millisecond))
+			p.record(events.DualMasterStart, events.Fields{"group": g, "for": now.Sub(since).Round(time.Millisecond).String()})
 		}
 	}
 	p.mu.Unlock()
 	for _, name := range silent {
 		p.log.Warn("pair link: peer silent", "peer", name, "for", pairAlive)
 		p.events(p.view(name))
+	}
+}
+
+// pairStale is how old the peer's last message may be for its state to
+// count towards a dual master: a few heartbeats.
+const pairStale = 3 * pairInterval
+
+// peerFreshLocked reports whether a live peer was heard within pairStale.
+func (p *pairLink) peerFreshLocked(now time.Time) bool {
+	for name, h := range p.heard {
+		if p.alive[name] && now.Sub(h.at) < pairStale {
+			return true
+		}
+	}
+	return false
+}
+
+// record appends an event to the journal, when there is one.
+func (p *pairLink) record(k events.Kind, f events.Fields) {
+	if p.note != nil {
+		p.note(k, f)
 	}
 }
 
@@ -338,10 +398,11 @@ func (p *pairLink) peerStateLocked(g string) vrrp.State {
 
 // pairSnap is what status shows of the pair link.
 type pairSnap struct {
-	bindErr string
-	drops   uint64
-	peers   []pairPeerSnap
-	dual    map[string]bool // group -> dual master reported and still holding
+	bindErr   string
+	drops     uint64
+	badDrains uint64
+	peers     []pairPeerSnap
+	dual      map[string]bool // group -> dual master reported and still holding
 }
 
 type pairPeerSnap struct {
@@ -351,16 +412,20 @@ type pairPeerSnap struct {
 	lastSeen time.Time
 	rev      string
 	groups   map[string]pairGroupMsg
+	drains   *drainSet
+	table    *pairTable
+	trusted  bool
 }
 
 func (p *pairLink) snapshot() pairSnap {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := pairSnap{bindErr: p.bindErr, drops: p.drops.Load(), dual: map[string]bool{}}
+	s := pairSnap{bindErr: p.bindErr, drops: p.drops.Load(), badDrains: p.badDrains.Load(), dual: map[string]bool{}}
 	for a, name := range p.peers {
 		ps := pairPeerSnap{node: name, addr: a}
 		if h, ok := p.heard[name]; ok {
 			ps.lastSeen, ps.alive, ps.rev, ps.groups = h.at, time.Since(h.at) < pairAlive, h.rev, h.groups
+			ps.drains, ps.table, ps.trusted = h.drains, h.table, true // TODO(lead): as peerView.trusted
 		}
 		s.peers = append(s.peers, ps)
 	}
@@ -384,4 +449,18 @@ func sameGroupMsgs(a, b map[string]pairGroupMsg) bool {
 		}
 	}
 	return true
+}
+
+func sameDrains(a, b *drainSet) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.rev == b.rev && a.changed.Equal(b.changed) && a.by == b.by
+}
+
+func sameTable(a, b *pairTable) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Digest == b.Digest
 }

@@ -2,12 +2,9 @@ package daemon
 
 // DELETE AT MERGE. Stand-ins, under the names the lead's authenticated
 // pair link provides, so that the drill compiles and its unit tests run
-// before that link lands: the request/answer call over the link, the
-// event it hands the controller, and what a peerView says about trust,
-// priority and the table digest. At merge: delete this file and make
-// peerFactsOf (the only reader of those fields) read peerView.trusted,
-// peerView.digest and pairGroupMsg.Prio; ownDigest reads this node's
-// table digest (from the drains work).
+// before that link lands: the request/answer call over the link and the
+// event it hands the controller. At merge: delete this file, move
+// peerFactsOf to drill.go and have it read pairGroupMsg.Prio.
 
 import (
 	"context"
@@ -44,12 +41,12 @@ func (p *pairLink) call(ctx context.Context, peer string, c pairCall) (pairAnswe
 
 // peerFactsOf is what the drill's pre-checks need of the peer.
 func peerFactsOf(v peerView) peerFacts {
-	f := peerFacts{node: v.node, alive: v.alive, groups: map[string]peerGroupFacts{}}
+	f := peerFacts{node: v.node, alive: v.alive, trusted: v.trusted, groups: map[string]peerGroupFacts{}}
+	if v.table != nil {
+		f.digest = v.table.Digest
+	}
 	for name, m := range v.groups {
-		f.groups[name] = peerGroupFacts{state: m.State}
+		f.groups[name] = peerGroupFacts{state: m.State} // at merge: prio: m.Prio
 	}
 	return f
 }
-
-// ownDigest is this node's table digest; "" while unknown.
-func (c *controller) ownDigest() string { return "" }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/havip/havip/internal/conf"
+	"github.com/havip/havip/internal/events"
 	"github.com/havip/havip/internal/ipvsync"
 	"github.com/havip/havip/internal/track"
 	"github.com/havip/havip/internal/vrrp"
@@ -117,6 +118,15 @@ func (c *controller) reload(req reloadReq) {
 	res := c.tryReload(req.at)
 	c.last = res
 	c.publish()
+	f := events.Fields{"ok": res.applied, "revision": res.rev, "old_revision": res.oldRev}
+	if res.applied {
+		c.reloadsApplied.Add(1)
+		f["changes"] = nonNil(res.changes)
+	} else {
+		c.reloadsRefused.Add(1)
+		f["problems"] = nonNil(res.problems)
+	}
+	c.note(events.Reload, f)
 	switch {
 	case !res.applied:
 		c.log.Error("reload refused; the running configuration stays", "problems", strings.Join(res.problems, "; "))
@@ -132,6 +142,14 @@ func (c *controller) reload(req reloadReq) {
 		t.stop()
 	}
 	c.retired = nil
+}
+
+// nonNil makes an empty list show as [] in an event, not null.
+func nonNil(l []string) []string {
+	if l == nil {
+		return []string{}
+	}
+	return l
 }
 
 // reloadResult is what one reload did; the control socket and status send
@@ -219,6 +237,9 @@ func (c *controller) plan(l *loaded) reloadPlan {
 			}
 			if peersChanged {
 				gp.what = append(gp.what, "peers")
+			}
+			if !slices.Contains(gp.what, "accept_unknown_sources") && !slices.Equal(old.AdvertSources(oc, c.node.Name), site.AdvertSources(gc, node.Name)) {
+				gp.what = append(gp.what, "advert sources")
 			}
 			if len(gp.what) > 0 {
 				gp.kind = groupUpdate
@@ -320,7 +341,7 @@ func (c *controller) prepare(p reloadPlan, l *loaded) (*prepared, error) {
 			}
 		}
 	}
-	want := derive(inputs{site: site, node: node, health: c.health, links: links, addrs: addrs, faults: c.faults})
+	want := derive(inputs{site: site, node: node, health: c.health, links: links, addrs: addrs, faults: c.faults, drains: c.drains})
 	// A working group is not put in FAULT by an interface name this host
 	// does not have (its own, or a weight-0 track's): such a typo, pushed
 	// to both directors, left the VIPs with no owner. A new group may
@@ -378,6 +399,11 @@ func (c *controller) prepare(p reloadPlan, l *loaded) (*prepared, error) {
 			if err := copyIfMissing(filepath.Join(c.site.StateDir, ipvsync.OwnedFile), filepath.Join(site.StateDir, ipvsync.OwnedFile)); err != nil {
 				return prep, fmt.Errorf("state_dir: %w", err)
 			}
+		}
+		// The running drains, even none: an old file there must not come
+		// back at the next start.
+		if err := saveDrains(site.StateDir, c.drains); err != nil {
+			return prep, fmt.Errorf("state_dir: %w", err)
 		}
 	}
 	if p.ipvsStart || p.stateDir && c.ipvs != nil {
@@ -502,6 +528,7 @@ func (c *controller) commit(p reloadPlan, l *loaded, prep *prepared) {
 		c.ipvs.setSync(syncWant{})
 	}
 	c.checks.setSite(l.site)
+	c.pruneDrains("reload")
 	c.update()
 	c.alignSyncGroups(nil)
 	c.publish()
@@ -589,7 +616,7 @@ func sockDiff(a, b *conf.Group) []string {
 	if a.Unicast != b.Unicast {
 		out = append(out, fmt.Sprintf("unicast %t -> %t", a.Unicast, b.Unicast))
 	}
-	if isIPv6(a) != isIPv6(b) {
+	if a.IsIPv6() != b.IsIPv6() {
 		out = append(out, "address family")
 	}
 	return out

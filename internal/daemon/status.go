@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/havip/havip/internal/conf"
 	"github.com/havip/havip/internal/ctl"
 	"github.com/havip/havip/internal/ipvsync"
 	"github.com/havip/havip/internal/vrrp"
@@ -52,8 +53,14 @@ func (c *controller) status() *ctl.Status {
 		}
 		st.Peers = append(st.Peers, out)
 	}
+	var rows []ipvsync.ServiceStatus
 	if v.ipvs != nil {
 		st.IPVS = ipvsStatus(v.ipvs)
+		rows = v.ipvs.rec.Published().Rows
+	}
+	if m := c.mirror.Load(); m != nil {
+		st.Drains = drainStatus(m.drains, v.site, rows)
+		st.Mirror = mirrorStatus(m, ps)
 	}
 	if v.checks != nil {
 		for _, r := range v.checks.runner.Snapshot() {
@@ -61,6 +68,46 @@ func (c *controller) status() *ctl.Status {
 		}
 	}
 	return st
+}
+
+// drainStatus is each drain with its real server as the kernel holds it.
+func drainStatus(d *drainSet, site *conf.Site, rows []ipvsync.ServiceStatus) []ctl.DrainStatus {
+	out := []ctl.DrainStatus{}
+	for _, k := range d.keys() {
+		e := d.entries[k]
+		ds := ctl.DrainStatus{VirtualServer: k.vs, RealServer: k.real.String(), Remove: e.remove, Since: e.since, By: e.by, InSite: hasRealServer(site, k)}
+		for _, r := range rows {
+			if r.Name != k.vs {
+				continue
+			}
+			for _, dst := range r.Dests {
+				if dst.Address == k.real && dst.InKernel {
+					ds.InKernel, ds.Weight, ds.Active, ds.Inactive = true, dst.Weight, dst.Active, dst.Inactive
+				}
+			}
+		}
+		out = append(out, ds)
+	}
+	return out
+}
+
+// mirrorStatus compares our drains and desired table with the live
+// peer's.
+func mirrorStatus(m *mirrorSnap, ps pairSnap) *ctl.MirrorStatus {
+	ms := &ctl.MirrorStatus{DrainsRevision: m.drains.rev, DrainsChanged: m.drains.changed, DrainsBy: m.drains.by,
+		Digest: m.table.Digest, BadDrainMessages: ps.badDrains}
+	for _, p := range ps.peers {
+		ms.Peer, ms.PeerAlive, ms.PeerTrusted = p.node, p.alive, p.trusted
+		if p.drains != nil {
+			ms.PeerDrainsRevision = p.drains.rev
+		}
+		if p.table != nil {
+			ms.PeerDigest = p.table.Digest
+			ms.Match = p.alive && p.table.Digest == m.table.Digest
+			ms.Differences = tableDiff(m.table, *p.table)
+		}
+	}
+	return ms
 }
 
 func groupStatus(s *groupSnap, ps pairSnap) ctl.GroupStatus {

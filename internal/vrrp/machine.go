@@ -77,6 +77,15 @@ type Config struct {
 	// list its peer knows and accepts both the old and the new one, so the
 	// two never drop each other's adverts.
 	AlsoAccept [][]netip.Addr
+
+	// Sources are where adverts may come from: a received advert whose IP
+	// source lies in none of these prefixes is dropped as
+	// DropUnknownSource. The runner lists the site's directors (each
+	// address as a single-address prefix; fe80::/10 when any link-local
+	// must do) and adds what it learns later (a peer's link-local) with
+	// Reconfigure. Empty accepts every source: the zero Config, and an
+	// operator who asked for it.
+	Sources []netip.Prefix
 }
 
 // ActionKind says what the runner must do.
@@ -145,7 +154,9 @@ type Status struct {
 // section 7.1 (and RFC 3768), an address list that differs as a set from Addrs
 // and from every AlsoAccept list drops the advert unless its priority is 255
 // (the owner's adverts are processed anyway). This includes priority-0
-// adverts. Unlike RFC 5798, we do not discard adverts when we are the owner:
+// adverts. Last, a source outside Sources (when there are any) drops it:
+// last, so that every other reason still says what is wrong with a packet,
+// and DropUnknownSource counts adverts that would have been acted upon. Unlike RFC 5798, we do not discard adverts when we are the owner:
 // like keepalived, two owners settle by address rather than both staying
 // master.
 //
@@ -239,6 +250,14 @@ func validate(cfg Config) (Config, [][]netip.Addr, error) {
 		lists = append(lists, sorted)
 	}
 	cfg.AlsoAccept = also
+	sources := make([]netip.Prefix, 0, len(cfg.Sources))
+	for _, p := range cfg.Sources {
+		if !p.IsValid() || p.Addr().Is4In6() {
+			return Config{}, nil, fmt.Errorf("%w: source prefix %v is not a prefix of plain IPv4 or IPv6 addresses", ErrConfig, p)
+		}
+		sources = append(sources, p.Masked())
+	}
+	cfg.Sources = sources
 	return cfg, lists, nil
 }
 
@@ -337,6 +356,8 @@ func (m *Machine) check(b []byte, src, dst netip.Addr, ttl int) (*Packet, DropRe
 		return nil, DropInterval
 	case p.Priority != OwnerPriority && !m.knownAddrs(p.Addrs):
 		return nil, DropAddrList
+	case !m.knownSource(normAddr(src)):
+		return nil, DropUnknownSource
 	}
 	return p, DropNone
 }
@@ -347,6 +368,11 @@ func (m *Machine) knownAddrs(addrs []netip.Addr) bool {
 	slices.SortFunc(got, netip.Addr.Compare)
 	got = slices.Compact(got)
 	return slices.ContainsFunc(m.lists, func(l []netip.Addr) bool { return slices.Equal(got, l) })
+}
+
+// knownSource reports whether src may send us adverts.
+func (m *Machine) knownSource(src netip.Addr) bool {
+	return len(m.cfg.Sources) == 0 || slices.ContainsFunc(m.cfg.Sources, func(p netip.Prefix) bool { return p.Contains(src) })
 }
 
 func (m *Machine) backupRx(now time.Time, p *Packet, src netip.Addr) []Action {

@@ -204,6 +204,13 @@ func TestPartition(t *testing.T) {
 	if lb2.HasVIP(p.VIP) {
 		t.Fatalf("lb2 still holds the VIP after healing")
 	}
+	for _, n := range p.Nodes {
+		out, _ := n.Run("events")
+		start, end := strings.Index(out, `"kind":"dual_master_start","fields":{"for":`), strings.Index(out, `"kind":"dual_master_end","fields":{"group":"front"}`)
+		if start < 0 || end < start {
+			t.Errorf("%s: havip events lacks the dual master's start and then its end:\n%s", n.Name, out)
+		}
+	}
 }
 
 // The drill: havip failover on the master hands over and reports timings.

@@ -31,6 +31,10 @@ command = ["true"]
 		`havip_vrrp_dual_master{group="front"} 0`,
 		`havip_vrrp_adverts_sent_total{group="front"}`,
 		`havip_check_up{target="check/always"} 1`,
+		`havip_reloads_total{result="refused"} 0`,
+		"havip_events_total ",
+		"process_resident_memory_bytes ", // client_golang's process and Go collectors
+		"go_goroutines ",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q:\n%s", want, body)
