@@ -106,6 +106,7 @@ type drillResult struct {
 	firstAdvert     time.Duration // drill start -> the peer's first advert as master heard here; 0 when not heard
 	refused         bool
 	err             string
+	resigned        time.Time // when we resigned (resign mode: the handover starts)
 }
 
 const (
@@ -235,6 +236,7 @@ func (d handover) makeBeforeBreak() []drillResult {
 	cancel()
 	answered := time.Now()
 	var resign []*group
+	forced := map[*group]bool{}
 	for _, g := range ready {
 		why := ""
 		switch gerr, ok := ans.Groups[g.name]; {
@@ -256,6 +258,7 @@ func (d handover) makeBeforeBreak() []drillResult {
 			// our priority 0, as in a plain VRRP drill.
 			g.log.Warn("failover drill: the peer did not take over; forced, resigning anyway", "reason", why)
 			resign = append(resign, g)
+			forced[g] = true
 			continue
 		}
 		// Keep the VIPs, and make sure the clients know they are here
@@ -272,13 +275,19 @@ func (d handover) makeBeforeBreak() []drillResult {
 	}
 	for _, g := range resign {
 		var st vrrp.State
+		var at time.Time
 		err := g.do(d.ctx, func() {
 			st = g.m.Status().State
-			now := time.Now()
-			g.exec(now, g.m.Resign(now))
+			at = time.Now()
+			g.exec(at, g.m.Resign(at))
 			g.publish()
 		})
 		r := d.result(g, modeMBB, "")
+		r.resigned, r.handover = at, answered.Sub(start)
+		if forced[g] {
+			// Break-before-make after all: timed like the resign drill.
+			r.mode, r.handover = modeResign, 0
+		}
 		switch {
 		case err != nil:
 			r.err = err.Error()
@@ -288,10 +297,9 @@ func (d handover) makeBeforeBreak() []drillResult {
 		case st != vrrp.Master:
 			r.err = "left MASTER during the drill (" + st.String() + ")"
 		}
-		r.handover = answered.Sub(start)
 		out = append(out, r)
 	}
-	d.firstAdverts(out, start, false)
+	d.firstAdverts(out, start)
 	return out
 }
 
@@ -302,6 +310,7 @@ func (d handover) resign(todo []*group) []drillResult {
 	var out []drillResult
 	for _, g := range todo {
 		var st vrrp.State
+		var resigned time.Time
 		err := g.do(d.ctx, func() {
 			st = g.m.Status().State
 			if st != vrrp.Master {
@@ -311,8 +320,10 @@ func (d handover) resign(todo []*group) []drillResult {
 			g.watchFirstAdvert(now)
 			g.exec(now, g.m.Resign(now))
 			g.publish()
+			resigned = now
 		})
 		r := d.result(g, modeResign, "")
+		r.resigned = resigned
 		switch {
 		case err != nil:
 			r.err = err.Error()
@@ -321,14 +332,15 @@ func (d handover) resign(todo []*group) []drillResult {
 		}
 		out = append(out, r)
 	}
-	d.firstAdverts(out, start, true)
+	d.firstAdverts(out, start)
 	return out
 }
 
 // firstAdverts waits (bounded) for the peer's first advert as master of
-// each group that handed over and fills it in; required says a group
-// whose advert does not come failed (nothing else confirms its takeover).
-func (d handover) firstAdverts(out []drillResult, start time.Time, required bool) {
+// each group that handed over and fills it in. A group that resigned
+// without the peer's answer fails if its advert does not come: nothing
+// else confirms the takeover.
+func (d handover) firstAdverts(out []drillResult, start time.Time) {
 	byName := map[string]*group{}
 	for _, g := range d.groups {
 		byName[g.name] = g
@@ -358,12 +370,12 @@ func (d handover) firstAdverts(out []drillResult, start time.Time, required bool
 		case !at.IsZero():
 			r.firstAdvert = at.Sub(start)
 			if r.mode == modeResign {
-				r.handover = r.firstAdvert
+				r.handover = max(at.Sub(r.resigned), 0)
 			}
 			if r.to == "" {
 				r.to = src
 			}
-		case required:
+		case r.mode == modeResign:
 			r.err = "the peer did not take over within 3 advert intervals"
 		}
 	}
