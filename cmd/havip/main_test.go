@@ -284,8 +284,8 @@ func TestStatusRevisions(t *testing.T) {
 	for _, want := range []string{
 		"config /etc/havip/havip.toml  revision 3f2a\n",
 		"LAST RELOAD REFUSED (running config kept):\n  /etc/havip/havip.toml:7: vrrp[0].vrid: 300 is not in 1..255\n",
-		"peer lb2 (192.168.0.12): not heard, revision 9c1d (differs from this node's)\n",
-		"peer lb3 (192.168.0.13): not heard, revision 3f2a\n",
+		"peer lb2 (192.168.0.12): not heard, revision 9c1d (differs from this node's); pair link down\n",
+		"peer lb3 (192.168.0.13): not heard, revision 3f2a; pair link down\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)

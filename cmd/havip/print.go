@@ -51,7 +51,7 @@ func printStatus(w io.Writer, st *ctl.Status) {
 			prio = fmt.Sprintf("%d/%d", g.Priority, g.BasePriority)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", g.Name, g.Interface, g.VRID, g.Version,
-			state, prio, dash(g.MasterAddr), dash(g.PeerState), strings.Join(g.VIPs, ","))
+			state, prio, dash(g.MasterAddr), safe(dash(g.PeerState)), strings.Join(g.VIPs, ","))
 	}
 	tw.Flush()
 	for _, g := range st.Groups {
@@ -107,12 +107,32 @@ func printStatus(w io.Writer, st *ctl.Status) {
 			state = fmt.Sprintf("silent since %s", p.LastSeen.Format(time.RFC3339))
 		}
 		if p.Revision != "" {
-			state += ", revision " + p.Revision
+			state += ", revision " + safe(p.Revision)
 			if p.Revision != st.Revision {
 				state += " (differs from this node's)"
 			}
 		}
+		switch {
+		case p.LinkUp && p.Trusted:
+			state += "; pair link up, authenticated"
+		case p.LinkUp:
+			state += "; pair link up, NOT authenticated (no pair_key): observed only"
+		case p.LinkError != "":
+			state += "; pair link down: " + safe(p.LinkError)
+		default:
+			state += "; pair link down"
+		}
 		fmt.Fprintf(w, "peer %s (%s): %s\n", p.Node, p.Address, state)
+	}
+	if pr := st.Pair; pr != nil {
+		var drops []string
+		for r, n := range pr.Drops {
+			drops = append(drops, fmt.Sprintf("%s %d", r, n))
+		}
+		sort.Strings(drops)
+		if len(drops) > 0 || pr.FastTakeovers > 0 {
+			fmt.Fprintf(w, "pair link: dropped %s; fast takeovers %d\n", dash(strings.Join(drops, ", ")), pr.FastTakeovers)
+		}
 	}
 	var down []string
 	for _, c := range st.Checks {

@@ -105,6 +105,7 @@ type Status struct {
 	LastReload   *ReloadResult `json:"last_reload,omitempty"`
 	Groups       []GroupStatus `json:"groups"`
 	Peers        []PeerStatus  `json:"peers"`
+	Pair         *PairStatus   `json:"pair,omitempty"`
 	IPVS         *IPVSStatus   `json:"ipvs,omitempty"`
 	Checks       []CheckStatus `json:"checks,omitempty"`
 	Drains       []DrainStatus `json:"drains"`
@@ -206,6 +207,17 @@ type PeerStatus struct {
 	LastSeen time.Time         `json:"last_seen,omitempty"`
 	Groups   map[string]string `json:"groups,omitempty"`   // group -> state
 	Revision string            `json:"revision,omitempty"` // the peer's site file revision
+	LinkUp   bool              `json:"link_up"`            // a pair-link session is established
+	Trusted  bool              `json:"trusted"`            // authenticated with the pair key: what it says is acted on
+	// LinkError: why the last connection attempt failed, while the link is down.
+	LinkError string `json:"link_error,omitempty"`
+}
+
+// PairStatus is the pair link as a whole.
+type PairStatus struct {
+	Authenticated bool              `json:"authenticated"` // the site names a pair key
+	Drops         map[string]uint64 `json:"drops"`         // reason -> count
+	FastTakeovers uint64            `json:"fast_takeovers"`
 }
 
 // IPVSStatus is the live IPVS table and connection-sync state.

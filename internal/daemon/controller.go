@@ -20,6 +20,7 @@ import (
 	"github.com/havip/havip/internal/events"
 	"github.com/havip/havip/internal/ipvsync"
 	"github.com/havip/havip/internal/notify"
+	"github.com/havip/havip/internal/pairwire"
 	"github.com/havip/havip/internal/track"
 	"github.com/havip/havip/internal/vrrp"
 )
@@ -256,7 +257,11 @@ func (c *controller) run(ctx context.Context) (err error) {
 		}
 		c.ipvs, c.ipvsT = t, startTask(ctx, "ipvs", c.log, t.Run)
 	}
-	c.startPair(c.site, c.node)
+	key, err := loadPairKey(c.site)
+	if err != nil {
+		return err
+	}
+	c.startPair(c.site, c.node, key)
 	for i := range c.site.Groups {
 		if err := c.startGroup(&c.site.Groups[i], nil); err != nil {
 			return err
@@ -329,6 +334,10 @@ func (c *controller) handle(ev any) {
 		if len(left) > 0 {
 			c.alignSyncGroups(left)
 		}
+	case peerDied:
+		c.peerDied(ev)
+	case peerCall:
+		c.peerCall(ev)
 	case peerYielded:
 		if r := c.groups[ev.group]; r != nil {
 			g := r.g
@@ -351,6 +360,37 @@ func (c *controller) handle(ev any) {
 		ev.reply <- c.drain(ev)
 	default:
 		c.log.Error("controller: unknown event", "type", fmt.Sprintf("%T", ev))
+	}
+}
+
+// peerDied is the fast path: the peer's daemon died as master of
+// ev.groups (its kernel closed the authenticated pair link without a
+// bye). Each of those groups that is Backup here takes over at once;
+// the peer's adverts, if in fact it still sends them, win it back by the
+// usual election.
+func (c *controller) peerDied(ev peerDied) {
+	for _, name := range ev.groups {
+		r := c.groups[name]
+		if r == nil {
+			continue
+		}
+		g := r.g
+		why := "the peer's daemon died (its kernel closed the pair link without notice)"
+		g.post(func() {
+			if g.m.Status().State == vrrp.Backup {
+				g.log.Warn("taking over at once", "reason", why, "peer", ev.node)
+				g.exec(time.Now(), g.m.TakeOver(time.Now(), why))
+				g.publish()
+			}
+		})
+	}
+}
+
+// peerCall answers a request from the peer.
+func (c *controller) peerCall(ev peerCall) {
+	switch ev.call.Kind {
+	default:
+		ev.reply(pairAnswer{Err: fmt.Sprintf("unknown request %q", ev.call.Kind)})
 	}
 }
 
@@ -514,16 +554,28 @@ func mapsValues[K comparable, V any](m map[K]V) []V {
 	return out
 }
 
+// loadPairKey reads the site's pair key (nil when it names none).
+func loadPairKey(site *conf.Site) (pairwire.Key, error) {
+	if site.PairKey == "" {
+		return nil, nil
+	}
+	k, err := pairwire.LoadKey(site.PairKey)
+	if err != nil {
+		return nil, fmt.Errorf("pair_key: %w", err)
+	}
+	return k, nil
+}
+
 // startPair starts the pair link for site (none for a one-node site).
-func (c *controller) startPair(site *conf.Site, node *conf.Node) {
-	p := c.newPair(site, node)
+func (c *controller) startPair(site *conf.Site, node *conf.Node, key pairwire.Key) {
+	p := c.newPair(site, node, key)
 	if p == nil {
 		return
 	}
 	c.pair, c.pairT = p, startTask(c.ctx, "pair link", c.log, p.Run)
 }
 
-func (c *controller) newPair(site *conf.Site, node *conf.Node) *pairLink {
+func (c *controller) newPair(site *conf.Site, node *conf.Node, key pairwire.Key) *pairLink {
 	peers := map[netip.Addr]string{}
 	for _, p := range site.Peers(node.Name) {
 		peers[p.Address] = p.Name
@@ -531,7 +583,7 @@ func (c *controller) newPair(site *conf.Site, node *conf.Node) *pairLink {
 	if len(peers) == 0 {
 		return nil
 	}
-	p := newPairLink(site.Name, node.Name, node.Address, site.PairPort, peers, c.pairLocal, c.emit, c.dualGrace, c.log)
+	p := newPairLink(site.Name, node.Name, node.Address, site.PairPort, peers, key, c.pairLocal, c.emit, c.dualGrace, c.log)
 	p.note = c.note
 	return p
 }
@@ -550,7 +602,7 @@ func (c *controller) pairLocal() pairLocal {
 	for _, g := range v.groups {
 		s := g.snap.Load()
 		sp := cfgSpoken(s.cfg)
-		l.groups[g.name] = pairGroupMsg{State: s.status.State, Cfg: sp.addrs, Advert: sp.advert, Adv: s.adv, Key: v.keys[g.name]}
+		l.groups[g.name] = pairGroupMsg{State: s.status.State, Prio: s.status.Priority, Cfg: sp.addrs, Advert: sp.advert, Adv: s.adv, Key: v.keys[g.name]}
 	}
 	return l
 }
@@ -593,6 +645,11 @@ func (c *controller) publish() {
 // hooks (what is queued runs within hookDrain); metrics; the control
 // socket; the link watch.
 func (c *controller) shutdown() {
+	if c.pair != nil {
+		// Before anything closes: the peer must read what follows as a
+		// planned stop, not as this daemon's death.
+		c.pair.bye("stopping")
+	}
 	names := make([]string, 0, len(c.groups))
 	for n := range c.groups {
 		names = append(names, n)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/havip/havip/internal/checks"
 	"github.com/havip/havip/internal/ipvsync"
+	"github.com/havip/havip/internal/pairwire"
 )
 
 var (
@@ -411,8 +412,8 @@ func TestPairMsgBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("largest message: %d bytes (cap %d)", len(b), maxPairMsg)
-	if len(b) > maxPairMsg-100 { // IPv4/UDP headers
-		t.Errorf("a pair message of %d bytes exceeds the cap %d", len(b), maxPairMsg)
+	t.Logf("largest message: %d bytes (cap %d)", len(b), pairwire.MaxFrame)
+	if len(b) > pairwire.MaxFrame-100 { // IPv4/UDP headers
+		t.Errorf("a pair message of %d bytes exceeds the cap %d", len(b), pairwire.MaxFrame)
 	}
 }

@@ -195,10 +195,46 @@ var metricDefs = []metricDef{
 				out(b2f(s.st.IPVS.Error != ""))
 			}
 		}},
-	{name: "havip_pair_dropped_total", help: "Pair-link messages dropped (unknown sender, wrong site or garbage).", typ: counter,
+	{name: "havip_pair_dropped_total", help: "Pair-link connections and messages dropped, by reason.", typ: counter, labels: []string{"reason"},
 		collect: func(s *metricsSnap, out func(float64, ...string)) {
 			if s.pair != nil {
-				out(float64(s.pair.drops))
+				for _, r := range pairDropReasons {
+					out(float64(s.pair.drops[r]), r)
+				}
+			}
+		}},
+	{name: "havip_pair_authenticated", help: "1 when the site names a pair key (the link may act on what it hears), 0 when it only observes.", typ: gauge,
+		collect: func(s *metricsSnap, out func(float64, ...string)) {
+			if s.pair != nil {
+				out(b2f(s.pair.authenticated))
+			}
+		}},
+	{name: "havip_pair_link_up", help: "1 while an authenticated-or-not session with the peer is established.", typ: gauge, labels: []string{"peer"},
+		collect: func(s *metricsSnap, out func(float64, ...string)) {
+			if s.pair != nil {
+				for _, p := range s.pair.peers {
+					out(b2f(p.linkUp), p.node)
+				}
+			}
+		}},
+	{name: "havip_pair_peer_alive", help: "1 while the peer was heard within 2 s.", typ: gauge, labels: []string{"peer"},
+		collect: func(s *metricsSnap, out func(float64, ...string)) {
+			if s.pair != nil {
+				for _, p := range s.pair.peers {
+					out(b2f(p.alive), p.node)
+				}
+			}
+		}},
+	{name: "havip_pair_fast_takeovers_total", help: "Times the peer's daemon died as master (its kernel closed the link without a bye) and this node took over at once.", typ: counter,
+		collect: func(s *metricsSnap, out func(float64, ...string)) {
+			if s.pair != nil {
+				out(float64(s.pair.fast))
+			}
+		}},
+	{name: "havip_mirror_digest_match", help: "1 while the peer's desired IPVS table has the same digest as ours.", typ: gauge,
+		collect: func(s *metricsSnap, out func(float64, ...string)) {
+			if m := s.st.Mirror; m != nil && m.PeerDigest != "" {
+				out(b2f(m.Match))
 			}
 		}},
 	{name: "havip_notify_hooks_total", help: "Notify hooks by outcome.", typ: counter, labels: []string{"result"},

@@ -1,10 +1,7 @@
 package daemon
 
 import (
-	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
+	"bytes"
 	"log/slog"
 	"maps"
 	"net"
@@ -15,21 +12,28 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/havip/havip/internal/pairwire"
+
 	"github.com/havip/havip/internal/events"
 	"github.com/havip/havip/internal/vrrp"
 )
 
-// pairLink is a small UDP heartbeat between the two directors, outside
-// VRRP. Each side says which site-file revision it runs and, per group,
-// its state, its configured VIPs and the list it advertises. VRRP alone
-// decides who is master; the pair link lets a node see a dual master when
-// adverts do not cross, lets a group keep advertising the list the peer
-// knows during a rolling push, and lets a drill confirm the takeover.
+// pairLink is the state link between the two directors, outside VRRP
+// (transport in pairconn.go). Each side says which site-file revision it
+// runs, per group its state, priority, configured VIPs and the list it
+// advertises, and its operator state. VRRP alone decides who is master;
+// the pair link lets a node see a dual master when adverts do not cross,
+// lets a group keep advertising the list the peer knows during a rolling
+// push, mirrors drains, lets a drill hand over make-before-break, and
+// takes over in milliseconds when the master's daemon dies.
 //
-// It owns its socket and what it heard; it reads the local side through
+// Without a pair key it only observes: what it hears is shown, but no
+// action follows from it (peerView.trusted is false).
+//
+// It owns its sockets and what it heard; it reads the local side through
 // local() (published snapshots, never a lock of the controller's) and
-// tells the controller about news through events(). A socket that cannot
-// be bound (the node address is not there yet) is retried with backoff.
+// tells the controller about news through events(). Sockets that cannot
+// be bound (the node address is not there yet) are retried with backoff.
 type pairLink struct {
 	node   string
 	self   netip.Addr
@@ -39,20 +43,28 @@ type pairLink struct {
 	events func(any)
 	grace  func(group string) time.Duration // a dual master shorter than this is an election, not a fault
 	note   func(events.Kind, events.Fields) // the event journal (havip events); nil: none
-
-	kick chan struct{}
+	nonces pairwire.Nonces
 
 	mu        sync.Mutex
+	key       pairwire.Key // nil: unauthenticated, observe only
 	site      string
 	peers     map[netip.Addr]string // address -> node name
-	conn      *net.UDPConn
+	ln        *net.TCPListener
+	udp       *net.UDPConn
 	bindErr   string
-	heard     map[string]peerHeard // node -> last message
-	alive     map[string]bool      // node -> alive as last reported to the controller
-	dualSince map[string]time.Time // group -> both sides master since
-	dual      map[string]bool      // group -> dual master reported
+	sessions  map[string]*pairSession // node -> the established session
+	dialErr   map[string]string       // node -> why the last dial failed
+	seq       uint64
+	byeWhy    string                     // set once this node announced its close
+	heard     map[string]peerHeard       // node -> last message
+	alive     map[string]bool            // node -> alive as last reported to the controller
+	dualSince map[string]time.Time       // group -> both sides master since
+	dual      map[string]bool            // group -> dual master reported
+	drops     map[string]uint64          // reason -> count
+	fast      uint64                     // fast-path takeovers (the peer died as master of something)
+	calls     map[uint64]chan pairAnswer // our calls waiting for an answer
+	callID    uint64
 
-	drops     atomic.Uint64
 	badDrains atomic.Uint64 // messages whose drain set did not validate (the rest was used)
 }
 
@@ -72,10 +84,17 @@ type pairMsg struct {
 	Groups map[string]pairGroupMsg `json:"groups"`
 	Drains *drainsJSON             `json:"drains,omitempty"`
 	Table  *pairTable              `json:"table,omitempty"`
+	// Bye: this node is about to close the link on purpose (why); the
+	// close that follows is no crash.
+	Bye string `json:"bye,omitempty"`
+	// A request to the peer, or the answer to one (pairCall).
+	Call   *pairCall   `json:"call,omitempty"`
+	Answer *pairAnswer `json:"answer,omitempty"`
 }
 
 type pairGroupMsg struct {
 	State  vrrp.State    `json:"state"`
+	Prio   uint8         `json:"prio"`             // effective priority
 	Cfg    []netip.Addr  `json:"cfg"`              // configured VIPs
 	Advert time.Duration `json:"advert,omitempty"` // configured advert interval, VRRPv2 only
 	Adv    []netip.Addr  `json:"adv"`              // the list advertised now
@@ -84,6 +103,7 @@ type pairGroupMsg struct {
 
 type peerHeard struct {
 	at     time.Time
+	closed bool // the session that carried it ended
 	addr   netip.Addr
 	rev    string
 	groups map[string]pairGroupMsg
@@ -104,10 +124,11 @@ type peerView struct {
 	trusted bool
 }
 
-// group returns what the peer said about group name.
+// group returns what the peer said about group name. An untrusted peer
+// counts as not alive: nothing follows from what it says.
 func (v peerView) group(name string) peerGroup {
 	m, ok := v.groups[name]
-	return peerGroup{alive: v.alive, known: ok, state: m.State, cfg: spoken{addrs: m.Cfg, advert: m.Advert}, adv: m.Adv, key: m.Key}
+	return peerGroup{alive: v.alive && v.trusted, known: ok, state: m.State, cfg: spoken{addrs: m.Cfg, advert: m.Advert}, adv: m.Adv, key: m.Key}
 }
 
 // peerYielded: the peer stopped being master of a group this node is
@@ -118,145 +139,50 @@ type peerYielded struct{ group string }
 const (
 	pairInterval = 250 * time.Millisecond
 	pairAlive    = 2 * time.Second
-	maxPairMsg   = 64 << 10
 )
 
-func newPairLink(site, node string, self netip.Addr, port uint16, peers map[netip.Addr]string,
+func newPairLink(site, node string, self netip.Addr, port uint16, peers map[netip.Addr]string, key pairwire.Key,
 	local func() pairLocal, events func(any), grace func(string) time.Duration, log *slog.Logger) *pairLink {
 	return &pairLink{
-		site: site, node: node, self: self, port: port, peers: peers, log: log, local: local, events: events, grace: grace,
-		kick: make(chan struct{}, 1), heard: map[string]peerHeard{}, alive: map[string]bool{},
-		dual: map[string]bool{}, dualSince: map[string]time.Time{},
+		site: site, node: node, self: self, port: port, peers: peers, key: key, log: log, local: local, events: events, grace: grace,
+		heard: map[string]peerHeard{}, alive: map[string]bool{}, sessions: map[string]*pairSession{}, dialErr: map[string]string{}, calls: map[uint64]chan pairAnswer{},
+		dual: map[string]bool{}, dualSince: map[string]time.Time{}, drops: map[string]uint64{},
 	}
 }
 
-// update changes the site name and peers in place (a reload that keeps
-// the node address and port).
-func (p *pairLink) update(site string, peers map[netip.Addr]string) {
+// update changes the site name, peers and key in place (a reload that
+// keeps the node address and port). A new key, or a site or peer
+// change, closes the sessions after a bye, so each is authenticated
+// again under what the file now says.
+func (p *pairLink) update(site string, peers map[netip.Addr]string, key pairwire.Key) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.site, p.peers = site, peers
+	again := !bytes.Equal(p.key, key) || p.site != site || !maps.Equal(p.peers, peers)
+	p.mu.Unlock()
+	if again {
+		p.bye("reload: the pair link's site, peers or key changed")
+	}
+	p.mu.Lock()
+	p.site, p.peers, p.key = site, peers, key
 	for name := range p.heard {
 		if !slices.Contains(slices.Collect(maps.Values(peers)), name) {
 			delete(p.heard, name)
 			delete(p.alive, name)
 		}
 	}
+	if again {
+		for _, s := range p.sessions {
+			s.ours = true
+			s.s.Close()
+		}
+		p.byeWhy = ""
+	}
+	p.mu.Unlock()
 }
 
 func (p *pairLink) config() (string, map[netip.Addr]string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.site, p.peers
-}
-
-// bind opens the socket; reloads call it before committing, so a port in
-// use refuses the reload.
-func (p *pairLink) bind() error {
-	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(p.self, p.port)))
-	if err != nil {
-		return fmt.Errorf("pair link: listen %s port %d: %w", p.self, p.port, err)
-	}
-	p.mu.Lock()
-	p.conn, p.bindErr = c, ""
-	p.mu.Unlock()
-	return nil
-}
-
-// notify asks for an immediate heartbeat (after a state change).
-func (p *pairLink) notify() {
-	select {
-	case p.kick <- struct{}{}:
-	default:
-	}
-}
-
-// Run sends heartbeats and reads the peer's until ctx ends; then it sends
-// a last message with the final states and closes the socket.
-func (p *pairLink) Run(ctx context.Context) error {
-	backoff := minBackoff
-	for p.getConn() == nil {
-		if err := p.bind(); err != nil {
-			p.mu.Lock()
-			first := p.bindErr == ""
-			p.bindErr = err.Error()
-			p.mu.Unlock()
-			if first {
-				p.log.Warn("pair link: cannot bind yet; retrying", "err", err)
-			}
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, maxBackoff)
-			continue
-		}
-		p.log.Info("pair link bound", "address", p.self, "port", p.port)
-	}
-	conn := p.getConn()
-	readDone := make(chan struct{})
-	go func() { p.readLoop(conn); close(readDone) }()
-	t := time.NewTicker(pairInterval)
-	defer t.Stop()
-	var seq uint64
-	for {
-		seq++
-		p.send(conn, seq)
-		p.checkPeers()
-		select {
-		case <-ctx.Done():
-			seq++
-			p.send(conn, seq) // our final states reach the peer at once
-			conn.Close()
-			<-readDone
-			return nil
-		case <-t.C:
-		case <-p.kick:
-		}
-	}
-}
-
-func (p *pairLink) getConn() *net.UDPConn {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.conn
-}
-
-func (p *pairLink) send(c *net.UDPConn, seq uint64) {
-	l := p.local()
-	site, peers := p.config()
-	b, err := json.Marshal(pairMsg{Site: site, Node: p.node, Seq: seq, Rev: l.rev, Groups: l.groups, Drains: l.drains, Table: l.table})
-	if err != nil {
-		p.log.Error("pair link: encoding a message", "err", err)
-		return
-	}
-	for a := range peers {
-		_, _ = c.WriteToUDPAddrPort(b, netip.AddrPortFrom(a, p.port))
-	}
-}
-
-func (p *pairLink) readLoop(c *net.UDPConn) {
-	buf := make([]byte, maxPairMsg)
-	for {
-		n, from, err := c.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if !errors.Is(err, net.ErrClosed) {
-				p.log.Warn("pair link: read failed", "err", err)
-			}
-			return
-		}
-		var m pairMsg
-		site, peers := p.config()
-		name, known := peers[from.Addr().Unmap()]
-		if !known || json.Unmarshal(buf[:n], &m) != nil || m.Site != site || m.Node != name {
-			if p.drops.Add(1) == 1 {
-				p.log.Warn("pair link: dropped a message (unknown sender, wrong site or garbage); further drops are only counted", "from", from)
-			}
-			continue
-		}
-		p.heardFrom(name, from.Addr().Unmap(), m)
-	}
 }
 
 func (p *pairLink) heardFrom(name string, addr netip.Addr, m pairMsg) {
@@ -284,9 +210,12 @@ func (p *pairLink) heardFrom(name string, addr netip.Addr, m pairMsg) {
 		p.record(events.PairLinkUp, events.Fields{"peer": name, "address": addr.String()})
 	}
 	p.alive[name] = true
+	trusted := p.key != nil
 	p.mu.Unlock()
 	for _, g := range yielded {
-		p.events(peerYielded{group: g})
+		if trusted {
+			p.events(peerYielded{group: g})
+		}
 	}
 	if news {
 		p.events(p.view(name))
@@ -299,9 +228,9 @@ func (p *pairLink) view(name string) peerView {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	h := p.heard[name]
-	// TODO(lead: authenticated TCP pair link): trusted only for a peer
-	// that proved the pre-shared key; the UDP link authenticates nobody.
-	return peerView{node: name, alive: p.alive[name], rev: h.rev, groups: h.groups, drains: h.drains, table: h.table, trusted: true}
+	// Trusted: the peer proved it holds the pair key (every session is
+	// authenticated with the key of the moment; without one, nobody is).
+	return peerView{node: name, alive: p.alive[name], rev: h.rev, groups: h.groups, drains: h.drains, table: h.table, trusted: p.key != nil}
 }
 
 // checkPeers reports peers that fell silent and logs the start and end of
@@ -313,10 +242,14 @@ func (p *pairLink) checkPeers() {
 	var silent []string
 	p.mu.Lock()
 	for name, h := range p.heard {
-		if p.alive[name] && now.Sub(h.at) >= pairAlive {
+		if p.alive[name] && (h.closed || now.Sub(h.at) >= pairAlive) {
 			p.alive[name] = false
 			silent = append(silent, name)
-			p.record(events.PairLinkDown, events.Fields{"peer": name, "address": h.addr.String(), "silent_for": now.Sub(h.at).Round(time.Millisecond).String()})
+			f := events.Fields{"peer": name, "address": h.addr.String(), "silent_for": now.Sub(h.at).Round(time.Millisecond).String()}
+			if h.closed {
+				f["why"] = "the connection ended"
+			}
+			p.record(events.PairLinkDown, f)
 		}
 	}
 	for g := range p.dualSince {
@@ -357,7 +290,7 @@ func (p *pairLink) checkPeers() {
 	}
 	p.mu.Unlock()
 	for _, name := range silent {
-		p.log.Warn("pair link: peer silent", "peer", name, "for", pairAlive)
+		p.log.Warn("pair link: peer no longer heard", "peer", name)
 		p.events(p.view(name))
 	}
 }
@@ -398,11 +331,13 @@ func (p *pairLink) peerStateLocked(g string) vrrp.State {
 
 // pairSnap is what status shows of the pair link.
 type pairSnap struct {
-	bindErr   string
-	drops     uint64
-	badDrains uint64
-	peers     []pairPeerSnap
-	dual      map[string]bool // group -> dual master reported and still holding
+	bindErr       string
+	authenticated bool              // a pair key is set
+	drops         map[string]uint64 // reason -> count
+	fast          uint64            // fast-path takeovers
+	badDrains     uint64
+	peers         []pairPeerSnap
+	dual          map[string]bool // group -> dual master reported and still holding
 }
 
 type pairPeerSnap struct {
@@ -415,17 +350,23 @@ type pairPeerSnap struct {
 	drains   *drainSet
 	table    *pairTable
 	trusted  bool
+	linkUp   bool   // a session is established
+	dialErr  string // why the last dial failed, while the link is down
 }
 
 func (p *pairLink) snapshot() pairSnap {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := pairSnap{bindErr: p.bindErr, drops: p.drops.Load(), badDrains: p.badDrains.Load(), dual: map[string]bool{}}
+	s := pairSnap{bindErr: p.bindErr, authenticated: p.key != nil, drops: maps.Clone(p.drops), fast: p.fast,
+		badDrains: p.badDrains.Load(), dual: map[string]bool{}}
 	for a, name := range p.peers {
-		ps := pairPeerSnap{node: name, addr: a}
+		ps := pairPeerSnap{node: name, addr: a, linkUp: p.sessions[name] != nil}
+		if !ps.linkUp {
+			ps.dialErr = p.dialErr[name]
+		}
 		if h, ok := p.heard[name]; ok {
-			ps.lastSeen, ps.alive, ps.rev, ps.groups = h.at, time.Since(h.at) < pairAlive, h.rev, h.groups
-			ps.drains, ps.table, ps.trusted = h.drains, h.table, true // TODO(lead): as peerView.trusted
+			ps.lastSeen, ps.alive, ps.rev, ps.groups = h.at, !h.closed && time.Since(h.at) < pairAlive, h.rev, h.groups
+			ps.drains, ps.table, ps.trusted = h.drains, h.table, p.key != nil
 		}
 		s.peers = append(s.peers, ps)
 	}
@@ -444,7 +385,7 @@ func sameGroupMsgs(a, b map[string]pairGroupMsg) bool {
 	}
 	for k, x := range a {
 		y, ok := b[k]
-		if !ok || x.State != y.State || x.Advert != y.Advert || x.Key != y.Key || !sameAddrSet(x.Cfg, y.Cfg) || !sameAddrSet(x.Adv, y.Adv) {
+		if !ok || x.State != y.State || x.Prio != y.Prio || x.Advert != y.Advert || x.Key != y.Key || !sameAddrSet(x.Cfg, y.Cfg) || !sameAddrSet(x.Adv, y.Adv) {
 			return false
 		}
 	}

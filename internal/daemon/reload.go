@@ -14,6 +14,7 @@ import (
 	"github.com/havip/havip/internal/conf"
 	"github.com/havip/havip/internal/events"
 	"github.com/havip/havip/internal/ipvsync"
+	"github.com/havip/havip/internal/pairwire"
 	"github.com/havip/havip/internal/track"
 	"github.com/havip/havip/internal/vrrp"
 )
@@ -71,6 +72,7 @@ type prepared struct {
 	watch   *linkWatch
 	ipvs    *ipvsTask
 	sync    *ipvsync.SyncDaemons
+	pairKey pairwire.Key // the key the site file names now
 
 	restoreMetrics string // the running metrics listener was closed to free its port
 }
@@ -92,8 +94,8 @@ func (p *prepared) close() {
 	for _, g := range p.groups {
 		g.discard()
 	}
-	if p.pair != nil && p.pair.getConn() != nil {
-		p.pair.getConn().Close()
+	if p.pair != nil {
+		p.pair.closeSockets()
 	}
 	if p.control != nil {
 		p.control.close()
@@ -376,8 +378,13 @@ func (c *controller) prepare(p reloadPlan, l *loaded) (*prepared, error) {
 			}
 		}
 	}
+	key, err := loadPairKey(site)
+	if err != nil {
+		return prep, err
+	}
+	prep.pairKey = key
 	if p.pairBind {
-		if pl := c.newPair(site, node); pl != nil {
+		if pl := c.newPair(site, node, key); pl != nil {
 			if err := pl.bind(); err != nil {
 				return prep, err
 			}
@@ -485,9 +492,9 @@ func (c *controller) commit(p reloadPlan, l *loaded, prep *prepared) {
 		c.pairT.stop()
 		c.pair, c.pairT, c.peer = nil, nil, peerView{}
 	case c.pair != nil:
-		c.pair.update(l.site.Name, peerMap(l.site, l.node))
+		c.pair.update(l.site.Name, peerMap(l.site, l.node), prep.pairKey)
 	default:
-		c.startPair(l.site, l.node)
+		c.startPair(l.site, l.node, prep.pairKey)
 	}
 	if prep.control != nil {
 		// The request may have come through the old socket: it answers

@@ -37,6 +37,7 @@ func (c *controller) status() *ctl.Status {
 	if v.pair != nil {
 		ps = v.pair.snapshot()
 		st.PairError = ps.bindErr
+		st.Pair = &ctl.PairStatus{Authenticated: ps.authenticated, Drops: ps.drops, FastTakeovers: ps.fast}
 	}
 	for _, g := range v.groups {
 		gs := groupStatus(g.snap.Load(), ps)
@@ -44,7 +45,8 @@ func (c *controller) status() *ctl.Status {
 		st.Groups = append(st.Groups, gs)
 	}
 	for _, p := range ps.peers {
-		out := ctl.PeerStatus{Node: p.node, Address: p.addr.String(), Alive: p.alive, LastSeen: p.lastSeen, Revision: p.rev}
+		out := ctl.PeerStatus{Node: p.node, Address: p.addr.String(), Alive: p.alive, LastSeen: p.lastSeen, Revision: p.rev,
+			LinkUp: p.linkUp, Trusted: p.trusted, LinkError: p.dialErr}
 		if len(p.groups) > 0 {
 			out.Groups = map[string]string{}
 			for name, g := range p.groups {

@@ -240,8 +240,9 @@ fall = 2
 		{"reload refused", kind("reload", map[string]any{"ok": false})},
 		{"health down", kind("health", map[string]any{"target": "check/flag", "check": "flag", "up": false})},
 		{"health up", kind("health", map[string]any{"target": "check/flag", "check": "flag", "up": true})},
-		{"takeover after the crash: BACKUP -> MASTER", transition(group, "BACKUP", "MASTER")},
+		// The crash closes the pair link first; the takeover follows from it.
 		{"pair link down", kind("pair_link_down", map[string]any{"peer": "lb2"})},
+		{"takeover after the crash: BACKUP -> MASTER", transition(group, "BACKUP", "MASTER")},
 	}
 	i := 0
 	for _, e := range evs {

@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/havip/havip/internal/ctl"
+	"github.com/havip/havip/internal/pairwire"
 	"github.com/havip/havip/test/lab"
 )
 
@@ -78,6 +79,9 @@ type Site struct {
 	ExtraGroup   string // raw TOML appended to the [[vrrp]] table
 	Extra        string // raw TOML appended to the file
 	Prio1, Prio2 int    // default 150, 100
+	// NoPairKey: no [site] pair_key, so the pair link only observes
+	// (by default both nodes share a key written for the test).
+	NoPairKey bool
 }
 
 // Node is one director running havip.
@@ -110,6 +114,8 @@ type Pair struct {
 	Config string // the site file as first written (each node runs its own copy, Node.Config)
 	VIP    netip.Addr
 	Site   Site
+	// PairKey is the pair key file both nodes name ("" with NoPairKey).
+	PairKey string
 }
 
 // Lab addresses: the benchmarking range, only ever inside test namespaces.
@@ -154,9 +160,17 @@ func NewPair(t testing.TB, s Site) *Pair {
 	dir := t.TempDir()
 	p.Config = filepath.Join(dir, "havip.toml")
 	vips := `"` + strings.Join(s.VIPs, `", "`) + `"`
+	keyLine := ""
+	if !s.NoPairKey {
+		p.PairKey = filepath.Join(dir, "pair.key")
+		if err := pairwire.WriteNewKey(p.PairKey); err != nil {
+			t.Fatal(err)
+		}
+		keyLine = fmt.Sprintf("pair_key = %q\n", p.PairKey)
+	}
 	cfg := fmt.Sprintf(`[site]
 name = "lab"
-
+%s
 [[node]]
 name = "lb1"
 address = "%s"
@@ -179,7 +193,7 @@ vips = [%s]
 garp_interval = "20ms"
 %s
 %s
-`, Addr1, s.Prio1, Addr2, s.Prio2, s.VRID, s.Advert, s.Version, s.Unicast, preempt, vips, s.ExtraGroup, s.Extra)
+`, keyLine, Addr1, s.Prio1, Addr2, s.Prio2, s.VRID, s.Advert, s.Version, s.Unicast, preempt, vips, s.ExtraGroup, s.Extra)
 	if err := os.WriteFile(p.Config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
