@@ -352,8 +352,6 @@ func (c *controller) handle(ev any) {
 		c.reload(ev)
 	case failoverReq:
 		c.failover(ev)
-	case peerCall:
-		c.peerCall(ev)
 	case pingReq:
 		ev.reply <- struct{}{}
 	case drainReq:
@@ -389,6 +387,10 @@ func (c *controller) peerDied(ev peerDied) {
 // peerCall answers a request from the peer.
 func (c *controller) peerCall(ev peerCall) {
 	switch ev.call.Kind {
+	case callTakeover:
+		c.takeover(ev) // drill.go
+	case callDrill:
+		c.drillBack(ev)
 	default:
 		ev.reply(pairAnswer{Err: fmt.Sprintf("unknown request %q", ev.call.Kind)})
 	}

@@ -62,6 +62,18 @@ type peerGroupFacts struct {
 	prio  uint8 // effective priority
 }
 
+// peerFactsOf is what the pre-checks need of the peer.
+func peerFactsOf(v peerView) peerFacts {
+	f := peerFacts{node: v.node, alive: v.alive, trusted: v.trusted, groups: map[string]peerGroupFacts{}}
+	if v.table != nil {
+		f.digest = v.table.Digest
+	}
+	for name, m := range v.groups {
+		f.groups[name] = peerGroupFacts{state: m.State, prio: m.Prio}
+	}
+	return f
+}
+
 // precheck says why handing each of groups to the peer is unsafe, every
 // reason of each group that fails; a group that passes has no entry. The
 // drill runs only when the map is empty (or with --force).
@@ -411,18 +423,6 @@ func (c *controller) ownDigest() string {
 		return m.table.Digest
 	}
 	return ""
-}
-
-// peerCall answers the peer's calls over the pair link.
-func (c *controller) peerCall(pc peerCall) {
-	switch pc.call.Kind {
-	case callTakeover:
-		c.takeover(pc)
-	case callDrill:
-		c.drillBack(pc)
-	default:
-		pc.reply(pairAnswer{ID: pc.call.ID, Err: fmt.Sprintf("unknown call %q", pc.call.Kind)})
-	}
 }
 
 // takeover is the peer's side of make-before-break: each named group

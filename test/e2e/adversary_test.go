@@ -637,7 +637,7 @@ func TestAdversaryControlStorm(t *testing.T) {
 	}
 	time.Sleep(2 * time.Second)
 	noFlap(t, capt, lb1, lb2, transitions)
-	if out, code := lb1.Run("failover", "--force"); code != 0 {
+	if out, code := lb1.Run("failover"); code != 0 {
 		t.Errorf("havip failover under the storm: exit %d\n%s", code, out)
 	}
 	lb2.WaitState(group, "MASTER", time.Second)

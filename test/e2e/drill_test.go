@@ -77,20 +77,39 @@ func TestDrillUnreadyPeer(t *testing.T) {
 	vipKept(t, w, p.VIP, lb1)
 }
 
-// (c) --force hands over past the pre-checks.
+// (c) --force hands over past the pre-checks: make-before-break over an
+// authenticated link; without a pair key (the plain drill refuses: the
+// link is not authenticated) the old resign, break-before-make.
 func TestDrillForce(t *testing.T) {
-	p := startPair(t, h.Site{})
-	lb1, lb2 := p.Nodes[0], p.Nodes[1]
-	out, code := lb1.Run("failover", "--force")
-	t.Logf("havip failover --force (exit %d):\n%s", code, out)
-	if code != 0 {
-		t.Fatalf("havip failover --force: exit %d", code)
-	}
-	lb2.WaitState(group, "MASTER", time.Second)
-	lb1.WaitState(group, "BACKUP", time.Second)
-	h.WaitUntil(t, time.Second, "the VIP only on lb2", func() bool { return lb2.HasVIP(p.VIP) && !lb1.HasVIP(p.VIP) })
-	if !strings.Contains(out, "client-visible gap: not measured") {
-		t.Errorf("without --probe the report must say the gap was not measured")
+	for _, tc := range []struct {
+		name  string
+		noKey bool
+		mode  string
+	}{
+		{"authenticated link", false, "make-before-break"},
+		{"no pair key", true, "resign"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startPair(t, h.Site{NoPairKey: tc.noKey})
+			lb1, lb2 := p.Nodes[0], p.Nodes[1]
+			if tc.noKey {
+				out, code := lb1.Run("failover")
+				if code != 2 || !strings.Contains(out, "not authenticated") {
+					t.Errorf("havip failover without a pair key: exit %d, want 2 naming the unauthenticated link:\n%s", code, out)
+				}
+			}
+			out, code := lb1.Run("failover", "--force")
+			t.Logf("havip failover --force (exit %d):\n%s", code, out)
+			if code != 0 || !strings.Contains(out, tc.mode) {
+				t.Fatalf("havip failover --force: exit %d, want 0 and mode %s", code, tc.mode)
+			}
+			lb2.WaitState(group, "MASTER", time.Second)
+			lb1.WaitState(group, "BACKUP", time.Second)
+			h.WaitUntil(t, time.Second, "the VIP only on lb2", func() bool { return lb2.HasVIP(p.VIP) && !lb1.HasVIP(p.VIP) })
+			if !strings.Contains(out, "client-visible gap: not measured") {
+				t.Errorf("without --probe the report must say the gap was not measured")
+			}
+		})
 	}
 }
 

@@ -201,7 +201,7 @@ func TestSyncGroupDrill(t *testing.T) {
 	lb1, lb2 := sp.Nodes[0], sp.Nodes[1]
 	t0 := time.Now()
 	took := sp.move(t, lb1, lb2, "BACKUP", "drill of front", 0, func() {
-		out, code := lb1.Run("failover", "--force", group)
+		out, code := lb1.Run("failover", group)
 		t.Logf("havip failover front:\n%s", out)
 		if code != 0 {
 			t.Fatalf("havip failover front: exit %d", code)
@@ -366,7 +366,7 @@ func TestSyncGroupJoinedByReload(t *testing.T) {
 		n.WriteConfig(strings.ReplaceAll(joined, "sync_group = \"nat\"\n", ""))
 	})
 	lb1, lb2 := sp.Nodes[0], sp.Nodes[1]
-	if out, code := lb1.Run("failover", "--force", group); code != 0 {
+	if out, code := lb1.Run("failover", group); code != 0 {
 		t.Fatalf("havip failover front: exit %d\n%s", code, out)
 	}
 	lb2.WaitState(group, "MASTER", time.Second)
