@@ -56,7 +56,7 @@ func commands() []command {
 		{"check", "-c FILE [--node NAME]", "validate the site file; exit 1 when invalid", cmdCheck},
 		{"status", "[-c FILE] [--json]", "state of the running daemon", cmdStatus},
 		{"reload", "[-c FILE] [--json]", "make the running daemon re-read its site file", cmdReload},
-		{"failover", "[GROUP...]", "planned handover drill to the peer", cmdFailover},
+		{"failover", "[GROUP...] [--force] [--probe ADDR:PORT] [--back]", "planned handover drill: refused (exit 2) unless the peer is ready", cmdFailover},
 		{"events", "[--follow] [--after SEQ]", "the daemon's events, one JSON line each; --follow streams", cmdEvents},
 		{"drain", "VS REAL [--wait] [--timeout D] [--remove]", "weight 0 for a real server (persisted, mirrored to the peer)", cmdDrain},
 		{"undrain", "VS REAL", "undo a drain", cmdUndrain},
@@ -415,20 +415,53 @@ func cmdReload(args []string, stdout, stderr io.Writer) int {
 
 func cmdFailover(args []string, stdout, stderr io.Writer) int {
 	c := newClient("failover", stdout, stderr)
+	force := c.Bool("force", false, "hand over even if the pre-checks fail (without an authenticated peer: resign, break-before-make)")
+	back := c.Bool("back", false, "ask the peer to hand back the groups (default: those it is MASTER and this node BACKUP of)")
+	probe := c.String("probe", "", "ADDR:PORT to connect through every "+probeEvery.String()+" during the drill, counting failed connections (the client-visible gap)")
 	groups, err := c.parse(args)
 	if err != nil {
 		return exitFor(err)
 	}
-	resp, err := c.call(ctl.Request{Cmd: ctl.CmdFailover, Groups: groups}, 30*time.Second)
-	if resp != nil && len(resp.Failover) > 0 {
-		if *c.asJSON {
-			c.printJSON(resp.Failover)
-		} else {
-			printFailover(stdout, resp.Failover)
+	var target netip.AddrPort
+	if *probe != "" {
+		if target, err = netip.ParseAddrPort(*probe); err != nil {
+			return c.fail(inputError{fmt.Errorf("--probe %q: want ADDR:PORT: %w", *probe, err)})
 		}
 	}
+	if *back && *force {
+		return c.fail(inputError{errors.New("--back cannot force the peer: run havip failover --force on it")})
+	}
+	var pr *prober
+	if *probe != "" {
+		pr = startProbe(target.String())
+		time.Sleep(probeBefore)
+		pr.started()
+	}
+	resp, err := c.call(ctl.Request{Cmd: ctl.CmdFailover, Groups: groups, Force: *force, Back: *back}, 30*time.Second)
+	out := failoverOutput{}
+	if resp != nil {
+		out.Groups = resp.Failover
+	}
+	for _, r := range out.Groups {
+		out.Refused = out.Refused || r.Refused
+	}
+	if pr != nil {
+		if err == nil {
+			time.Sleep(probeAfter)
+		}
+		rep := pr.finish()
+		out.Probe = &rep
+	} else {
+		out.ClientGap = notMeasured
+	}
+	switch {
+	case *c.asJSON && (len(out.Groups) > 0 || out.Probe != nil):
+		c.printJSON(out)
+	case len(out.Groups) > 0 || out.Probe != nil:
+		printFailover(stdout, out)
+	}
 	if err != nil {
-		if resp != nil && len(resp.Failover) == 0 && strings.Contains(err.Error(), "no group named") {
+		if len(out.Groups) == 0 && strings.Contains(err.Error(), "no group named") {
 			err = inputError{err}
 		}
 		return c.fail(err)

@@ -254,20 +254,53 @@ func printReload(stdout, stderr io.Writer, res *ctl.ReloadResult) {
 	}
 }
 
-func printFailover(w io.Writer, res []ctl.FailoverResult) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "GROUP\tFROM\tTO\tHANDOVER\tGAP\tCLIENT-VISIBLE GAP\tERROR")
-	for _, r := range res {
-		seen := "no"
-		if r.GapSeen {
-			seen = "YES"
+// failoverOutput is what havip failover prints (as JSON with --json).
+type failoverOutput struct {
+	Groups    []ctl.FailoverResult `json:"groups"`
+	Refused   bool                 `json:"refused,omitempty"` // the pre-checks failed: nothing changed
+	Probe     *probeReport         `json:"probe,omitempty"`
+	ClientGap string               `json:"client_gap,omitempty"` // without a probe: that it was not measured
+}
+
+var notMeasured = "not measured: the drill sees no clients; havip failover --probe VIP:PORT connects through the VIP every " +
+	probeEvery.String() + " during the drill and counts the connections that failed"
+
+func printFailover(w io.Writer, out failoverOutput) {
+	if len(out.Groups) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "GROUP\tFROM\tTO\tMODE\tHANDOVER\tFIRST ADVERT\tERROR")
+		for _, r := range out.Groups {
+			mode := r.Mode
+			if r.Refused {
+				mode = "refused"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", printable(r.Group), printable(r.From), dash(printable(r.To)),
+				dash(mode), dash(r.Handover), dash(r.FirstAdvert), dash(printable(r.Error)))
 		}
-		if r.Error != "" {
-			seen = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Group, r.From, dash(r.To), dash(r.Handover), dash(r.Gap), seen, dash(r.Error))
+		tw.Flush()
 	}
-	tw.Flush()
+	if out.Refused {
+		fmt.Fprintln(w, "drill refused: nothing changed, the VIPs stay here (--force overrides)")
+	}
+	switch p := out.Probe; {
+	case p == nil:
+		fmt.Fprintln(w, "client-visible gap: "+out.ClientGap)
+	case p.Failed == 0:
+		fmt.Fprintf(w, "client-visible gap: none: probe %s, %d connections (every %s, timeout %s), 0 failed\n", p.Target, p.Attempts, p.Every, p.Timeout)
+	default:
+		fmt.Fprintf(w, "client-visible gap: %s: probe %s, %d of %d connections failed (every %s, timeout %s), from %s to %s after the drill started\n",
+			p.Window, p.Target, p.Failed, p.Attempts, p.Every, p.Timeout, p.FirstFailure, p.LastFailure)
+		for _, e := range p.Errors {
+			fmt.Fprintf(w, "  %s\n", e)
+		}
+	}
+}
+
+// printable escapes what is not printable in s: peer text never reaches
+// the terminal raw.
+func printable(s string) string {
+	q := strconv.Quote(s)
+	return q[1 : len(q)-1]
 }
 
 func dash(s string) string {

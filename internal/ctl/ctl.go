@@ -31,6 +31,8 @@ const (
 type Request struct {
 	Cmd    string   `json:"cmd"`
 	Groups []string `json:"groups,omitempty"`
+	Force  bool     `json:"force,omitempty"` // failover: past the pre-checks
+	Back   bool     `json:"back,omitempty"`  // failover: ask the peer to hand the groups back
 	// events: the events after sequence number After (0: every event the
 	// daemon still keeps); Follow keeps the connection open and streams
 	// each new batch as a Response of its own.
@@ -235,15 +237,18 @@ type SyncDaemon struct {
 	SyncID    uint32 `json:"sync_id"`
 }
 
-// FailoverResult is the outcome of a planned handover of one group.
+// FailoverResult is the outcome of a planned handover of one group. It
+// carries no client-visible gap: only a probe through the VIP measures
+// that (havip failover --probe).
 type FailoverResult struct {
-	Group    string `json:"group"`
-	From     string `json:"from"`
-	To       string `json:"to,omitempty"`
-	Handover string `json:"handover,omitempty"` // resign -> peer's first advert as master
-	Gap      string `json:"gap,omitempty"`      // VIP released -> peer answers for it
-	GapSeen  bool   `json:"gap_seen"`           // a client could have seen the VIP unanswered
-	Error    string `json:"error,omitempty"`
+	Group       string `json:"group"`
+	From        string `json:"from"`
+	To          string `json:"to,omitempty"`
+	Mode        string `json:"mode,omitempty"`         // "make-before-break" or "resign"; "" when refused
+	Handover    string `json:"handover,omitempty"`     // make-before-break: takeover request -> the peer's answer; resign: resign -> the peer's first advert
+	FirstAdvert string `json:"first_advert,omitempty"` // drill start -> the peer's first advert as master, as heard by the old master
+	Refused     bool   `json:"refused,omitempty"`      // a pre-check failed: nothing changed
+	Error       string `json:"error,omitempty"`
 }
 
 // ErrNotRunning means nothing listens on the control socket.

@@ -140,7 +140,9 @@ func (t *controlTask) handle(ctx context.Context, conn net.Conn) {
 	case ctl.CmdStatus:
 		resp.Status = t.c.status()
 	case ctl.CmdFailover:
-		rep, err := ask(rctx, t.c, func(r chan failoverReply) any { return failoverReq{groups: req.Groups, reply: r} })
+		rep, err := ask(rctx, t.c, func(r chan failoverReply) any {
+			return failoverReq{groups: req.Groups, force: req.Force, back: req.Back, reply: r}
+		})
 		if err == nil {
 			err = rep.err
 		}
@@ -289,11 +291,12 @@ func (c *capped) Read(p []byte) (int, error) {
 
 // failoverResult is a drill's result on the wire.
 func failoverResult(r drillResult) ctl.FailoverResult {
-	out := ctl.FailoverResult{Group: r.group, From: r.from, To: r.to, Error: r.err}
-	if r.err == "" {
+	out := ctl.FailoverResult{Group: r.group, From: r.from, To: r.to, Mode: r.mode, Refused: r.refused, Error: r.err}
+	if r.handover > 0 {
 		out.Handover = r.handover.Round(10 * time.Microsecond).String()
-		out.Gap = r.gap.Round(10 * time.Microsecond).String()
-		out.GapSeen = r.gap > 0
+	}
+	if r.firstAdvert > 0 {
+		out.FirstAdvert = r.firstAdvert.Round(10 * time.Microsecond).String()
 	}
 	return out
 }

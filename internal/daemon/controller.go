@@ -120,6 +120,8 @@ type (
 	}
 	failoverReq struct {
 		groups []string
+		force  bool // past the pre-checks
+		back   bool // ask the peer to hand the groups back (havip failover --back)
 		reply  chan failoverReply
 	}
 	failoverReply struct {
@@ -385,6 +387,10 @@ func (c *controller) peerDied(ev peerDied) {
 // peerCall answers a request from the peer.
 func (c *controller) peerCall(ev peerCall) {
 	switch ev.call.Kind {
+	case callTakeover:
+		c.takeover(ev) // drill.go
+	case callDrill:
+		c.drillBack(ev)
 	default:
 		ev.reply(pairAnswer{Err: fmt.Sprintf("unknown request %q", ev.call.Kind)})
 	}

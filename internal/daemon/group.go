@@ -191,6 +191,11 @@ type group struct {
 
 	lastRx                                  time.Time
 	sendErrors, readErrors, reopens, rxDrop uint64
+
+	// A failover drill's watch for the peer's first advert (see
+	// watchFirstAdvert): since when, and what it heard.
+	drillSince, drillFirst time.Time
+	drillSrc               netip.Addr
 }
 
 type quietStop struct{ keepVIPs bool }
@@ -373,6 +378,7 @@ func (g *group) Run(ctx context.Context) error {
 			switch drop {
 			case vrrp.DropNone:
 				g.lastRx = p.at
+				g.noteAdvert(p)
 			case vrrp.DropUnknownSource:
 				g.strangerLog.warn(g.log, p.at, "advert dropped: its source is no [[node]] of the site", "reason", drop, "src", p.meta.Src)
 			}

@@ -19,6 +19,7 @@ const (
 	DropFamily                          // addresses of another (or mixed) IP family, or v2 over IPv6
 	DropOwn                             // sent from our own primary address (our own advert looped back)
 	DropUnknownSource                   // a valid advert for our virtual router from a source outside Config.Sources
+	DropHandover                        // from the master we just took over from in a planned handover (see TakeOverFrom)
 	NumDropReasons
 )
 
@@ -37,6 +38,7 @@ var dropNames = [NumDropReasons]string{
 	DropOwn:       "own",
 
 	DropUnknownSource: "unknown_source",
+	DropHandover:      "handover",
 }
 
 // String returns a snake_case label fit for a Prometheus label value.

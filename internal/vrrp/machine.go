@@ -185,6 +185,12 @@ type Machine struct {
 	downCause string    // why downAt was last set short (priority 0), for the reason
 	preemptAt time.Time // Backup: preempt delay expiry; zero if not running
 
+	// A planned handover, on each side (see TakeOverFrom and HoldHandover);
+	// both end with any state change.
+	guardSrc   netip.Addr // Master: the old master whose adverts are dropped ...
+	guardUntil time.Time  // ... until then, or its priority-0 advert
+	holdUntil  time.Time  // Master: lower priority adverts are not answered until then
+
 	counters Counters
 }
 
@@ -316,8 +322,12 @@ func (m *Machine) Receive(now time.Time, b []byte, src, dst netip.Addr, ttl int)
 		m.CountDrop(r)
 		return nil, r
 	}
-	m.counters.RxAdverts++
 	src = normAddr(src)
+	if m.guarded(now, p, src) {
+		m.CountDrop(DropHandover)
+		return nil, DropHandover
+	}
+	m.counters.RxAdverts++
 	switch m.state {
 	case Backup:
 		return m.backupRx(now, p, src), DropNone
@@ -433,6 +443,11 @@ func (m *Machine) masterRx(now time.Time, p *Packet, src netip.Addr) []Action {
 		return m.masterToBackup(now, p, src, fmt.Sprintf("higher priority advert from %v (%d)", src, p.Priority))
 	case p.Priority == m.prio && src.Compare(m.cfg.Primary) > 0:
 		return m.masterToBackup(now, p, src, fmt.Sprintf("equal priority advert from higher address %v (%d)", src, p.Priority))
+	}
+	if now.Before(m.holdUntil) {
+		// We are handing over to it (HoldHandover): answering would pull
+		// the clients back from the new master just before we resign.
+		return nil
 	}
 	// A lower priority master (a healed partition, or a rival's clock):
 	// RFC 5798 discards the advert; we also answer at once so it yields
@@ -650,6 +665,49 @@ func (m *Machine) TakeOver(now time.Time, reason string) []Action {
 	return m.becomeMaster(now, reason)
 }
 
+// TakeOverFrom is TakeOver for a planned handover that the current master
+// asked for (make-before-break): a Backup becomes Master at once and, for
+// hold or until that master's priority-0 advert, drops its adverts
+// (DropHandover) even when they outrank us, so that the advert the old
+// master sends before it resigns does not send us back to Backup. After
+// the hold the usual rules apply again: a master that did not resign
+// takes the group back. It does nothing in other states.
+func (m *Machine) TakeOverFrom(now time.Time, hold time.Duration, reason string) []Action {
+	if m.state != Backup {
+		return nil
+	}
+	old := m.masterAddr
+	acts := m.becomeMaster(now, reason)
+	if old.IsValid() && hold > 0 {
+		m.guardSrc, m.guardUntil = old, now.Add(hold)
+	}
+	return acts
+}
+
+// guarded says whether p, from src, is the old master's advert that a
+// planned takeover drops; its priority-0 advert ends the guard.
+func (m *Machine) guarded(now time.Time, p *Packet, src netip.Addr) bool {
+	if m.state != Master || !m.guardSrc.IsValid() || src != m.guardSrc {
+		return false
+	}
+	if p.Priority == 0 || !now.Before(m.guardUntil) {
+		m.guardSrc, m.guardUntil = netip.Addr{}, time.Time{}
+		return false
+	}
+	return true
+}
+
+// HoldHandover is the other side of TakeOverFrom: a Master about to hand
+// over does not answer lower priority adverts until until (the peer's, now
+// master too), so it does not pull the clients back just before it
+// resigns. A zero until ends the hold (the handover failed). It does
+// nothing in other states.
+func (m *Machine) HoldHandover(until time.Time) {
+	if m.state == Master {
+		m.holdUntil = until
+	}
+}
+
 // leave goes to Initialize or Fault, where nothing runs.
 func (m *Machine) leave(now time.Time, to State, reason string) []Action {
 	var acts []Action
@@ -689,6 +747,7 @@ func (m *Machine) become(now time.Time, to State, reason string) []Action {
 	from := m.state
 	m.state, m.since = to, now
 	m.advertAt, m.downAt, m.preemptAt, m.downCause = time.Time{}, time.Time{}, time.Time{}, ""
+	m.guardSrc, m.guardUntil, m.holdUntil = netip.Addr{}, time.Time{}, time.Time{}
 	m.counters.Transitions++
 	return []Action{{Kind: ActBecome, From: from, To: to, Reason: reason}}
 }

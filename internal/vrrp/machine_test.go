@@ -71,9 +71,9 @@ func (a advert) bytes(t testing.TB) []byte {
 // step is one call into the machine at t0+at and what it must return.
 type step struct {
 	at     time.Duration
-	op     string          // start, rx, tick, prio, fault, clear, stop, resign, takeover, resume, reconf
+	op     string          // start, rx, tick, prio, fault, clear, stop, resign, takeover, takeoverfrom, hold, resume, reconf
 	rx     advert          // rx
-	arg    uint8           // prio
+	arg    uint8           // prio; hold: how long, in 100 ms (0: end the hold)
 	mod    func(c *Config) // reconf: changes to the current config
 	resume State           // resume: the state to resume
 	err    error           // reconf: the error it must wrap; then nothing may change
@@ -120,6 +120,14 @@ func run(t *testing.T, m *Machine, steps []step) {
 			got = m.Resign(now)
 		case "takeover":
 			got = m.TakeOver(now, "sync group")
+		case "takeoverfrom":
+			got = m.TakeOverFrom(now, 2*time.Second, "planned handover")
+		case "hold":
+			until := time.Time{}
+			if s.arg > 0 {
+				until = now.Add(time.Duration(s.arg) * 100 * time.Millisecond)
+			}
+			m.HoldHandover(until)
 		case "resume":
 			got = m.Resume(now, s.resume, "resumed")
 		case "reconf":
@@ -472,6 +480,58 @@ func TestMachine(t *testing.T) {
 				{at: 2 * time.Second, op: "takeover", next: 3 * time.Second, st: Master}, // already master: no-op
 				{at: 2500 * time.Millisecond, op: "rx", rx: advert{src: higher, prio: 200}, want: []Action{become(Master, Backup, "higher priority advert from 192.168.0.12 (200)")}, next: 2500*time.Millisecond + down100, st: Backup},
 			},
+		},
+		{
+			name: "planned takeover drops the old master's adverts for the hold",
+			steps: []step{
+				{op: "takeoverfrom", next: -1, st: Initialize}, // not backup: no-op
+				{op: "start", want: []Action{become(Initialize, Backup, "startup")}, next: down100, st: Backup},
+				{at: time.Second, op: "rx", rx: advert{src: higher, prio: 200}, next: time.Second + down100, st: Backup},
+				{at: 2 * time.Second, op: "takeoverfrom", want: []Action{become(Backup, Master, "planned handover"), send(100)}, next: 3 * time.Second, st: Master},
+				// The old master's advert before it resigns: dropped, however it outranks us.
+				{at: 2100 * time.Millisecond, op: "rx", rx: advert{src: higher, prio: 200}, drop: DropHandover, next: 3 * time.Second, st: Master},
+				// Another router is not the old master: the usual rules.
+				{at: 2200 * time.Millisecond, op: "rx", rx: advert{src: lower, prio: 50}, want: []Action{send(100), announce("lower priority advert from 192.168.0.9 (50)")}, next: 3200 * time.Millisecond, st: Master},
+				// Just before the hold ends, still dropped.
+				{at: 3999 * time.Millisecond, op: "rx", rx: advert{src: higher, prio: 200}, drop: DropHandover, next: 3200 * time.Millisecond, st: Master},
+				// The hold is over: a master that did not resign takes the group back.
+				{at: 4 * time.Second, op: "rx", rx: advert{src: higher, prio: 200}, want: []Action{become(Master, Backup, "higher priority advert from 192.168.0.12 (200)")}, next: 4*time.Second + down100, st: Backup},
+			},
+		},
+		{
+			name: "planned takeover: the old master's priority 0 ends the hold",
+			steps: []step{
+				{op: "start", want: []Action{become(Initialize, Backup, "startup")}, next: down100, st: Backup},
+				{at: time.Second, op: "rx", rx: advert{src: higher, prio: 200}, next: time.Second + down100, st: Backup},
+				{at: 2 * time.Second, op: "takeoverfrom", want: []Action{become(Backup, Master, "planned handover"), send(100)}, next: 3 * time.Second, st: Master},
+				{at: 2010 * time.Millisecond, op: "rx", rx: advert{src: higher, prio: 0}, want: []Action{send(100)}, next: 3010 * time.Millisecond, st: Master},
+				// It came back at once, within the 2 s: the election is normal again.
+				{at: 2500 * time.Millisecond, op: "rx", rx: advert{src: higher, prio: 200}, want: []Action{become(Master, Backup, "higher priority advert from 192.168.0.12 (200)")}, next: 2500*time.Millisecond + down100, st: Backup},
+			},
+		},
+		{
+			name: "planned takeover with no master known holds nothing",
+			steps: []step{
+				{op: "start", want: []Action{become(Initialize, Backup, "startup")}, next: down100, st: Backup},
+				{at: time.Second, op: "takeoverfrom", want: []Action{become(Backup, Master, "planned handover"), send(100)}, next: 2 * time.Second, st: Master},
+				{at: 1100 * time.Millisecond, op: "rx", rx: advert{src: higher, prio: 200}, want: []Action{become(Master, Backup, "higher priority advert from 192.168.0.12 (200)")}, next: 1100*time.Millisecond + down100, st: Backup},
+			},
+		},
+		{
+			name: "handing over: lower priority adverts unanswered during the hold",
+			steps: seq(toMaster, []step{
+				{at: T, op: "hold", arg: 20, next: T + time.Second, st: Master}, // 2 s
+				{at: T + 100*time.Millisecond, op: "rx", rx: advert{src: higher, prio: 50}, next: T + time.Second, st: Master},
+				// A higher priority one still wins: that is a handover too.
+				{at: T + 200*time.Millisecond, op: "rx", rx: advert{src: lower, prio: 50}, next: T + time.Second, st: Master},
+				{at: T + 2*time.Second, op: "rx", rx: advert{src: higher, prio: 50}, want: []Action{send(100), announce("lower priority advert from 192.168.0.12 (50)")}, next: T + 3*time.Second, st: Master},
+				// A zero hold ends it at once (the handover failed).
+				{at: T + 2500*time.Millisecond, op: "hold", arg: 20, next: T + 3*time.Second, st: Master},
+				{at: T + 2600*time.Millisecond, op: "hold", arg: 0, next: T + 3*time.Second, st: Master},
+				{at: T + 2700*time.Millisecond, op: "rx", rx: advert{src: higher, prio: 50}, want: []Action{send(100), announce("lower priority advert from 192.168.0.12 (50)")}, next: T + 3700*time.Millisecond, st: Master},
+				{at: T + 3100*time.Millisecond, op: "resign", want: []Action{send(0), become(Master, Backup, "resigned (planned handover)")}, next: T + 3100*time.Millisecond + down100, st: Backup},
+				{at: T + 3200*time.Millisecond, op: "hold", arg: 20, next: T + 3100*time.Millisecond + down100, st: Backup}, // not master: no-op
+			}),
 		},
 		{
 			name: "resume as master, or as backup; only from INIT",

@@ -309,7 +309,7 @@ func TestDropReasonString(t *testing.T) {
 	}
 	want := map[string]DropReason{"ttl": DropTTL, "checksum": DropChecksum, "version": DropVersion, "type": DropType,
 		"truncated": DropTruncated, "vrid": DropVRID, "interval": DropInterval, "addr_list": DropAddrList,
-		"auth": DropAuth, "family": DropFamily, "own": DropOwn, "unknown_source": DropUnknownSource, "none": DropNone}
+		"auth": DropAuth, "family": DropFamily, "own": DropOwn, "unknown_source": DropUnknownSource, "handover": DropHandover, "none": DropNone}
 	if diff := cmp.Diff(want, seen); diff != "" {
 		t.Errorf("labels (-want +got):\n%s", diff)
 	}

@@ -219,7 +219,7 @@ func TestFailoverDrill(t *testing.T) {
 	lb1, lb2 := p.Nodes[0], p.Nodes[1]
 	out, code := lb1.Run("failover")
 	t.Logf("havip failover:\n%s", out)
-	if code != 0 || !strings.Contains(out, "lb1") || !strings.Contains(out, h.Addr2.String()) {
+	if code != 0 || !strings.Contains(out, "lb1") || !strings.Contains(out, "lb2") || !strings.Contains(out, "make-before-break") {
 		t.Fatalf("havip failover exit %d:\n%s", code, out)
 	}
 	lb2.WaitState(group, "MASTER", time.Second)
