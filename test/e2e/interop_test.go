@@ -22,7 +22,7 @@ type keepalived struct {
 	exited chan struct{}
 }
 
-func startKeepalived(t *testing.T, host *lab.Host, p *h.Pair, prio int) *keepalived {
+func startKeepalived(t testing.TB, host *lab.Host, p *h.Pair, prio int) *keepalived {
 	t.Helper()
 	bin, err := exec.LookPath("keepalived")
 	if err != nil {
@@ -73,7 +73,7 @@ vrrp_instance front {
 	return k
 }
 
-func (k *keepalived) kill(t *testing.T, sig syscall.Signal) {
+func (k *keepalived) kill(t testing.TB, sig syscall.Signal) {
 	t.Helper()
 	// The whole process group: keepalived's VRRP child must go too.
 	if err := syscall.Kill(-k.cmd.Process.Pid, sig); err != nil {
