@@ -1,0 +1,134 @@
+package ipvsync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/moby/ipvs"
+	"golang.org/x/sys/unix"
+)
+
+// FlushAddr is the loopback address of the flush service: a TCP virtual
+// service whose only real server is this host, used by nothing but the
+// flusher.
+var FlushAddr = netip.MustParseAddr("127.0.0.2")
+
+// The kernel's master sync daemon holds the message it is filling until
+// the next connection entry does not fit in it, or for 2 s (3 s at worst:
+// it looks every second). With a message size under one entry the next
+// entry always pushes the previous message out, but the last connection
+// before a quiet spell still waits. The flusher makes that next entry
+// itself: every interval one throwaway TCP connection through the flush
+// service, closed with a reset at once, which the kernel syncs on reaching
+// ESTABLISHED (and again on the reset), so whatever it held before goes
+// out within interval plus the kernel's 20 ms send delay.
+type flusher struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	ln     net.Listener
+}
+
+func flushService(port uint16) *ipvs.Service {
+	return &ipvs.Service{
+		Address: FlushAddr.AsSlice(), Protocol: unix.IPPROTO_TCP, Port: port,
+		AddressFamily: unix.AF_INET, SchedName: "rr", Netmask: 0xffffffff,
+	}
+}
+
+// startFlusher programs the flush service on port and starts the loop.
+func startFlusher(every time.Duration, port uint16, log *slog.Logger) (*flusher, error) {
+	h, err := ipvs.New("")
+	if err != nil {
+		return nil, fmt.Errorf("ipvsync: flush service: %w", err)
+	}
+	defer h.Close()
+	svc := flushService(port)
+	if err := h.NewService(svc); err != nil && !errors.Is(err, unix.EEXIST) {
+		return nil, fmt.Errorf("ipvsync: flush service %s: %w", netip.AddrPortFrom(FlushAddr, port), err)
+	}
+	dst := &ipvs.Destination{Address: FlushAddr.AsSlice(), Port: port, Weight: 1,
+		ConnectionFlags: ipvs.ConnectionFlagDirectRoute, AddressFamily: unix.AF_INET}
+	if err := h.NewDestination(svc, dst); err != nil && !errors.Is(err, unix.EEXIST) {
+		return nil, fmt.Errorf("ipvsync: flush service %s: real server: %w", netip.AddrPortFrom(FlushAddr, port), err)
+	}
+	addr := netip.AddrPortFrom(FlushAddr, port).String()
+	ln, err := net.Listen("tcp4", addr)
+	if err != nil {
+		return nil, fmt.Errorf("ipvsync: flush service: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &flusher{cancel: cancel, done: make(chan struct{}), ln: ln}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // the real server: accept and drop
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	go func() {
+		defer close(f.done)
+		defer wg.Wait()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		d := net.Dialer{Timeout: max(every, 100*time.Millisecond)}
+		failing := false
+		var fails uint64
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			c, err := d.DialContext(ctx, "tcp4", addr)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				fails++
+				if !failing {
+					log.Warn("ipvsync: sync flush failed; the kernel may hold the newest connections up to 3s", "err", err, "failures", fails)
+					failing = true
+				}
+				continue
+			}
+			c.(*net.TCPConn).SetLinger(0) // a reset: no TIME_WAIT, and one more state change to sync
+			c.Close()
+			if failing {
+				log.Info("ipvsync: sync flush works again", "failures", fails)
+				failing = false
+			}
+		}
+	}()
+	return f, nil
+}
+
+// stop ends the loop; the flush service stays until delFlushService.
+func (f *flusher) stop() {
+	f.cancel()
+	f.ln.Close()
+	<-f.done
+}
+
+// delFlushService removes the flush service on port; absent is fine.
+func delFlushService(port uint16) error {
+	h, err := ipvs.New("")
+	if err != nil {
+		return fmt.Errorf("ipvsync: flush service: %w", err)
+	}
+	defer h.Close()
+	if err := h.DelService(flushService(port)); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("ipvsync: remove flush service: %w", err)
+	}
+	return nil
+}
