@@ -39,7 +39,7 @@ const (
 
 // Connection sync defaults ([sync]); README "Connection sync" explains each.
 const (
-	DefaultSyncMaxLen        = 1 // one connection per message
+	DefaultSyncMaxLen        = 100 // at most two connections a message
 	DefaultSyncVersion       = 1
 	DefaultSyncThreshold     = 3
 	DefaultSyncPeriod        = 0 // 0 with a refresh period: sync on state changes

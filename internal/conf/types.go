@@ -127,9 +127,9 @@ type Sync struct {
 	Port      uint16     // default 8848
 	TTL       uint8      // default 1
 	// MaxLen: the master daemon's message size in bytes; 0 = the kernel's
-	// (the MTU). The kernel never splits a connection entry, so a value
-	// under one entry sends one connection per message. Default
-	// DefaultSyncMaxLen.
+	// (the MTU). The kernel never splits a connection entry (36 bytes for
+	// IPv4, 72 for IPv6, after an 8-byte header), so 100 holds at most two
+	// and 1 one. Default DefaultSyncMaxLen.
 	MaxLen int
 	// The kernel's sync sysctls (/proc/sys/net/ipv4/vs/), written in the
 	// daemon's network namespace before the master daemon starts. See

@@ -7,9 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -22,25 +19,18 @@ import (
 // flusher.
 var FlushAddr = netip.MustParseAddr("127.0.0.2")
 
-// flushFor is how long the flusher keeps going after the kernel last made
-// a connection that was not its own: a connection is synced on reaching
-// ESTABLISHED, one client round trip after its SYN made it.
-const flushFor = time.Second
-
-// statsFile counts the connections IPVS made in this network namespace.
-const statsFile = "/proc/net/ip_vs_stats"
-
 // The kernel's master sync daemon holds the message it is filling until
 // the next connection entry does not fit in it, or for 2 s (3 s at worst:
-// it looks every second). With a message size under one entry the next
-// entry always pushes the previous message out, but the last connection
-// before a quiet spell still waits. The flusher makes that next entry
-// itself: every interval one throwaway TCP connection through the flush
-// service, closed with a reset at once, which the kernel syncs on reaching
-// ESTABLISHED (and again on the reset), so whatever it held before goes
-// out within interval plus the kernel's 20 ms send delay. It flushes only
-// while connections arrive (up to flushFor after the last one that was not
-// its own, read from statsFile), so an idle director sends nothing.
+// it looks every second). With a message of at most two entries (maxlen
+// 100) the entries that follow soon push it out, but the last connections
+// before a quiet spell still wait. The flusher makes those entries itself:
+// every interval one throwaway TCP connection through the flush service,
+// closed with a reset at once, which the kernel syncs twice (on reaching
+// ESTABLISHED and on the reset), so whatever it held before goes out
+// within interval plus the kernel's 20 ms send delay. It runs while the
+// master daemon runs: the kernel shows no count of new connections finer
+// than its 2 s estimator, so it cannot tell a quiet spell from a busy one
+// in time.
 type flusher struct {
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -97,36 +87,12 @@ func startFlusher(every time.Duration, port uint16, log *slog.Logger) (*flusher,
 		d := net.Dialer{Timeout: max(every, 100*time.Millisecond)}
 		failing := false
 		var fails uint64
-		var last, own uint64 // connections counted at the last tick; ours since
-		var active time.Time // when a connection not ours last appeared
-		statsFailing := false
-		if n, err := ipvsConns(); err == nil {
-			last = n
-		}
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case now := <-t.C:
-				n, err := ipvsConns()
-				if err != nil {
-					if !statsFailing {
-						log.Warn("ipvsync: cannot read the connection count; flushing all the time", "err", err)
-					}
-					statsFailing = true
-					active = now // cannot tell: flush
-				} else {
-					statsFailing = false
-					if n-last > own { // wraps only after 2^64
-						active = now
-					}
-					last, own = n, 0
-				}
-				if now.Sub(active) > flushFor {
-					continue
-				}
+			case <-t.C:
 			}
-			own++
 			c, err := d.DialContext(ctx, "tcp4", addr)
 			if err != nil {
 				if ctx.Err() != nil {
@@ -168,26 +134,4 @@ func delFlushService(port uint16) error {
 		return fmt.Errorf("ipvsync: remove flush service: %w", err)
 	}
 	return nil
-}
-
-// ipvsConns reads the number of connections IPVS has made (the first field
-// of statsFile's third line, hex).
-func ipvsConns() (uint64, error) {
-	b, err := os.ReadFile(statsFile)
-	if err != nil {
-		return 0, err
-	}
-	return parseConns(b)
-}
-
-func parseConns(b []byte) (uint64, error) {
-	lines := strings.Split(string(b), "\n")
-	if len(lines) < 3 {
-		return 0, fmt.Errorf("ipvsync: %s: %d lines, want 3", statsFile, len(lines))
-	}
-	f := strings.Fields(lines[2])
-	if len(f) == 0 {
-		return 0, fmt.Errorf("ipvsync: %s: no counters", statsFile)
-	}
-	return strconv.ParseUint(f[0], 16, 64)
 }

@@ -25,8 +25,8 @@ import (
 // BenchmarkVMSyncCost prints what connection sync costs the master with
 // the kernel's defaults and with havip's: sync packets per second and the
 // CPU of the whole VM and of the kernel's master sync thread, idle and at
-// 1,000 and 10,000 new connections per second (or the rate the emulated
-// VM reaches, printed). Figures only: timings under TCG are not asserted.
+// 100, 1,000 and 10,000 new connections per second (or the rate the
+// emulated VM reaches, printed: a few hundred). Figures only: timings under TCG are not asserted.
 //
 //	go run ./test/vmlab/vmrun -pkg ./internal/ipvsync -run '^$' -bench VMSyncCost -timeout 10m -- -test.benchtime=1x
 //
@@ -119,12 +119,15 @@ func benchSyncCost(b *testing.B, window time.Duration) {
 	cur := base
 	cur.MaxLen, cur.Version, cur.Threshold, cur.Period, cur.RefreshPeriod, cur.Flush = conf.DefaultSyncMaxLen, conf.DefaultSyncVersion,
 		conf.DefaultSyncThreshold, conf.DefaultSyncPeriod, conf.DefaultSyncRefreshPeriod, conf.DefaultSyncFlush
+	one := cur
+	one.MaxLen = 1 // one entry a message
 	settings := []struct {
 		name string
 		cfg  conf.Sync
 	}{
 		{"kernel defaults (maxlen MTU, sync_threshold 3 50, no refresh, no flush)", old},
 		{fmt.Sprintf("havip defaults (maxlen %d, sync_threshold %d %d, refresh %s, flush %s)", cur.MaxLen, cur.Threshold, cur.Period, cur.RefreshPeriod, cur.Flush), cur},
+		{"havip defaults with maxlen 1", one},
 	}
 	type row struct {
 		want, got          float64
@@ -140,7 +143,7 @@ func benchSyncCost(b *testing.B, window time.Duration) {
 			b.Fatalf("%s: %v", st.name, err)
 		}
 		time.Sleep(500 * time.Millisecond) // the threads start, the flush service settles
-		for _, rate := range []int{0, 1000, 10000} {
+		for _, rate := range []int{0, 100, 1000, 10000} {
 			r := measureSync(b, rate, window)
 			results[st.name] = append(results[st.name], r)
 		}

@@ -117,7 +117,7 @@ func sysctlFiles(t *testing.T) string {
 func TestSyncDaemonsFollow(t *testing.T) {
 	fk := &fakeDaemonKernel{running: map[Role]DaemonStatus{}}
 	cfg := conf.Sync{Interface: "eth1", SyncID: 51, Group: netip.MustParseAddr("224.0.0.81"), Port: 8848, TTL: 1,
-		MaxLen: 1, Version: 1, Threshold: 3, Period: 0, RefreshPeriod: 10 * time.Second, Flush: 20 * time.Millisecond}
+		MaxLen: 100, Version: 1, Threshold: 3, Period: 0, RefreshPeriod: 10 * time.Second, Flush: 20 * time.Millisecond}
 	dir := sysctlFiles(t)
 	s := &SyncDaemons{c: fk, family: 0x42, cfg: cfg, sysctlDir: dir, flushOps: fakeFlush{&fk.cmds}}
 
@@ -147,7 +147,7 @@ func TestSyncDaemonsFollow(t *testing.T) {
 		// The backup's receive buffer stays the kernel's; the master's
 		// message size is cfg's.
 		for _, d := range fk.running {
-			if want := map[Role]uint16{RoleMaster: 1, RoleBackup: 1472}[d.Role]; d.MaxLen != want {
+			if want := map[Role]uint16{RoleMaster: 100, RoleBackup: 1472}[d.Role]; d.MaxLen != want {
 				t.Errorf("step %d: %s daemon maxlen %d, want %d", i, d.Role, d.MaxLen, want)
 			}
 		}
