@@ -44,25 +44,40 @@ func flushService(port uint16) *ipvs.Service {
 	}
 }
 
+// programFlush creates the flush service on port and its real server;
+// present already is fine.
+func programFlush(h *ipvs.Handle, port uint16) error {
+	svc := flushService(port)
+	if err := h.NewService(svc); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("ipvsync: flush service %s: %w", netip.AddrPortFrom(FlushAddr, port), err)
+	}
+	dst := &ipvs.Destination{Address: FlushAddr.AsSlice(), Port: port, Weight: 1,
+		ConnectionFlags: ipvs.ConnectionFlagDirectRoute, AddressFamily: unix.AF_INET}
+	if err := h.NewDestination(svc, dst); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("ipvsync: flush service %s: real server: %w", netip.AddrPortFrom(FlushAddr, port), err)
+	}
+	return nil
+}
+
+// flushCheck is how often the flusher checks that its service is still
+// there (an `ipvsadm -C` removes it, and a dial then succeeds without
+// IPVS, flushing nothing).
+const flushCheck = time.Second
+
 // startFlusher programs the flush service on port and starts the loop.
 func startFlusher(every time.Duration, port uint16, log *slog.Logger) (*flusher, error) {
 	h, err := ipvs.New("")
 	if err != nil {
 		return nil, fmt.Errorf("ipvsync: flush service: %w", err)
 	}
-	defer h.Close()
-	svc := flushService(port)
-	if err := h.NewService(svc); err != nil && !errors.Is(err, unix.EEXIST) {
-		return nil, fmt.Errorf("ipvsync: flush service %s: %w", netip.AddrPortFrom(FlushAddr, port), err)
-	}
-	dst := &ipvs.Destination{Address: FlushAddr.AsSlice(), Port: port, Weight: 1,
-		ConnectionFlags: ipvs.ConnectionFlagDirectRoute, AddressFamily: unix.AF_INET}
-	if err := h.NewDestination(svc, dst); err != nil && !errors.Is(err, unix.EEXIST) {
-		return nil, fmt.Errorf("ipvsync: flush service %s: real server: %w", netip.AddrPortFrom(FlushAddr, port), err)
+	if err := programFlush(h, port); err != nil {
+		h.Close()
+		return nil, err
 	}
 	addr := netip.AddrPortFrom(FlushAddr, port).String()
 	ln, err := net.Listen("tcp4", addr)
 	if err != nil {
+		h.Close()
 		return nil, fmt.Errorf("ipvsync: flush service: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -82,8 +97,10 @@ func startFlusher(every time.Duration, port uint16, log *slog.Logger) (*flusher,
 	go func() {
 		defer close(f.done)
 		defer wg.Wait()
+		defer h.Close() // this goroutine's alone from here
 		t := time.NewTicker(every)
 		defer t.Stop()
+		checked := time.Now()
 		d := net.Dialer{Timeout: max(every, 100*time.Millisecond)}
 		failing := false
 		var fails uint64
@@ -91,7 +108,14 @@ func startFlusher(every time.Duration, port uint16, log *slog.Logger) (*flusher,
 			select {
 			case <-ctx.Done():
 				return
-			case <-t.C:
+			case now := <-t.C:
+				if now.Sub(checked) >= flushCheck {
+					checked = now
+					if _, err := h.GetService(flushService(port)); err != nil {
+						err = programFlush(h, port)
+						log.Warn("ipvsync: the flush service was gone (removed behind havip's back); programmed again", "err", err)
+					}
+				}
 			}
 			c, err := d.DialContext(ctx, "tcp4", addr)
 			if err != nil {
