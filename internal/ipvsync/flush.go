@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"time"
 
 	"github.com/moby/ipvs"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -80,6 +82,14 @@ func startFlusher(every time.Duration, port uint16, log *slog.Logger) (*flusher,
 		h.Close()
 		return nil, fmt.Errorf("ipvsync: flush service: %w", err)
 	}
+	// The caller's network namespace (a test's thread may differ from the
+	// process's): the dials must be made there.
+	ns, err := netns.Get()
+	if err != nil {
+		h.Close()
+		ln.Close()
+		return nil, fmt.Errorf("ipvsync: flush service: %w", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &flusher{cancel: cancel, done: make(chan struct{}), ln: ln}
 	var wg sync.WaitGroup
@@ -98,6 +108,12 @@ func startFlusher(every time.Duration, port uint16, log *slog.Logger) (*flusher,
 		defer close(f.done)
 		defer wg.Wait()
 		defer h.Close() // this goroutine's alone from here
+		defer ns.Close()
+		runtime.LockOSThread() // not unlocked: a thread moved to ns exits with the goroutine
+		if err := netns.Set(ns); err != nil {
+			log.Error("ipvsync: sync flush cannot enter its network namespace; not flushing", "err", err)
+			return
+		}
 		t := time.NewTicker(every)
 		defer t.Stop()
 		checked := time.Now()

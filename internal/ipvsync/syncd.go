@@ -242,8 +242,10 @@ func (s *SyncDaemons) Start(role Role, cfg conf.Sync) error {
 // Stop stops the daemon of the given role; stopping one that does not run
 // is not an error.
 func (s *SyncDaemons) Stop(role Role) error {
+	var errF error
 	if role == RoleMaster {
 		s.stopFlush()
+		errF = s.flushOps.del(s.cfg.Port) // also one a killed havip left
 	}
 	b, err := encodeDaemon(role, nil)
 	if err != nil {
@@ -254,12 +256,12 @@ func (s *SyncDaemons) Stop(role Role) error {
 		Data:   b,
 	}, s.family, netlink.Request|netlink.Acknowledge)
 	if errors.Is(err, unix.ESRCH) {
-		return nil
+		return errF
 	}
 	if err != nil {
-		return fmt.Errorf("ipvsync: stop %s sync daemon: %w", role, err)
+		return errors.Join(errF, fmt.Errorf("ipvsync: stop %s sync daemon: %w", role, err))
 	}
-	return nil
+	return errF
 }
 
 // Follow sets the daemons for this node's VRRP state: the backup daemon
@@ -271,7 +273,11 @@ func (s *SyncDaemons) Follow(master bool) error {
 	var errM, errF error
 	if master {
 		errM = s.Start(RoleMaster, s.cfg)
-		if errM == nil && s.cfg.Flush > 0 && s.flush == nil {
+		switch {
+		case errM != nil:
+		case s.cfg.Flush == 0:
+			errF = s.flushOps.del(s.cfg.Port) // flush turned off by a reload
+		case s.flush == nil:
 			log := s.Log
 			if log == nil {
 				log = slog.Default()
@@ -280,7 +286,6 @@ func (s *SyncDaemons) Follow(master bool) error {
 		}
 	} else {
 		errM = s.Stop(RoleMaster)
-		errF = s.flushOps.del(s.cfg.Port) // also one a killed havip left
 	}
 	return errors.Join(errS, errB, errM, errF)
 }

@@ -126,10 +126,10 @@ func TestSyncDaemonsFollow(t *testing.T) {
 		cmds   []string
 		roles  []Role
 	}{
-		{false, []string{"get", "new backup", "del master", "flush del 8848"}, []Role{RoleBackup}},
+		{false, []string{"get", "new backup", "flush del 8848", "del master"}, []Role{RoleBackup}},
 		{true, []string{"get", "get", "new master", "flush start 20ms 8848"}, []Role{RoleMaster, RoleBackup}},
 		{true, []string{"get", "get"}, []Role{RoleMaster, RoleBackup}}, // idempotent
-		{false, []string{"get", "flush stop", "del master", "flush del 8848"}, []Role{RoleBackup}},
+		{false, []string{"get", "flush stop", "flush del 8848", "del master"}, []Role{RoleBackup}},
 	}
 	for i, st := range steps {
 		fk.cmds = nil
