@@ -45,7 +45,8 @@ fuzz:
 	$(GO) test ./internal/conf -run '^$$' -fuzz FuzzParse -fuzztime 60s
 
 # bench prints the failover figures (namespace lab) and the IPVS scale
-# figures (VM lab: 10,000 services x 10 real servers vs ipvsadm -R).
+# figures (VM lab: 10,000 services x 10 real servers vs ipvsadm -R; the
+# cost of connection sync, kernel defaults vs havip's).
 bench: deps build
 	$(GO) test -count=1 -p 1 -timeout 30m -run '^$$' -bench . -benchtime 1x ./test/e2e/
 	$(GO) run ./test/vmlab/vmrun -pkg ./internal/ipvsync -run '^$$' -bench . -timeout 25m -- -test.benchtime=1x

@@ -700,7 +700,9 @@ func (p *parser) check(t *table, topLevel bool) Check {
 }
 
 func (p *parser) sync(t *table) *Sync {
-	sy := &Sync{Group: netip.MustParseAddr(DefaultSyncGroup), Port: DefaultSyncPort, TTL: 1}
+	sy := &Sync{Group: netip.MustParseAddr(DefaultSyncGroup), Port: DefaultSyncPort, TTL: 1,
+		MaxLen: DefaultSyncMaxLen, Version: DefaultSyncVersion, Threshold: DefaultSyncThreshold,
+		Period: DefaultSyncPeriod, RefreshPeriod: DefaultSyncRefreshPeriod, Flush: DefaultSyncFlush}
 	t.require("interface")
 	if v, ok := t.str("interface"); ok {
 		p.ifname(t, "interface", v)
@@ -725,6 +727,41 @@ func (p *parser) sync(t *table) *Sync {
 	}
 	if v, ok := t.intIn("maxlen", 0, 65535); ok {
 		sy.MaxLen = int(v)
+	}
+	if v, ok := t.intIn("sync_version", 0, 1); ok {
+		sy.Version = int(v)
+	}
+	if v, ok := t.ints("sync_threshold"); ok {
+		switch {
+		case len(v) != 2:
+			t.errorf("sync_threshold", "want [threshold, period], two integers, got %d", len(v))
+		case v[0] < 0 || v[1] < 0 || v[0] > 1<<20 || v[1] > 1<<20:
+			t.errorf("sync_threshold", "%v: both must be 0..%d", v, 1<<20)
+		case v[1] != 0 && v[0] >= v[1]:
+			t.errorf("sync_threshold", "%v: the threshold must be below the period (the kernel refuses it)", v)
+		default:
+			sy.Threshold, sy.Period = int(v[0]), int(v[1])
+		}
+	}
+	if v, ok := t.duration("sync_refresh_period"); ok {
+		if v%time.Second != 0 {
+			t.errorf("sync_refresh_period", "%s: the kernel counts it in whole seconds", short(v))
+		} else {
+			sy.RefreshPeriod = v
+		}
+	}
+	if v, ok := t.intIn("sync_retries", 0, 3); ok {
+		sy.Retries = int(v)
+	}
+	if v, ok := t.durationUpTo("flush", 10*time.Second); ok {
+		if v != 0 && v < time.Millisecond {
+			t.errorf("flush", "%s is too short: at least 1ms, or 0 for never", short(v))
+		} else {
+			sy.Flush = v
+		}
+	}
+	if sy.Period == 0 && sy.RefreshPeriod == 0 {
+		t.warnf("sync_threshold", "period 0 and sync_refresh_period 0: the kernel syncs each connection once, at its %d. packet, and never again", sy.Threshold)
 	}
 	t.finish()
 	return sy

@@ -21,6 +21,7 @@ import (
 	"io/fs"
 	"os"
 	"syscall"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -34,6 +35,16 @@ const (
 	DefaultNodePriority  = 100
 	DefaultSyncGroup     = "224.0.0.81"
 	DefaultSyncPort      = 8848
+)
+
+// Connection sync defaults ([sync]); README "Connection sync" explains each.
+const (
+	DefaultSyncMaxLen        = 100 // at most two connections a message
+	DefaultSyncVersion       = 1
+	DefaultSyncThreshold     = 3
+	DefaultSyncPeriod        = 0 // 0 with a refresh period: sync on state changes
+	DefaultSyncRefreshPeriod = 10 * time.Second
+	DefaultSyncFlush         = 20 * time.Millisecond
 )
 
 // MaxSize is the largest site file Load and Parse accept; the reference

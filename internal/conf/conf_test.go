@@ -179,7 +179,8 @@ func TestReferenceExample(t *testing.T) {
 			{Name: "statsd", Type: "udp", Target: "192.168.0.60:8125", Send: "ping", Expect: "pong",
 				Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3},
 		},
-		Sync: &Sync{Interface: "eth1", SyncID: 10, Group: addr("224.0.0.81"), Port: 8848, TTL: 1, MaxLen: 1472},
+		Sync: &Sync{Interface: "eth1", SyncID: 10, Group: addr("224.0.0.81"), Port: 8848, TTL: 1, MaxLen: 100,
+			Version: 1, Threshold: 3, Period: 0, RefreshPeriod: 10 * time.Second, Retries: 0, Flush: 20 * time.Millisecond},
 	}
 	if diff := cmp.Diff(want, got, netipCmp, ignoreRevision); diff != "" {
 		t.Errorf("havip.toml (-want +got):\n%s", diff)

@@ -464,6 +464,26 @@ ttl = 0
 		"t.toml:13:1: sync.port: 0 is out of range 1..65535",
 		"t.toml:14:1: sync.ttl: 0 is out of range 1..255",
 	}},
+	{"sync tuning", head + `[sync]
+interface = "eth0"
+sync_version = 2
+sync_threshold = [50, 50]
+sync_refresh_period = "1500ms"
+sync_retries = 4
+flush = "100us"
+`, []string{
+		"t.toml:12:1: sync.sync_version: 2 is out of range 0..1",
+		"t.toml:13:1: sync.sync_threshold: [50 50]: the threshold must be below the period (the kernel refuses it)",
+		"t.toml:14:1: sync.sync_refresh_period: 1.5s: the kernel counts it in whole seconds",
+		"t.toml:15:1: sync.sync_retries: 4 is out of range 0..3",
+		"t.toml:16:1: sync.flush: 100µs is too short: at least 1ms, or 0 for never",
+	}},
+	{"sync threshold shape", head + `[sync]
+interface = "eth0"
+sync_threshold = [3]
+`, []string{
+		"t.toml:12:1: sync.sync_threshold: want [threshold, period], two integers, got 1",
+	}},
 	{"site", `[site]
 name = ""
 control_socket = "havip.sock"

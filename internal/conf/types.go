@@ -138,5 +138,22 @@ type Sync struct {
 	Group     netip.Addr // multicast group; default 224.0.0.81
 	Port      uint16     // default 8848
 	TTL       uint8      // default 1
-	MaxLen    int        // default 0 = kernel default
+	// MaxLen: the master daemon's message size in bytes; 0 = the kernel's
+	// (the MTU). The kernel never splits a connection entry (36 bytes for
+	// IPv4, 72 for IPv6, after an 8-byte header), so 100 holds at most two
+	// and 1 one. Default DefaultSyncMaxLen.
+	MaxLen int
+	// The kernel's sync sysctls (/proc/sys/net/ipv4/vs/), written in the
+	// daemon's network namespace before the master daemon starts. See
+	// README "Connection sync" for why each default.
+	Version       int           // sync_version: 0 or 1; default DefaultSyncVersion
+	Threshold     int           // sync_threshold[0]; default DefaultSyncThreshold
+	Period        int           // sync_threshold[1]; default DefaultSyncPeriod
+	RefreshPeriod time.Duration // sync_refresh_period, whole seconds; default DefaultSyncRefreshPeriod
+	Retries       int           // sync_retries: 0..3; default 0
+	// Flush: how often the master pushes out the message its kernel holds
+	// (one throwaway connection through a loopback service, see
+	// ipvsync.Flusher); 0 = never (the kernel's own 2-3 s). Default
+	// DefaultSyncFlush.
+	Flush time.Duration
 }

@@ -156,6 +156,7 @@ func (t *ipvsTask) runSync(ctx context.Context) {
 					h.Close() // the new handle takes over the running daemons
 				}
 				h = w.handle
+				h.Log = t.log
 			}
 			cur = w
 			cur.handle = nil

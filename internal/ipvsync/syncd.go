@@ -3,8 +3,13 @@ package ipvsync
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/havip/havip/internal/conf"
 	"github.com/mdlayher/genetlink"
@@ -81,7 +86,33 @@ type SyncDaemons struct {
 	c      genlConn
 	family uint16
 	cfg    conf.Sync
+	// Log receives the flusher's failures; nil = slog.Default().
+	Log *slog.Logger
+
+	sysctlDir string // the kernel's IPVS sysctls for this network namespace
+	flushOps  flushOps
+	flush     stopper // running while the master daemon runs and cfg.Flush > 0
 }
+
+// flushOps starts the flusher and removes its service (flush.go; a fake
+// in unit tests).
+type flushOps interface {
+	start(every time.Duration, port uint16, log *slog.Logger) (stopper, error)
+	del(port uint16) error
+}
+
+type stopper interface{ stop() }
+
+type kernelFlush struct{}
+
+func (kernelFlush) start(every time.Duration, port uint16, log *slog.Logger) (stopper, error) {
+	return startFlusher(every, port, log)
+}
+func (kernelFlush) del(port uint16) error { return delFlushService(port) }
+
+// SysctlDir is where the kernel shows the IPVS sysctls of the network
+// namespace of the process that opens them.
+const SysctlDir = "/proc/sys/net/ipv4/vs"
 
 // OpenSyncDaemons opens a generic netlink socket for the IPVS family. cfg
 // is what Follow starts daemons with.
@@ -98,11 +129,15 @@ func OpenSyncDaemons(cfg conf.Sync) (*SyncDaemons, error) {
 		}
 		return nil, fmt.Errorf("ipvsync: look up generic netlink family %q: %w", ipvsGenlName, err)
 	}
-	return &SyncDaemons{c: c, family: f.ID, cfg: cfg}, nil
+	return &SyncDaemons{c: c, family: f.ID, cfg: cfg, sysctlDir: SysctlDir, flushOps: kernelFlush{}}, nil
 }
 
-// Close releases the netlink socket; running daemons keep running.
-func (s *SyncDaemons) Close() error { return s.c.Close() }
+// Close stops the flusher and releases the netlink socket; running daemons
+// keep running (the handle that takes over restarts the flusher).
+func (s *SyncDaemons) Close() error {
+	s.stopFlush()
+	return s.c.Close()
+}
 
 // Get lists the sync daemons the kernel runs.
 func (s *SyncDaemons) Get() ([]DaemonStatus, error) {
@@ -184,6 +219,12 @@ func (s *SyncDaemons) Start(role Role, cfg conf.Sync) error {
 			return err
 		}
 	}
+	if role == RoleBackup {
+		// The backup's maxlen is its receive buffer (the kernel makes it
+		// at least 1024); the kernel's default, the MTU, takes any
+		// message a master sends.
+		cfg.MaxLen = 0
+	}
 	b, err := encodeDaemon(role, &cfg)
 	if err != nil {
 		return fmt.Errorf("ipvsync: start %s sync daemon: %w", role, err)
@@ -201,6 +242,11 @@ func (s *SyncDaemons) Start(role Role, cfg conf.Sync) error {
 // Stop stops the daemon of the given role; stopping one that does not run
 // is not an error.
 func (s *SyncDaemons) Stop(role Role) error {
+	var errF error
+	if role == RoleMaster {
+		s.stopFlush()
+		errF = s.flushOps.del(s.cfg.Port) // also one a killed havip left
+	}
 	b, err := encodeDaemon(role, nil)
 	if err != nil {
 		return fmt.Errorf("ipvsync: stop %s sync daemon: %w", role, err)
@@ -210,33 +256,85 @@ func (s *SyncDaemons) Stop(role Role) error {
 		Data:   b,
 	}, s.family, netlink.Request|netlink.Acknowledge)
 	if errors.Is(err, unix.ESRCH) {
-		return nil
+		return errF
 	}
 	if err != nil {
-		return fmt.Errorf("ipvsync: stop %s sync daemon: %w", role, err)
+		return errors.Join(errF, fmt.Errorf("ipvsync: stop %s sync daemon: %w", role, err))
 	}
-	return nil
+	return errF
 }
 
 // Follow sets the daemons for this node's VRRP state: the backup daemon
 // always runs (on both directors, so either can take over with the other's
 // connections), the master daemon only while this node is master.
 func (s *SyncDaemons) Follow(master bool) error {
+	errS := s.applySysctls()
 	errB := s.Start(RoleBackup, s.cfg)
-	var errM error
+	var errM, errF error
 	if master {
 		errM = s.Start(RoleMaster, s.cfg)
+		switch {
+		case errM != nil:
+		case s.cfg.Flush == 0:
+			errF = s.flushOps.del(s.cfg.Port) // flush turned off by a reload
+		case s.flush == nil:
+			log := s.Log
+			if log == nil {
+				log = slog.Default()
+			}
+			s.flush, errF = s.flushOps.start(s.cfg.Flush, s.cfg.Port, log)
+		}
 	} else {
 		errM = s.Stop(RoleMaster)
 	}
-	return errors.Join(errB, errM)
+	return errors.Join(errS, errB, errM, errF)
+}
+
+func (s *SyncDaemons) stopFlush() {
+	if s.flush != nil {
+		s.flush.stop()
+		s.flush = nil
+	}
+}
+
+// syncSysctls are the kernel's sync settings cfg asks for, by file name
+// under SysctlDir.
+func syncSysctls(cfg conf.Sync) [][2]string {
+	return [][2]string{
+		{"sync_version", strconv.Itoa(cfg.Version)},
+		{"sync_threshold", fmt.Sprintf("%d %d", cfg.Threshold, cfg.Period)},
+		{"sync_refresh_period", strconv.Itoa(int(cfg.RefreshPeriod / time.Second))},
+		{"sync_retries", strconv.Itoa(cfg.Retries)},
+	}
+}
+
+// applySysctls writes the sync sysctls that differ from cfg. They belong
+// to the network namespace, so both daemons (and a keepalived on the same
+// host) share them.
+func (s *SyncDaemons) applySysctls() error {
+	var errs []error
+	for _, kv := range syncSysctls(s.cfg) {
+		p := filepath.Join(s.sysctlDir, kv[0])
+		cur, err := os.ReadFile(p)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("ipvsync: read %s: %w", p, err))
+			continue
+		}
+		if strings.Join(strings.Fields(string(cur)), " ") == kv[1] {
+			continue
+		}
+		if err := os.WriteFile(p, []byte(kv[1]+"\n"), 0o644); err != nil {
+			errs = append(errs, fmt.Errorf("ipvsync: set %s to %q: %w", p, kv[1], err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // sameDaemon compares a running daemon with cfg; zero fields of cfg mean
 // "kernel default" and match anything.
 func sameDaemon(d DaemonStatus, cfg conf.Sync) bool {
 	return d.Interface == cfg.Interface && d.SyncID == uint32(cfg.SyncID) &&
-		(cfg.MaxLen == 0 || int(d.MaxLen) == cfg.MaxLen) &&
+		(cfg.MaxLen == 0 || d.Role == RoleBackup || int(d.MaxLen) == cfg.MaxLen) &&
 		(!cfg.Group.IsValid() || d.Group == cfg.Group.Unmap()) &&
 		(cfg.Port == 0 || d.Port == cfg.Port) &&
 		(cfg.TTL == 0 || d.TTL == cfg.TTL)

@@ -2,8 +2,13 @@ package ipvsync
 
 import (
 	"encoding/binary"
+	"fmt"
+	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/havip/havip/internal/conf"
@@ -84,20 +89,47 @@ func (f *fakeDaemonKernel) Execute(m genetlink.Message, family uint16, flags net
 	return nil, unix.EINVAL
 }
 
+// fakeFlush records the flusher's life.
+type fakeFlush struct{ cmds *[]string }
+
+func (f fakeFlush) start(every time.Duration, port uint16, _ *slog.Logger) (stopper, error) {
+	*f.cmds = append(*f.cmds, fmt.Sprintf("flush start %s %d", every, port))
+	return f, nil
+}
+func (f fakeFlush) del(port uint16) error {
+	*f.cmds = append(*f.cmds, fmt.Sprintf("flush del %d", port))
+	return nil
+}
+func (f fakeFlush) stop() { *f.cmds = append(*f.cmds, "flush stop") }
+
+// sysctlFiles makes a directory holding the sync sysctls as a fresh
+// network namespace shows them.
+func sysctlFiles(t *testing.T) string {
+	dir := t.TempDir()
+	for k, v := range map[string]string{"sync_version": "1", "sync_threshold": "3\t50", "sync_refresh_period": "0", "sync_retries": "0"} {
+		if err := os.WriteFile(filepath.Join(dir, k), []byte(v+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
 func TestSyncDaemonsFollow(t *testing.T) {
 	fk := &fakeDaemonKernel{running: map[Role]DaemonStatus{}}
-	cfg := conf.Sync{Interface: "eth1", SyncID: 51, Group: netip.MustParseAddr("224.0.0.81"), Port: 8848, TTL: 1}
-	s := &SyncDaemons{c: fk, family: 0x42, cfg: cfg}
+	cfg := conf.Sync{Interface: "eth1", SyncID: 51, Group: netip.MustParseAddr("224.0.0.81"), Port: 8848, TTL: 1,
+		MaxLen: 100, Version: 1, Threshold: 3, Period: 0, RefreshPeriod: 10 * time.Second, Flush: 20 * time.Millisecond}
+	dir := sysctlFiles(t)
+	s := &SyncDaemons{c: fk, family: 0x42, cfg: cfg, sysctlDir: dir, flushOps: fakeFlush{&fk.cmds}}
 
 	steps := []struct {
 		master bool
 		cmds   []string
 		roles  []Role
 	}{
-		{false, []string{"get", "new backup", "del master"}, []Role{RoleBackup}},
-		{true, []string{"get", "get", "new master"}, []Role{RoleMaster, RoleBackup}},
+		{false, []string{"get", "new backup", "flush del 8848", "del master"}, []Role{RoleBackup}},
+		{true, []string{"get", "get", "new master", "flush start 20ms 8848"}, []Role{RoleMaster, RoleBackup}},
 		{true, []string{"get", "get"}, []Role{RoleMaster, RoleBackup}}, // idempotent
-		{false, []string{"get", "del master"}, []Role{RoleBackup}},
+		{false, []string{"get", "flush stop", "flush del 8848", "del master"}, []Role{RoleBackup}},
 	}
 	for i, st := range steps {
 		fk.cmds = nil
@@ -106,6 +138,18 @@ func TestSyncDaemonsFollow(t *testing.T) {
 		}
 		if diff := cmp.Diff(st.cmds, fk.cmds); diff != "" {
 			t.Errorf("step %d: commands (-want +got):\n%s", i, diff)
+		}
+		for k, want := range map[string]string{"sync_version": "1\n", "sync_threshold": "3 0\n", "sync_refresh_period": "10\n", "sync_retries": "0\n"} {
+			if b, _ := os.ReadFile(filepath.Join(dir, k)); string(b) != want {
+				t.Errorf("step %d: %s = %q, want %q", i, k, b, want)
+			}
+		}
+		// The backup's receive buffer stays the kernel's; the master's
+		// message size is cfg's.
+		for _, d := range fk.running {
+			if want := map[Role]uint16{RoleMaster: 100, RoleBackup: 1472}[d.Role]; d.MaxLen != want {
+				t.Errorf("step %d: %s daemon maxlen %d, want %d", i, d.Role, d.MaxLen, want)
+			}
 		}
 		got, err := s.Get()
 		if err != nil {

@@ -290,7 +290,8 @@ func TestVMSyncDaemons(t *testing.T) {
 		}
 	}
 
-	cfg := conf.Sync{Interface: "hvsync0", SyncID: 51, Group: netip.MustParseAddr("224.0.0.81"), Port: 8848, TTL: 1}
+	cfg := conf.Sync{Interface: "hvsync0", SyncID: 51, Group: netip.MustParseAddr("224.0.0.81"), Port: 8848, TTL: 1,
+		MaxLen: 100, Version: 1, Threshold: 3, RefreshPeriod: 10 * time.Second, Flush: 20 * time.Millisecond}
 	s, err := OpenSyncDaemons(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -331,6 +332,33 @@ func TestVMSyncDaemons(t *testing.T) {
 		}
 		if diff := cmp.Diff(st.want, roles()); diff != "" {
 			t.Errorf("step %d: running daemons (-want +got):\n%s", i, diff)
+		}
+		// The flush service runs with the master daemon, and makes
+		// connections the kernel counts.
+		h, err := ipvs.New("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = h.GetService(flushService(cfg.Port))
+		if st.master != (err == nil) {
+			t.Errorf("step %d: master %v, flush service lookup: %v", i, st.master, err)
+		}
+		if st.master {
+			time.Sleep(200 * time.Millisecond)
+			svc, err := h.GetService(flushService(cfg.Port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ds, err := h.GetDestinations(svc)
+			if err != nil || len(ds) != 1 || ds[0].ActiveConnections+ds[0].InactiveConnections == 0 {
+				t.Errorf("step %d: flush service's real server %+v %v: want connections", i, ds, err)
+			}
+		}
+		h.Close()
+		for k, want := range map[string]string{"sync_threshold": "3\t0", "sync_refresh_period": "10"} {
+			if b, err := os.ReadFile(filepath.Join(SysctlDir, k)); err != nil || strings.TrimSpace(string(b)) != want {
+				t.Errorf("step %d: %s = %q %v, want %q", i, k, b, err, want)
+			}
 		}
 	}
 	if err := s.Stop(RoleBackup); err != nil {
