@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/mdlayher/arp"
@@ -237,67 +238,100 @@ func (c *Claimer) burst(ctx context.Context, s sender, fs []frame, cfg *config) 
 	}
 }
 
-// packetSender sends through one AF_PACKET socket per EtherType, opened in
-// the Claimer's namespace and bound to the interface.
-//
-// The sockets are protocol 0 and only send, so the kernel never queues
-// received frames on them; x/sys/unix is all that takes.
+// packetSender sends through the namespace's shared AF_PACKET socket
+// (packetSocket) on one interface.
 type packetSender struct {
 	ifindex int
-	fds     map[ethernet.EtherType]int
+	fd      int
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-func (c *Claimer) openPacket(ifi *net.Interface) (sender, error) {
-	s := &packetSender{ifindex: ifi.Index, fds: make(map[ethernet.EtherType]int)}
-	err := inNS(c.ns, func() error {
-		for _, et := range []ethernet.EtherType{ethernet.EtherTypeARP, ethernet.EtherTypeIPv6} {
-			// Protocol 0 until bound: the socket then never queues
-			// frames, as it only sends. sll_protocol on send sets
-			// the skb protocol that local taps see.
-			fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-			if err != nil {
-				return fmt.Errorf("vip: packet socket on %s: %w", ifi.Name, err)
-			}
-			s.fds[et] = fd
-			if err := unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: ifi.Index}); err != nil {
-				return fmt.Errorf("vip: bind packet socket to %s: %w", ifi.Name, err)
-			}
+// sharedPackets holds one send-only AF_PACKET socket per network
+// namespace, shared by every Claimer in it, opened on first use and never
+// closed.
+//
+// Closing a packet socket waits for an RCU grace period (about 15 ms
+// measured here). When the daemon is killed, the kernel releases its
+// files from the highest descriptor down, so every packet socket above
+// the pair link's TCP connection held back its FIN, and with it the
+// peer's takeover, by one grace period: two per group, 30 ms for one
+// group. One socket per namespace, moved to a descriptor reserved when
+// the program starts (below any connection), costs nothing there; nor
+// does a Claimer's Close, nor a group that comes and goes.
+var sharedPackets struct {
+	mu  sync.Mutex
+	fds map[uint64]int // namespace inode -> socket
+	low []int          // descriptors reserved at start, on /dev/null
+}
+
+func init() {
+	for range 2 {
+		if fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+			sharedPackets.low = append(sharedPackets.low, fd)
 		}
-		return nil
+	}
+}
+
+// packetSocket returns ns's shared packet socket, opening it if needed.
+func packetSocket(ns netns.NsHandle) (int, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(ns), &st); err != nil {
+		return -1, fmt.Errorf("vip: netns: %w", err)
+	}
+	sharedPackets.mu.Lock()
+	defer sharedPackets.mu.Unlock()
+	if fd, ok := sharedPackets.fds[st.Ino]; ok {
+		return fd, nil
+	}
+	var fd int
+	err := inNS(ns, func() error {
+		// Protocol 0 and never bound: it queues no received frames;
+		// each send names the interface and the EtherType.
+		var err error
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		return err
 	})
 	if err != nil {
-		s.close()
+		return -1, fmt.Errorf("vip: packet socket: %w", err)
+	}
+	if n := len(sharedPackets.low); n > 0 {
+		low := sharedPackets.low[n-1]
+		if unix.Dup3(fd, low, unix.O_CLOEXEC) == nil {
+			unix.Close(fd)
+			fd, sharedPackets.low = low, sharedPackets.low[:n-1]
+		}
+	}
+	if sharedPackets.fds == nil {
+		sharedPackets.fds = map[uint64]int{}
+	}
+	sharedPackets.fds[st.Ino] = fd
+	return fd, nil
+}
+
+func (c *Claimer) openPacket(ifi *net.Interface) (sender, error) {
+	fd, err := packetSocket(c.ns)
+	if err != nil {
 		return nil, err
 	}
-	return s, nil
+	return &packetSender{ifindex: ifi.Index, fd: fd}, nil
 }
 
 func (s *packetSender) send(f frame) error {
-	fd, ok := s.fds[f.etherType]
-	if !ok {
-		return fmt.Errorf("vip: no socket for EtherType %v", f.etherType)
-	}
 	to := &unix.SockaddrLinklayer{
 		Protocol: htons(uint16(f.etherType)),
 		Ifindex:  s.ifindex,
 		Halen:    uint8(len(f.dst)),
 	}
 	copy(to.Addr[:], f.dst)
-	if err := unix.Sendto(fd, f.b, 0, to); err != nil {
+	if err := unix.Sendto(s.fd, f.b, 0, to); err != nil {
 		return fmt.Errorf("vip: send %v frame: %w", f.etherType, err)
 	}
 	return nil
 }
 
-func (s *packetSender) close() error {
-	var errs []error
-	for _, fd := range s.fds {
-		errs = append(errs, unix.Close(fd))
-	}
-	return errors.Join(errs...)
-}
+// close does nothing: the socket is the namespace's (sharedPackets).
+func (s *packetSender) close() error { return nil }
 
 // inNS runs fn on a locked thread in ns. Sockets opened by fn stay in ns.
 func inNS(ns netns.NsHandle, fn func() error) error {

@@ -103,9 +103,8 @@ type Claimer struct {
 
 	mu     sync.Mutex
 	bursts []burstRun // running, or ended and not yet reaped
-	// snd is kept open between bursts: closing a packet socket waits for
-	// an RCU grace period (tens of milliseconds), which must never stall
-	// a state change. It is reopened when the interface index changes.
+	// snd sends on the interface; it is replaced when the interface
+	// index changes (its socket is the namespace's, see sharedPackets).
 	snd      sender
 	sndIndex int
 
