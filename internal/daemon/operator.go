@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"os"
 	"time"
+
+	"github.com/havip/havip/internal/events"
 )
 
 // The controller's side of drains (drains.go): operator requests, the
@@ -61,6 +63,11 @@ func (c *controller) drain(req drainReq) drainReply {
 		return drainReply{err: err}
 	}
 	c.log.Info("drain: "+msg, "revision", next.rev)
+	kind := events.Drain
+	if req.undo {
+		kind = events.Undrain
+	}
+	c.note(kind, events.Fields{"virtual_server": k.vs, "real_server": k.real.String(), "remove": req.remove, "by": c.node.Name, "revision": next.rev})
 	return drainReply{msg: msg, at: time.Now()}
 }
 
@@ -118,6 +125,9 @@ func (c *controller) adoptDrains(v peerView) {
 	}
 	for _, ch := range changes {
 		c.log.Info("drain: adopted from the peer: "+ch, "peer", v.node, "revision", v.drains.rev)
+	}
+	if len(changes) > 0 {
+		c.note(events.Drain, events.Fields{"adopted_from": v.node, "revision": v.drains.rev, "changes": changes})
 	}
 }
 

@@ -1,14 +1,14 @@
 package e2e
 
 import (
-	"context"
-	"os/exec"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
