@@ -109,13 +109,25 @@ func checkForeign(t *testing.T, k Kernel, s *ipvs.Service) {
 	}
 }
 
+// procIPVSText reads this thread's /proc/net/ip_vs until two reads
+// agree: the kernel walks its global service tables by position, so a
+// namespace of an earlier test being torn down meanwhile (asynchronously)
+// can make one read skip an entry (seen once: the FWM service missing).
 func procIPVSText(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile("/proc/thread-self/net/ip_vs")
-	if err != nil {
-		t.Fatal(err)
+	prev := ""
+	for range 10 {
+		b, err := os.ReadFile("/proc/thread-self/net/ip_vs")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) == prev {
+			return prev
+		}
+		prev = string(b)
+		time.Sleep(20 * time.Millisecond)
 	}
-	return string(b)
+	return prev
 }
 
 func TestVMReconcileRealKernel(t *testing.T) {

@@ -195,7 +195,7 @@ func TestFaultMissingAtStart(t *testing.T) {
 			lb2.WaitState(group, "BACKUP", 10*time.Second)
 			joined := time.Since(t0)
 			h.WaitUntil(t, 10*time.Second, "lb2's pair link bound", func() bool {
-				return strings.Contains(lb2.Log(), "pair link bound")
+				return strings.Contains(lb2.Log(), "pair link listening")
 			})
 			if st, err := lb2.Status(); err != nil || st.PairError != "" {
 				t.Errorf("the pair link's bind error stays in status after it bound: %v %+v", err, st)
