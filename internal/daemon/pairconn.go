@@ -207,7 +207,9 @@ func (p *pairLink) dialLoop(ctx context.Context, a netip.Addr, name string) {
 			s, err = pairwire.Dial(c, p.key, p.identity(), name, &p.nonces)
 			if err != nil {
 				c.Close()
-				p.dropped(reasonOf(err), a, err)
+				if isDrop(err) {
+					p.dropped(reasonOf(err), a, err)
+				}
 			} else {
 				backoff = minBackoff
 				p.serve(ctx, s, a)
@@ -261,7 +263,11 @@ func (p *pairLink) acceptLoop(ctx context.Context, ln *net.TCPListener) {
 			s, err := pairwire.Accept(c, p.key, p.identity(), func(n string) bool { return n == name }, &p.nonces)
 			if err != nil {
 				c.Close()
-				p.dropped(reasonOf(err), from, err)
+				if isDrop(err) {
+					p.dropped(reasonOf(err), from, err)
+				} else {
+					p.dropped(dropMalformed, from, fmt.Errorf("handshake: %w", err)) // a timeout or a reset mid-handshake
+				}
 				return
 			}
 			go p.serve(ctx, s, from) // the slot is freed: it bounds handshakes, not sessions
@@ -379,7 +385,12 @@ const maxPairGroups = 4096
 // the fast path when the link is authenticated.
 func (p *pairLink) ended(peer string, from netip.Addr, err error, ours bool, bye string) {
 	closedByPeer := errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
-	p.silence(peer) // first: "pair link down" comes before what follows from it
+	p.mu.Lock()
+	replaced := p.sessions[peer] != nil // a newer session carries the peer now
+	p.mu.Unlock()
+	if !replaced {
+		p.silence(peer) // first: "pair link down" comes before what follows from it
+	}
 	switch {
 	case ours:
 	case closedByPeer && bye != "":
@@ -388,9 +399,18 @@ func (p *pairLink) ended(peer string, from netip.Addr, err error, ours bool, bye
 		p.peerGone(peer, err)
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		p.log.Warn("pair link: nothing heard for a while; closing and reconnecting", "peer", peer, "for", pairIdle)
-	default:
+	case isDrop(err):
 		p.dropped(reasonOf(err), from, err)
+	default:
+		p.log.Warn("pair link: connection failed; reconnecting", "peer", peer, "err", err)
 	}
+}
+
+// isDrop: err is the protocol's refusal of what the other end sent, not
+// a network failure.
+func isDrop(err error) bool {
+	return errors.Is(err, pairwire.ErrForged) || errors.Is(err, pairwire.ErrReplayed) ||
+		errors.Is(err, pairwire.ErrMalformed) || errors.Is(err, pairwire.ErrWrongSite)
 }
 
 // peerGone is the fast path: the peer's daemon died. Its groups that
