@@ -50,6 +50,7 @@ type controller struct {
 	registry *prometheus.Registry // the metrics listener's, whichever listener runs
 	// reloads counts reload outcomes for metrics.
 	reloadsApplied, reloadsRefused atomic.Uint64
+	drillsRun, drillsRefused       atomic.Uint64 // failover drills from this node: run, refused by their pre-checks
 
 	// --- owned by run ---
 	ctx      context.Context // the daemon's lifetime; tasks run under it

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/havip/havip/internal/events"
 	"github.com/havip/havip/internal/vrrp"
 )
 
@@ -175,6 +176,8 @@ func (c *controller) failover(req failoverReq) {
 			out = append(out, drillResult{group: n, from: c.node.Name, to: facts.node, refused: true, err: why})
 		}
 		c.log.Warn("failover drill refused; nothing changed", "refusals", refusals)
+		c.drillsRefused.Add(1)
+		c.note(events.Drill, events.Fields{"groups": sorted, "peer": facts.node, "refused": true, "refusals": refusals})
 		req.reply <- failoverReply{results: out, err: errDrillRefused}
 		return
 	}
@@ -199,6 +202,18 @@ func (c *controller) failover(req failoverReq) {
 		if slices.ContainsFunc(out, func(r drillResult) bool { return r.err != "" }) {
 			err = errors.New("failover drill failed for at least one group (those keep their VIPs here)")
 		}
+		errs := map[string]string{}
+		for _, r := range out {
+			if r.err != "" {
+				errs[r.group] = r.err
+			}
+		}
+		mode := modeResign
+		if mbb {
+			mode = modeMBB
+		}
+		c.drillsRun.Add(1)
+		c.note(events.Drill, events.Fields{"groups": sorted, "peer": facts.node, "refused": false, "forced": req.force && len(refusals) > 0, "mode": mode, "errors": errs})
 		req.reply <- failoverReply{results: out, err: err}
 	}()
 }

@@ -86,6 +86,7 @@ type metricsSnap struct {
 	hooks   *notify.Counters // nil before the notify runner starts
 	events  struct{ emitted, lost uint64 }
 	reloads struct{ applied, refused uint64 }
+	drills  struct{ run, refused uint64 }
 }
 
 // metricsSnap reads the published view and the tasks' snapshots.
@@ -101,6 +102,7 @@ func (c *controller) metricsSnap() *metricsSnap {
 	}
 	s.events.emitted, s.events.lost = c.journal.Emitted(), c.journal.LostCount()
 	s.reloads.applied, s.reloads.refused = c.reloadsApplied.Load(), c.reloadsRefused.Load()
+	s.drills.run, s.drills.refused = c.drillsRun.Load(), c.drillsRefused.Load()
 	return s
 }
 
@@ -236,6 +238,11 @@ var metricDefs = []metricDef{
 			if m := s.st.Mirror; m != nil && m.PeerDigest != "" {
 				out(b2f(m.Match))
 			}
+		}},
+	{name: "havip_drills_total", help: "Failover drills started on this node, by outcome: run (handed over, or tried) or refused by the pre-checks.", typ: counter, labels: []string{"result"},
+		collect: func(s *metricsSnap, out func(float64, ...string)) {
+			out(float64(s.drills.run), "run")
+			out(float64(s.drills.refused), "refused")
 		}},
 	{name: "havip_notify_hooks_total", help: "Notify hooks by outcome.", typ: counter, labels: []string{"result"},
 		collect: func(s *metricsSnap, out func(float64, ...string)) {

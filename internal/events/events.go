@@ -34,6 +34,9 @@ const (
 	// it fell silent.
 	PairLinkUp   Kind = "pair_link_up"
 	PairLinkDown Kind = "pair_link_down"
+	// groups, peer, and refused (with refusals) or mode and errors: a
+	// failover drill run from this node.
+	Drill Kind = "drill"
 	// group; for the end, how long it lasted.
 	DualMasterStart Kind = "dual_master_start"
 	DualMasterEnd   Kind = "dual_master_end"

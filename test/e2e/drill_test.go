@@ -49,6 +49,9 @@ func TestDrillDeadPeer(t *testing.T) {
 		t.Errorf("lb1 is %s after the refused drill, want MASTER", s)
 	}
 	vipKept(t, w, p.VIP, lb1)
+	if ev, _ := lb1.Run("events"); !strings.Contains(ev, `"kind":"drill","fields":{"groups":["front"],"peer":"lb2","refusals":{"front":"peer lb2 is not alive on the pair link`) {
+		t.Errorf("havip events lacks the refused drill:\n%s", ev)
+	}
 }
 
 // (b) A drill whose peer is not ready (in FAULT: its weight-0 tracked
