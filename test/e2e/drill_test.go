@@ -137,11 +137,19 @@ func runFrom(t *testing.T, host *lab.Host, n *h.Node, args ...string) (string, i
 
 // (d) A drill under client traffic (a connection every 2 ms from the
 // client through the VIP, each reading the director's greeting) loses no
-// connection but, at most, one whose handshake straddles the switch of
-// the clients' neighbour entry: its SYN reached the old master, which
-// answered, and its ACK the new one, which has no such connection and
-// resets it (2 drills of 6 lost one such connection of about 650; no other
-// failure was ever seen). --probe, run from the client, reports the same.
+// connection but, at most, one caught in flight at the switch (3 drills of
+// 30 lost one, of about 450; --probe, run from the client, the same):
+//   - its handshake straddled the move of the client's neighbour entry:
+//     the SYN reached the old master, which answered, the ACK the new one,
+//     which has no such connection: reset at connect. Any VIP move does
+//     this (keepalived's too; with IPVS as well, the new director has no
+//     entry for an ACK);
+//   - it was accepted by the old master's own listener a moment before
+//     the old master released the VIP, so its greeting can no longer leave
+//     (a read timeout). This one is the lab's: the service here runs on
+//     the directors themselves, where with LVS it runs on real servers and
+//     the directors only forward.
+// Anything else, or more than one, fails the test.
 func TestDrillUnderTraffic(t *testing.T) {
 	p := startPair(t, h.Site{})
 	lb1, lb2 := p.Nodes[0], p.Nodes[1]
@@ -170,16 +178,16 @@ func TestDrillUnderTraffic(t *testing.T) {
 		t.Errorf("drill: mode %q error %q, want make-before-break without error", g.Mode, g.Error)
 	}
 	if rep.Probe.Failed > 1 || rep.Probe.Attempts < 100 {
-		t.Errorf("--probe: %d of %d failed, want at most 1 (a handshake across the switch) of at least 100", rep.Probe.Failed, rep.Probe.Attempts)
+		t.Errorf("--probe: %d of %d failed, want at most 1 (in flight at the switch) of at least 100", rep.Probe.Failed, rep.Probe.Attempts)
 	}
-	straddled := 0
+	inFlight := 0
 	for _, f := range st.Failures {
-		if strings.Contains(f, "connect: connection reset by peer") {
-			straddled++
+		if strings.Contains(f, "connect: connection reset by peer") || strings.Contains(f, "reading the greeting") && strings.Contains(f, "i/o timeout") {
+			inFlight++
 		}
 	}
-	if st.Failed > 1 || st.Failed != straddled {
-		t.Errorf("the client lost %d of %d connections during the drill, want at most 1 reset handshake: %v", st.Failed, st.Attempts, st.Failures)
+	if st.Failed > 1 || st.Failed != inFlight {
+		t.Errorf("the client lost %d of %d connections during the drill, want at most 1 caught in flight at the switch: %v", st.Failed, st.Attempts, st.Failures)
 	}
 	ans := st.Answers[target.String()]
 	if ans["lb1"] == 0 || ans["lb2"] == 0 {
