@@ -149,6 +149,7 @@ func runFrom(t *testing.T, host *lab.Host, n *h.Node, args ...string) (string, i
 //     (a read timeout). This one is the lab's: the service here runs on
 //     the directors themselves, where with LVS it runs on real servers and
 //     the directors only forward.
+//
 // Anything else, or more than one, fails the test.
 func TestDrillUnderTraffic(t *testing.T) {
 	p := startPair(t, h.Site{})
