@@ -144,7 +144,7 @@ func (p *pairLink) Run(ctx context.Context) error {
 	ln, udp := p.ln, p.udp
 	p.mu.Unlock()
 	wg.Add(2)
-	go func() { defer wg.Done(); p.acceptLoop(ctx, ln) }()
+	go func() { defer wg.Done(); p.acceptLoop(ctx, ln, &wg) }()
 	go func() { defer wg.Done(); p.udpLoop(udp) }()
 	dialing := map[string]bool{}
 	dialed := make(chan string, 16)
@@ -227,7 +227,9 @@ func (p *pairLink) dialLoop(ctx context.Context, a netip.Addr, name string) {
 	}
 }
 
-func (p *pairLink) acceptLoop(ctx context.Context, ln *net.TCPListener) {
+// acceptLoop accepts until ln is closed; the sessions it starts join wg,
+// so Run returns only when they have ended.
+func (p *pairLink) acceptLoop(ctx context.Context, ln *net.TCPListener, wg *sync.WaitGroup) {
 	slots := make(chan struct{}, pairHandshakes)
 	for {
 		c, err := ln.AcceptTCP()
@@ -257,7 +259,9 @@ func (p *pairLink) acceptLoop(ctx context.Context, ln *net.TCPListener) {
 			p.dropped(dropBusy, from, errors.New("too many handshakes in progress"))
 			continue
 		}
+		wg.Add(1)
 		go func() {
+			defer wg.Done()
 			defer func() { <-slots }()
 			_ = c.SetDeadline(time.Now().Add(pairHandshake))
 			s, err := pairwire.Accept(c, p.key, p.identity(), func(n string) bool { return n == name }, &p.nonces)
@@ -270,7 +274,8 @@ func (p *pairLink) acceptLoop(ctx context.Context, ln *net.TCPListener) {
 				}
 				return
 			}
-			go p.serve(ctx, s, from) // the slot is freed: it bounds handshakes, not sessions
+			wg.Add(1)
+			go func() { defer wg.Done(); p.serve(ctx, s, from) }() // the slot is freed: it bounds handshakes, not sessions
 		}()
 	}
 }
