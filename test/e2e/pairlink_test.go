@@ -75,6 +75,29 @@ func TestPairFastPath(t *testing.T) {
 	if n := pairStatus(t, lb2).FastTakeovers; n != 1 {
 		t.Errorf("fast takeovers = %d, want 1", n)
 	}
+
+	// The other way round: the master is the node that accepted the
+	// connection (the higher address). lb1 comes back, preempts, and
+	// hands the group to lb2 by a drill; then lb2's daemon dies.
+	lb1.Start()
+	lb1.WaitState(group, "MASTER", 3*time.Second)
+	waitLinkUp(t, lb1, true)
+	waitLinkUp(t, lb2, true)
+	if out, code := lb1.Run("failover"); code != 0 {
+		t.Fatalf("drill: exit %d\n%s", code, out)
+	}
+	lb2.WaitState(group, "MASTER", time.Second)
+	added = h.WaitAddr(t, lb1.Host, p.VIP, true)
+	t0 = time.Now()
+	lb2.Signal(syscall.SIGKILL)
+	vip = h.Within(t, added, 2*bound, "VIP on lb1").Sub(t0)
+	t.Logf("kill -9 of the master that accepted the link: VIP on lb1 after %s", vip)
+	if vip > bound/3 {
+		t.Errorf("takeover after %s: not the fast path (Master_Down_Interval is %s)", vip, bound)
+	}
+	if n := pairStatus(t, lb1).FastTakeovers; n != 1 {
+		t.Errorf("lb1: fast takeovers = %d, want 1", n)
+	}
 }
 
 // A host that stops (no FIN: the kernel keeps the connection) is
