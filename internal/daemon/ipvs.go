@@ -101,16 +101,27 @@ func (t *ipvsTask) Run(ctx context.Context) error {
 }
 
 // runSync owns the sync-daemon handle.
+//
+// When this node stops being master, its master sync daemon (and the
+// flush) keep running for syncLinger: the kernel drops whatever a master
+// daemon still holds when it is stopped, so the connections made through
+// this director in its last moments would never reach the new master
+// (seen in the VM drill test). The backup daemon runs in both roles.
 func (t *ipvsTask) runSync(ctx context.Context) {
 	var cur syncWant
 	var h *ipvsync.SyncDaemons
 	backoff := minBackoff
 	retry := time.NewTimer(time.Hour)
 	defer retry.Stop()
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	lingering, appliedMaster := false, false
 	apply := func() {
 		snap := &syncSnap{}
 		if h != nil {
-			if err := h.Follow(cur.master); err != nil {
+			master := cur.master || lingering
+			appliedMaster = master
+			if err := h.Follow(master); err != nil {
 				snap.err = err.Error()
 				snap.retryAt = time.Now().Add(backoff)
 				t.log.Error("ipvs: connection sync daemons refused; retrying", "err", err, "retry_in", backoff)
@@ -137,12 +148,19 @@ func (t *ipvsTask) runSync(ctx context.Context) {
 		}
 		h.Close()
 		h = nil
+		appliedMaster = false
 	}
 	defer stop()
 	for {
 		select {
 		case <-ctx.Done():
+			if h != nil && appliedMaster {
+				time.Sleep(syncLinger) // see above: a stop drops what the master daemon holds
+			}
 			return
+		case <-linger.C:
+			lingering = false
+			apply()
 		case <-t.sync.ready():
 			w, ok := t.sync.take()
 			if !ok {
@@ -158,6 +176,14 @@ func (t *ipvsTask) runSync(ctx context.Context) {
 				h = w.handle
 				h.Log = t.log
 			}
+			switch {
+			case w.master || w.cfg == nil:
+				lingering = false
+				linger.Stop()
+			case appliedMaster && h != nil && !lingering:
+				lingering = true
+				linger.Reset(syncLinger)
+			}
 			cur = w
 			cur.handle = nil
 			backoff = minBackoff
@@ -167,6 +193,11 @@ func (t *ipvsTask) runSync(ctx context.Context) {
 		}
 	}
 }
+
+// syncLinger is how long a master sync daemon outlives this node's last
+// master group: the flush sends every 20 ms and the kernel's send delay
+// adds about as much.
+const syncLinger = 200 * time.Millisecond
 
 // published is what status reads: never the kernel itself.
 func (t *ipvsTask) published() (ipvsync.Published, *syncSnap) {
