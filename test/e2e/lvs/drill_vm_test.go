@@ -224,14 +224,13 @@ func testDrillSynced(t *testing.T, sched string, sloppy bool) {
 	pcap := ""
 	if bin := os.Getenv("HAVIP_DRILL_PCAP"); bin != "" {
 		pcap = fmt.Sprintf("/tmp/drill-%s.pcap", sched)
-		cmd := exec.Command(bin, "-i", "eth0", "-n", "-U", "-s", "128", "-w", pcap, "tcp port 80 or arp")
+		cmd := exec.Command(bin, "-Z", "root", "-i", "eth0", "-n", "-U", "-s", "128", "-w", pcap, "tcp port 80 or arp")
 		if err := p.Client.Start(cmd); err != nil {
 			t.Fatalf("tcpdump: %v", err)
 		}
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 		for _, hst := range append([]*lab.Host{p.Client, lb1.Host, lb2.Host}, tp.rss[0].host, tp.rss[1].host) {
-			mac, _ := runIn(t, hst, "cat", "/sys/class/net/eth0/address")
-			t.Logf("MAC of %s: %s", hst.Name, strings.TrimSpace(mac))
+			t.Logf("MAC of %s: %s", hst.Name, hst.MAC)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
@@ -347,7 +346,7 @@ func testDrillSynced(t *testing.T, sched string, sloppy bool) {
 			lines = append(lines, fmt.Sprintf("  port %d, %s after %q started, ended %s later: %s; ipvs %s: %s, %s: %s",
 				tr.port, tr.at.Sub(d.t0).Round(time.Millisecond), d.what, tr.connect.Round(time.Millisecond), res, d.from, old, d.to, nu))
 			if pcap != "" {
-				out, _ := runIn(t, p.Client, os.Getenv("HAVIP_DRILL_PCAP"), "-r", pcap, "-n", "-e", "-tt", fmt.Sprintf("tcp port %d", tr.port))
+				out, _ := runIn(t, p.Client, os.Getenv("HAVIP_DRILL_PCAP"), "-Z", "root", "-r", pcap, "-n", "-e", "-tt", fmt.Sprintf("tcp port %d", tr.port))
 				lines = append(lines, out)
 			}
 		}
@@ -376,7 +375,7 @@ func testDrillSynced(t *testing.T, sched string, sloppy bool) {
 		fmt.Println(strings.Join(lines, "\n"))
 	}
 	if pcap != "" {
-		out, _ := runIn(t, p.Client, os.Getenv("HAVIP_DRILL_PCAP"), "-r", pcap, "-n", "-e", "-tt", "arp")
+		out, _ := runIn(t, p.Client, os.Getenv("HAVIP_DRILL_PCAP"), "-Z", "root", "-r", pcap, "-n", "-e", "-tt", "arp")
 		t.Logf("ARP seen by the client:\n%s", out)
 	}
 	for _, n := range p.Nodes {
@@ -397,5 +396,40 @@ func testDrillSynced(t *testing.T, sched string, sloppy bool) {
 	}
 	if failedOutside > 0 {
 		t.Errorf("%d new connections failed outside any drill", failedOutside)
+	}
+	// What may fail, and how many, per drill. Without sloppy_tcp the new
+	// director has no entry for a connection it has not heard of: a
+	// handshake that straddles the client's neighbour move (its ACK) and a
+	// connection made through the old director whose sync entry had not
+	// reached the new one before its next packet (ESTABLISHED is synced,
+	// then sent within flush 20 ms + IPVS_SYNC_SEND_DELAY 20 ms, slower
+	// under TCG; entries still queued when the old master's sync daemon
+	// stops are dropped by the kernel). The new director's own stack
+	// resets both: "reset reading the greeting", or "reset at connect"
+	// when the reset lands before the dialer looks (both seen in client
+	// captures: the RST comes from the new director's MAC). Measured with
+	// rr (4 runs, 36 drills, about 100 new connections in each drill's
+	// window): 0 to 2 per drill, 11 in all, every one such a reset; the
+	// bound is 4, the window (about 40 ms) at the rate tried. With
+	// sloppy_tcp and sh the new director schedules such a packet itself,
+	// to the same real server: 0 failed in 24 drills (3 runs; 2,378
+	// attempts in the windows of 22 of them).
+	for _, d := range drills {
+		n := 0
+		for _, tr := range tries {
+			if tr.class != "" && !tr.at.Before(d.t0.Add(-200*time.Millisecond)) && tr.at.Before(d.t1) {
+				n++
+				if tr.class != failConnReset && tr.class != failReadReset {
+					t.Errorf("new connection from port %d during %q: %s (%v), want only resets by the new director", tr.port, d.what, tr.class, tr.err)
+				}
+			}
+		}
+		limit := 4
+		if sloppy {
+			limit = 0
+		}
+		if n > limit {
+			t.Errorf("%d new connections failed during %q, want at most %d", n, d.what, limit)
+		}
 	}
 }
