@@ -408,12 +408,12 @@ func testDrillSynced(t *testing.T, sched string, sloppy bool) {
 	// resets both: "reset reading the greeting", or "reset at connect"
 	// when the reset lands before the dialer looks (both seen in client
 	// captures: the RST comes from the new director's MAC). Measured with
-	// rr (4 runs, 36 drills, about 100 new connections in each drill's
+	// rr (5 runs, 38 drills, about 100 new connections in each drill's
 	// window): 0 to 2 per drill, 11 in all, every one such a reset; the
 	// bound is 4, the window (about 40 ms) at the rate tried. With
 	// sloppy_tcp and sh the new director schedules such a packet itself,
-	// to the same real server: 0 failed in 24 drills (3 runs; 2,378
-	// attempts in the windows of 22 of them).
+	// to the same real server: 0 failed in 26 drills (4 runs; 2,613
+	// attempts in the windows of 24 of them).
 	for _, d := range drills {
 		n := 0
 		for _, tr := range tries {
