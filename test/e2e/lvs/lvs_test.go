@@ -63,7 +63,7 @@ func TestVMLab(t *testing.T) {
 			t.Errorf("no passing result for %s in the VM output", name)
 		}
 	}
-	for _, want := range []string{"--- PASS: TestLVS/dr", "--- PASS: TestLVS/tun", "--- PASS: TestLVS/nat", "--- PASS: TestQuorumSorryServer", "--- PASS: TestIPVSStateAndSyncHeal", "--- PASS: TestReloadFirstVirtualServer", "--- PASS: TestDrainMirrored"} {
+	for _, want := range []string{"--- PASS: TestLVS/dr", "--- PASS: TestLVS/tun", "--- PASS: TestLVS/nat", "--- PASS: TestQuorumSorryServer", "--- PASS: TestIPVSStateAndSyncHeal", "--- PASS: TestReloadFirstVirtualServer", "--- PASS: TestDrainMirrored", "--- PASS: TestDrillSyncedUnderTraffic"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("VM output lacks %q", want)
 		}
