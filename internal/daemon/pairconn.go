@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,7 +34,7 @@ import (
 const (
 	pairHandshake  = 2 * time.Second // a handshake that takes longer is dropped
 	pairIdle       = 5 * time.Second // no frame for this long: close and redial (never the fast path)
-	pairHandshakes = 4               // handshakes in progress at once; more are refused
+	pairHandshakes = 4               // handshakes in progress at once; a newer one pushes out the oldest
 )
 
 // Drop reasons of the pair link, as counted in status and metrics.
@@ -43,7 +44,7 @@ const (
 	dropForged        = "forged"         // authentication failed: no key, another key, or altered bytes
 	dropReplayed      = "replayed"       // a recorded handshake or frame played again
 	dropMalformed     = "malformed"      // not the protocol: garbage, cut short, oversized, bad JSON
-	dropBusy          = "busy"           // too many handshakes in progress
+	dropBusy          = "busy"           // a handshake pushed out by a newer one (too many in progress)
 	dropLegacyUDP     = "legacy_udp"     // a datagram to the pair port: an old havip, or a forger
 )
 
@@ -228,7 +229,13 @@ func (p *pairLink) dialLoop(ctx context.Context, a netip.Addr, name string) {
 }
 
 func (p *pairLink) acceptLoop(ctx context.Context, ln *net.TCPListener) {
-	slots := make(chan struct{}, pairHandshakes)
+	// Handshakes in progress, oldest first. When all pairHandshakes are
+	// taken, a new connection from a peer's address pushes out the
+	// oldest (counted busy): slow handshakes that hold every slot (from
+	// someone who holds the peer's address while it is down) cannot lock
+	// the real peer out when it comes back, as refusing the newcomer did.
+	var mu sync.Mutex
+	var inflight []*pendingHandshake
 	for {
 		c, err := ln.AcceptTCP()
 		if err != nil {
@@ -249,23 +256,38 @@ func (p *pairLink) acceptLoop(ctx context.Context, ln *net.TCPListener) {
 			p.dropped(dropUnknownSource, from, errors.New("a connection from an address that is no [[node]] of the site"))
 			continue
 		}
-		select {
-		case slots <- struct{}{}:
-		default:
-			c.SetLinger(0)
-			c.Close()
-			p.dropped(dropBusy, from, errors.New("too many handshakes in progress"))
-			continue
+		hs := &pendingHandshake{c: c}
+		mu.Lock()
+		if len(inflight) >= pairHandshakes {
+			old := inflight[0]
+			inflight = inflight[1:]
+			old.evicted.Store(true)
+			old.c.SetLinger(0)
+			old.c.Close()
 		}
+		inflight = append(inflight, hs)
+		mu.Unlock()
 		go func() {
-			defer func() { <-slots }()
+			defer func() {
+				mu.Lock()
+				for i, x := range inflight {
+					if x == hs {
+						inflight = append(inflight[:i], inflight[i+1:]...)
+						break
+					}
+				}
+				mu.Unlock()
+			}()
 			_ = c.SetDeadline(time.Now().Add(pairHandshake))
 			s, err := pairwire.Accept(c, p.key, p.identity(), func(n string) bool { return n == name }, &p.nonces)
 			if err != nil {
 				c.Close()
-				if isDrop(err) {
+				switch {
+				case hs.evicted.Load():
+					p.dropped(dropBusy, from, fmt.Errorf("a handshake pushed out by a newer one: %d were in progress", pairHandshakes))
+				case isDrop(err):
 					p.dropped(reasonOf(err), from, err)
-				} else {
+				default:
 					p.dropped(dropMalformed, from, fmt.Errorf("handshake: %w", err)) // a timeout or a reset mid-handshake
 				}
 				return
@@ -273,6 +295,12 @@ func (p *pairLink) acceptLoop(ctx context.Context, ln *net.TCPListener) {
 			go p.serve(ctx, s, from) // the slot is freed: it bounds handshakes, not sessions
 		}()
 	}
+}
+
+// pendingHandshake is a connection whose handshake is in progress.
+type pendingHandshake struct {
+	c       *net.TCPConn
+	evicted atomic.Bool // pushed out by a newer connection
 }
 
 // udpLoop counts datagrams to the pair port: havip speaks TCP there now.

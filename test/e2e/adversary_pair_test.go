@@ -1,0 +1,316 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/havip/havip/internal/pairwire"
+	h "github.com/havip/havip/test/e2e/harness"
+	"github.com/havip/havip/test/lab"
+)
+
+// The adversary against the authenticated pair link (issue 7): kernel
+// resets of the link, floods and slow handshakes on the pair port, a
+// peer that holds the key and sends what is valid but hostile, and
+// signal timing games. Each test says what it found.
+
+// killPairSockets runs `ss -K` on the pair connection inside host's
+// namespace: the kernel destroys the socket (a reset to the other end)
+// while the process that owns it stays alive.
+func killPairSockets(t *testing.T, host *lab.Host) string {
+	t.Helper()
+	cmd := exec.Command("ss", "-K", "-t", "-n", fmt.Sprintf("( sport = :%d or dport = :%d )", pairPort, pairPort))
+	var b bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &b, &b
+	if err := host.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("ss -K: %v: %s", err, b.String())
+	}
+	if !strings.Contains(b.String(), "ESTAB") {
+		t.Fatalf("ss -K killed no established pair connection:\n%s", b.String())
+	}
+	return b.String()
+}
+
+// The master's kernel resets the pair link while its daemon lives (ss -K
+// in its namespace; what a forged reset reaching the backup does). The
+// backup reads a reset without a bye and takes over at once; the
+// master's adverts must win the group back: one master afterwards, the
+// VIP and the client's neighbour entry on the master, and the dual
+// master short (about one advert interval).
+func TestAdvPairResetByMasterKernel(t *testing.T) {
+	p := startPair(t, h.Site{})
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	waitLinkUp(t, lb1, true)
+	waitLinkUp(t, lb2, true)
+	time.Sleep(300 * time.Millisecond)
+	w := h.WatchVIPs(t, []netip.Addr{p.VIP}, lb1.Host, lb2.Host)
+	time.Sleep(100 * time.Millisecond)
+	killPairSockets(t, lb1.Host)
+	time.Sleep(2 * time.Second)
+	both := w.Both(p.VIP)
+	t.Logf("dual master (VIP on both) for %s; events %v; fast takeovers on lb2: %d", both, w.Events(), pairStatus(t, lb2).FastTakeovers)
+	if both > 3*p.Site.Advert {
+		t.Errorf("the VIP was on both nodes for %s (advert interval %s)", both, p.Site.Advert)
+	}
+	if m := p.Masters(group); len(m) != 1 || m[0] != lb1 {
+		t.Fatalf("masters afterwards: %v, want lb1 alone", names(m))
+	}
+	if !lb1.HasVIP(p.VIP) || lb2.HasVIP(p.VIP) {
+		t.Errorf("VIP on lb1 %t, on lb2 %t; want lb1 only", lb1.HasVIP(p.VIP), lb2.HasVIP(p.VIP))
+	}
+	if got := p.Client.Neigh(t, p.VIP); got.String() != lb1.Host.MAC.String() {
+		t.Errorf("client's neighbour entry for the VIP is %s, want lb1's %s", got, lb1.Host.MAC)
+	}
+	waitLinkUp(t, lb1, true)
+	waitLinkUp(t, lb2, true)
+}
+
+// The backup's kernel resets the link (ss -K in its namespace): the
+// master reads a reset from a peer that was master of nothing; nothing
+// may change on either node, and the link comes back.
+func TestAdvPairResetByBackupKernel(t *testing.T) {
+	p := startPair(t, h.Site{})
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	waitLinkUp(t, lb1, true)
+	waitLinkUp(t, lb2, true)
+	time.Sleep(300 * time.Millisecond)
+	w := h.WatchVIPs(t, []netip.Addr{p.VIP}, lb1.Host, lb2.Host)
+	time.Sleep(100 * time.Millisecond)
+	listed := len(w.Events())
+	b1, b2 := lb1.Group(group), lb2.Group(group)
+	killPairSockets(t, lb2.Host)
+	time.Sleep(1500 * time.Millisecond)
+	waitLinkUp(t, lb1, true)
+	waitLinkUp(t, lb2, true)
+	a1, a2 := lb1.Group(group), lb2.Group(group)
+	if a1.Transitions != b1.Transitions || a2.Transitions != b2.Transitions || a1.Announced != b1.Announced {
+		t.Errorf("a reset by the backup's kernel changed state: lb1 transitions %d -> %d, announced %d -> %d; lb2 transitions %d -> %d",
+			b1.Transitions, a1.Transitions, b1.Announced, a1.Announced, b2.Transitions, a2.Transitions)
+	}
+	if ev := w.Events(); len(ev) != listed {
+		t.Errorf("the VIP moved: %v", ev)
+	}
+	if n := pairStatus(t, lb1).FastTakeovers + pairStatus(t, lb2).FastTakeovers; n != 0 {
+		t.Errorf("fast takeovers = %d, want 0", n)
+	}
+}
+
+// Slow handshakes from the peer's address: while lb1 (the dialer: the
+// lower address) is dead, something holding its address opens the pair
+// port of lb2 and sends nothing, keeping every handshake slot busy. The
+// real lb1 restarts: how long until its link is up?
+func TestAdvPairSlowloris(t *testing.T) {
+	p := startPair(t, h.Site{})
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	waitLinkUp(t, lb2, true)
+	lb1.Signal(syscall.SIGKILL)
+	lb2.WaitState(group, "MASTER", time.Second)
+	lb2Port := netip.AddrPortFrom(h.Addr2, pairPort)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	opened := 0
+	for i := 0; i < 6; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				var c net.Conn
+				_ = lb1.Host.Do(func() error {
+					d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(h.Addr1, 0)), Timeout: time.Second}
+					var err error
+					c, err = d.Dial("tcp", lb2Port.String())
+					return err
+				})
+				if c == nil {
+					time.Sleep(20 * time.Millisecond)
+					continue
+				}
+				mu.Lock()
+				opened++
+				mu.Unlock()
+				// Send the magic one byte at a time, slowly, until closed.
+				done := make(chan struct{})
+				go func() { _, _ = io.Copy(io.Discard, c); close(done) }()
+				for j := 0; ; j++ {
+					select {
+					case <-stop:
+						c.Close()
+						return
+					case <-done:
+					case <-time.After(300 * time.Millisecond):
+						if _, err := c.Write([]byte{"HVPL\x01"[j%5]}); err == nil {
+							continue
+						}
+					}
+					break
+				}
+				c.Close()
+			}
+		}()
+	}
+	t.Cleanup(func() { close(stop); wg.Wait() })
+	time.Sleep(time.Second)
+	t0 := time.Now()
+	lb1.Start()
+	up := false
+	for time.Since(t0) < 15*time.Second {
+		st, err := lb1.Status()
+		if err == nil && len(st.Peers) == 1 && st.Peers[0].LinkUp && st.Peers[0].Trusted {
+			up = true
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	took := time.Since(t0)
+	mu.Lock()
+	n := opened
+	mu.Unlock()
+	drops := pairStatus(t, lb2).Drops
+	t.Logf("slow handshakes from lb1's address (%d opened): lb1's link up %t after %s; lb2's drops %v", n, up, took, drops)
+	if !up || took > 5*time.Second {
+		t.Errorf("the restarted lb1 got its pair link up: %t, after %s, while slow handshakes hold lb2's slots", up, took)
+	}
+	if drops["busy"] == 0 {
+		t.Errorf("no busy drops counted: %v", drops)
+	}
+	lb1.WaitState(group, "MASTER", 3*time.Second)
+}
+
+// hostileGroup is a group entry of a pair message, as the wire carries it.
+type hostileGroup struct {
+	State string `json:"state"`
+	Prio  int    `json:"prio"`
+	Key   string `json:"key"`
+}
+
+// kill -9 of the backup changes nothing on the master. Then something
+// that holds the key answers lb1's dial at lb2's address and sends what
+// is valid but hostile: group names with terminal controls, a message
+// with 4096 groups, a frame of the full 64 KiB, and an unannounced close
+// after claiming MASTER of a group lb1 does not have. lb1 stays master
+// of everything, changes nothing, and no raw control reaches a terminal
+// through `havip status` or `havip events`.
+func TestAdvPairHostilePeer(t *testing.T) {
+	p := startPair(t, h.Site{})
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	waitLinkUp(t, lb1, true)
+	time.Sleep(300 * time.Millisecond)
+	w := h.WatchVIPs(t, []netip.Addr{p.VIP}, lb1.Host, lb2.Host)
+	time.Sleep(100 * time.Millisecond)
+	listed := len(w.Events())
+	before := lb1.Group(group)
+	lb2.Signal(syscall.SIGKILL)
+	h.WaitUntil(t, 3*time.Second, "lb1 sees lb2 gone", func() bool {
+		st, err := lb1.Status()
+		return err == nil && !st.Peers[0].Alive
+	})
+	time.Sleep(500 * time.Millisecond)
+	if g := lb1.Group(group); g.Transitions != before.Transitions || g.Announced != before.Announced || g.State != "MASTER" {
+		t.Errorf("kill -9 of the backup changed the master: %s, transitions %d -> %d, announced %d -> %d",
+			g.State, before.Transitions, g.Transitions, before.Announced, g.Announced)
+	}
+
+	key, err := pairwire.LoadKey(p.PairKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ln net.Listener
+	if err := lb2.Host.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", netip.AddrPortFrom(h.Addr2, pairPort).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	s, err := pairwire.Accept(c, key, pairwire.Identity{Site: "lab", Node: "lb2"}, func(n string) bool { return n == "lb1" }, nil)
+	if err != nil {
+		t.Fatalf("handshake with the real key: %v", err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, c) }() // not quite: Recv is not used; keep lb1's writes flowing
+	seq := 0
+	send := func(groups any, pad int) {
+		t.Helper()
+		seq++
+		m := map[string]any{"site": "lab", "node": "lb2", "seq": seq, "rev": "r\x1b[2J\u009b31m\x7f", "groups": groups}
+		b, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pad > len(b) {
+			b = append(b[:len(b)-1], append(bytes.Repeat([]byte(" "), pad-len(b)), '}')...)
+		}
+		if err := s.Send(b); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+	}
+	evil := "\x1b]0;owned\x07\x1b[31mEVIL\r\n\u009b2J\x7f"
+	send(map[string]hostileGroup{group: {State: "BACKUP", Prio: 100}, evil: {State: "MASTER", Prio: 255}}, 0)
+	many := map[string]struct{}{} // 4096 groups, each the zero group, to fit a frame
+	for i := 0; i < 4096; i++ {
+		many[fmt.Sprintf("%x", i)] = struct{}{}
+	}
+	send(many, 0)
+	for i := 0; i < 50; i++ {
+		send(map[string]hostileGroup{group: {State: "BACKUP", Prio: 100}, evil: {State: "MASTER", Prio: 255}}, pairwire.MaxFrame)
+	}
+	h.WaitUntil(t, 3*time.Second, "lb1 hears the hostile peer", func() bool {
+		st, err := lb1.Status()
+		return err == nil && st.Peers[0].Alive && st.Peers[0].LinkUp
+	})
+	out, code := lb1.Run("status")
+	ev, code2 := lb1.Run("events")
+	for what, o := range map[string]string{"status": out, "events": ev} {
+		for _, r := range o {
+			if r == 0x1b || r == 0x07 || r == 0x7f || r == '\r' || (r >= 0x80 && r < 0xa0) {
+				t.Errorf("havip %s prints a raw control %U:\n%q", what, r, o)
+				break
+			}
+		}
+	}
+	t.Logf("status (exit %d):\n%s", code, out)
+	if code2 != 0 {
+		t.Errorf("havip events: exit %d: %s", code2, ev)
+	}
+	// An unannounced close (the fast path's evidence) after claiming
+	// MASTER of groups lb1 does not have, and BACKUP of ours.
+	c.(*net.TCPConn).SetLinger(0)
+	c.Close()
+	time.Sleep(time.Second)
+	after := lb1.Group(group)
+	if after.State != "MASTER" || after.Transitions != before.Transitions || after.Announced != before.Announced {
+		t.Errorf("the hostile peer changed something: %s, transitions %d -> %d, announced %d -> %d",
+			after.State, before.Transitions, after.Transitions, before.Announced, after.Announced)
+	}
+	if ev := w.Events(); len(ev) != listed {
+		t.Errorf("the VIP moved: %v", ev)
+	}
+	if lb1.Exited() {
+		t.Fatal("lb1 exited")
+	}
+	t.Logf("lb1 drops %v, fast takeovers %d", pairStatus(t, lb1).Drops, pairStatus(t, lb1).FastTakeovers)
+}
