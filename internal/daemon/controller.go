@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -368,6 +369,10 @@ func (c *controller) handle(ev any) {
 // the peer's adverts, if in fact it still sends them, win it back by the
 // usual election.
 func (c *controller) peerDied(ev peerDied) {
+	// Counted once per death, and only when a group did take over (not
+	// when we were master already, or the groups are not ours).
+	var counted sync.Once
+	pair := c.pair
 	for _, name := range ev.groups {
 		r := c.groups[name]
 		if r == nil {
@@ -379,6 +384,7 @@ func (c *controller) peerDied(ev peerDied) {
 			if g.m.Status().State == vrrp.Backup {
 				g.log.Warn("taking over at once", "reason", why, "peer", ev.node)
 				g.exec(time.Now(), g.m.TakeOver(time.Now(), why))
+				counted.Do(pair.tookOverFast)
 				g.publish()
 			}
 		})

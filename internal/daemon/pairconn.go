@@ -455,9 +455,6 @@ func (p *pairLink) peerGone(peer string, how error) {
 		}
 	}
 	trusted := p.key != nil
-	if trusted && len(masters) > 0 {
-		p.fast++
-	}
 	p.mu.Unlock()
 	if !trusted {
 		p.log.Warn("pair link: the peer's kernel closed the connection without notice (its daemon died?); no takeover: the link is not authenticated (no pair_key)", "peer", peer, "how", how)
@@ -467,6 +464,14 @@ func (p *pairLink) peerGone(peer string, how error) {
 	if len(masters) > 0 {
 		p.events(peerDied{node: peer, groups: masters})
 	}
+}
+
+// tookOverFast counts a fast-path takeover: the controller calls it
+// when a group did take over on a peerDied.
+func (p *pairLink) tookOverFast() {
+	p.mu.Lock()
+	p.fast++
+	p.mu.Unlock()
 }
 
 // silence marks the peer as not heard any more, at once: the session

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -312,5 +313,94 @@ func TestAdvPairHostilePeer(t *testing.T) {
 	if lb1.Exited() {
 		t.Fatal("lb1 exited")
 	}
-	t.Logf("lb1 drops %v, fast takeovers %d", pairStatus(t, lb1).Drops, pairStatus(t, lb1).FastTakeovers)
+	ps := pairStatus(t, lb1)
+	t.Logf("lb1 drops %v, fast takeovers %d", ps.Drops, ps.FastTakeovers)
+	if ps.FastTakeovers != 0 {
+		t.Errorf("lb1 counts %d fast takeovers, but took over nothing (it was master already; the other groups are not its own)", ps.FastTakeovers)
+	}
+}
+
+// Keys that differ between the nodes (one has none, or another key): the
+// link never comes up, both count forged handshakes, nothing acts on the
+// link, and a kill -9 of the master is failed over by VRRP's timer.
+func TestAdvPairKeyMismatch(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		lb2  func(p *h.Pair) string // lb2's pair_key line
+	}{
+		{"lb2 has no key", func(p *h.Pair) string { return "" }},
+		{"lb2 has another key", func(p *h.Pair) string {
+			other := filepath.Join(t.TempDir(), "other.key")
+			if err := pairwire.WriteNewKey(other); err != nil {
+				t.Fatal(err)
+			}
+			return fmt.Sprintf("pair_key = %q", other)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := h.NewPair(t, h.Site{})
+			lb1, lb2 := p.Nodes[0], p.Nodes[1]
+			line := fmt.Sprintf("pair_key = %q", p.PairKey)
+			lb2.WriteConfig(strings.Replace(lb2.ReadConfig(), line, tc.lb2(p), 1))
+			startNodes(t, p)
+			deadline := time.Now().Add(5 * time.Second)
+			for !(pairStatus(t, lb1).Drops["forged"] > 0 && pairStatus(t, lb2).Drops["forged"] > 0) {
+				if time.Now().After(deadline) {
+					t.Fatalf("after 5 s, not counted as forged on both: lb1 drops %v, lb2 drops %v", pairStatus(t, lb1).Drops, pairStatus(t, lb2).Drops)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			for _, n := range p.Nodes {
+				st, err := n.Status()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st.Peers[0].LinkUp || st.Peers[0].Alive {
+					t.Errorf("%s: the link is up with keys that differ: %+v", n.Name, st.Peers[0])
+				}
+				t.Logf("%s drops %v", n.Name, st.Pair.Drops)
+			}
+			added := h.WaitAddr(t, lb2.Host, p.VIP, true)
+			bound := h.MasterDown(p.Site.Advert, 100)
+			t0 := time.Now()
+			lb1.Signal(syscall.SIGKILL)
+			at := h.Within(t, added, 2*bound+time.Second, "VIP on lb2").Sub(t0)
+			t.Logf("kill -9 with keys that differ: VIP on lb2 after %s (Master_Down_Interval %s)", at, bound)
+			if at < bound*8/10 {
+				t.Errorf("takeover after %s: faster than the timer, so the link acted", at)
+			}
+			if n := pairStatus(t, lb2).FastTakeovers; n != 0 {
+				t.Errorf("fast takeovers %d", n)
+			}
+		})
+	}
+}
+
+// The master hangs (SIGSTOP) for 1.5 Master_Down_Interval and resumes:
+// the backup takes over by the timer, the master preempts back; exactly
+// one master at the end, the VIP on lb1 only, no fast takeover.
+func TestAdvPairStopContinue(t *testing.T) {
+	p := startPair(t, h.Site{})
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	waitLinkUp(t, lb2, true)
+	bound := h.MasterDown(p.Site.Advert, 100)
+	lb1.Signal(syscall.SIGSTOP)
+	time.Sleep(bound * 3 / 2)
+	lb1.Signal(syscall.SIGCONT)
+	time.Sleep(2 * time.Second)
+	if m := p.Masters(group); len(m) != 1 || m[0] != lb1 {
+		t.Fatalf("masters after SIGSTOP %s / SIGCONT: %v, want lb1 alone", bound*3/2, names(m))
+	}
+	if !lb1.HasVIP(p.VIP) || lb2.HasVIP(p.VIP) {
+		t.Errorf("VIP on lb1 %t, on lb2 %t; want lb1 only", lb1.HasVIP(p.VIP), lb2.HasVIP(p.VIP))
+	}
+	if got := p.Client.Neigh(t, p.VIP); got.String() != lb1.Host.MAC.String() {
+		t.Errorf("client's neighbour entry for the VIP is %s, want lb1's %s", got, lb1.Host.MAC)
+	}
+	if n := pairStatus(t, lb1).FastTakeovers + pairStatus(t, lb2).FastTakeovers; n != 0 {
+		t.Errorf("fast takeovers = %d, want 0", n)
+	}
+	t.Logf("lb2 transitions %d", lb2.Group(group).Transitions)
+	waitLinkUp(t, lb1, true)
+	waitLinkUp(t, lb2, true)
 }
