@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -404,3 +405,115 @@ func TestAdvPairStopContinue(t *testing.T) {
 	waitLinkUp(t, lb1, true)
 	waitLinkUp(t, lb2, true)
 }
+
+// setPairKey sets (path != "") or removes the pair_key line of n's site file.
+func setPairKey(n *h.Node, path string) {
+	var lines []string
+	for _, l := range strings.Split(n.ReadConfig(), "\n") {
+		if !strings.HasPrefix(l, "pair_key") {
+			lines = append(lines, l)
+		}
+	}
+	cfg := strings.Join(lines, "\n")
+	if path != "" {
+		cfg = h.SiteKey(cfg, "pair_key", fmt.Sprintf("%q", path))
+	}
+	n.WriteConfig(cfg)
+}
+
+// A rolling key change by reload, one node then the other: add a key,
+// change it, remove it. In between the link is down (keys differ,
+// counted forged) or up (authenticated as the keys say); no VRRP state
+// changes at any step and the VIP never moves.
+func TestAdvPairReloadKey(t *testing.T) {
+	p := startPair(t, h.Site{NoPairKey: true})
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	waitLinkUp(t, lb1, false)
+	waitLinkUp(t, lb2, false)
+	dir := t.TempDir()
+	k1, k2 := filepath.Join(dir, "k1"), filepath.Join(dir, "k2")
+	for _, k := range []string{k1, k2} {
+		if err := pairwire.WriteNewKey(k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	w := h.WatchVIPs(t, []netip.Addr{p.VIP}, lb1.Host, lb2.Host)
+	time.Sleep(100 * time.Millisecond)
+	listed := len(w.Events())
+	b1, b2 := lb1.Group(group).Transitions, lb2.Group(group).Transitions
+	reload := func(n *h.Node, key string) {
+		t.Helper()
+		setPairKey(n, key)
+		if out, code := n.Reload(); code != 0 {
+			t.Fatalf("%s: reload: exit %d\n%s", n.Name, code, out)
+		}
+	}
+	linkDown := func(what string) {
+		t.Helper()
+		f1, f2 := pairStatus(t, lb1).Drops["forged"], pairStatus(t, lb2).Drops["forged"]
+		h.WaitUntil(t, 5*time.Second, what+": link down, new forged drops on both", func() bool {
+			s1, e1 := lb1.Status()
+			s2, e2 := lb2.Status()
+			return e1 == nil && e2 == nil && !s1.Peers[0].LinkUp && !s2.Peers[0].LinkUp &&
+				s1.Pair.Drops["forged"] > f1 && s2.Pair.Drops["forged"] > f2
+		})
+	}
+	// Each node's own file at one path, whose content is then replaced
+	// in place (the site file's text unchanged).
+	own := map[*h.Node]string{lb1: filepath.Join(dir, "lb1.key"), lb2: filepath.Join(dir, "lb2.key")}
+	copyKey := func(from, to string) func() {
+		return func() {
+			b, err := os.ReadFile(from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(to, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	steps := []struct {
+		what    string
+		n       *h.Node
+		key     string
+		prep    func()
+		trusted *bool // nil: keys differ, link down
+	}{
+		{"lb1 adds k1", lb1, k1, nil, nil},
+		{"lb2 adds k1", lb2, k1, nil, ptr(true)},
+		{"lb1 changes to k2", lb1, k2, nil, nil},
+		{"lb2 changes to k2", lb2, k2, nil, ptr(true)},
+		{"lb1 names its own file, k2 in it", lb1, own[lb1], copyKey(k2, own[lb1]), ptr(true)},
+		{"lb2 names its own file, k2 in it", lb2, own[lb2], copyKey(k2, own[lb2]), ptr(true)},
+		{"lb1 rewrites its file in place with k1", lb1, own[lb1], copyKey(k1, own[lb1]), nil},
+		{"lb2 rewrites its file in place with k1", lb2, own[lb2], copyKey(k1, own[lb2]), ptr(true)},
+		{"lb1 removes its key", lb1, "", nil, nil},
+		{"lb2 removes its key", lb2, "", nil, ptr(false)},
+	}
+	for _, s := range steps {
+		t0 := time.Now()
+		if s.prep != nil {
+			s.prep()
+		}
+		reload(s.n, s.key)
+		if s.trusted == nil {
+			linkDown(s.what)
+		} else {
+			waitLinkUp(t, lb1, *s.trusted)
+			waitLinkUp(t, lb2, *s.trusted)
+		}
+		t.Logf("%s: settled after %s", s.what, time.Since(t0).Round(time.Millisecond))
+		if a1, a2 := lb1.Group(group).Transitions, lb2.Group(group).Transitions; a1 != b1 || a2 != b2 {
+			t.Fatalf("%s: transitions lb1 %d -> %d, lb2 %d -> %d", s.what, b1, a1, b2, a2)
+		}
+	}
+	if ev := w.Events(); len(ev) != listed {
+		t.Errorf("the VIP moved: %v", ev[listed:])
+	}
+	if n := pairStatus(t, lb1).FastTakeovers + pairStatus(t, lb2).FastTakeovers; n != 0 {
+		t.Errorf("fast takeovers %d", n)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
