@@ -517,3 +517,181 @@ func TestAdvPairReloadKey(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// gauge reads an unlabelled sample from n's metrics.
+func gauge(t *testing.T, n *h.Node, name string) float64 {
+	t.Helper()
+	out, err := n.Scrape()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err != nil {
+				t.Fatalf("%s: %q: %v", name, l, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no %s in the metrics", name)
+	return 0
+}
+
+// A connection flood on the pair port, from the dead peer's address and
+// from a stranger, while the survivor is master: it stays master with its
+// VIP, its goroutines and memory stay bounded, every connection is
+// counted (busy, malformed, unknown_source), and the real peer, restarted
+// in the middle of the flood, gets its link up.
+func TestAdvPairFlood(t *testing.T) {
+	p := h.NewPair(t, h.Site{})
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	lb2.Metrics = "127.0.0.1:9110"
+	startNodes(t, p)
+	waitLinkUp(t, lb2, true)
+	lb1.Signal(syscall.SIGKILL)
+	lb2.WaitState(group, "MASTER", time.Second)
+	time.Sleep(500 * time.Millisecond)
+	w := h.WatchVIPs(t, []netip.Addr{p.VIP}, lb1.Host, lb2.Host)
+	time.Sleep(100 * time.Millisecond)
+	listed := len(w.Events())
+	before := lb2.Group(group)
+	g0, m0 := gauge(t, lb2, "go_goroutines"), gauge(t, lb2, "process_resident_memory_bytes")
+	lb2Port := netip.AddrPortFrom(h.Addr2, pairPort).String()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	opened := map[string]int{}
+	flood := func(host *lab.Host, from netip.Addr, who string) {
+		defer wg.Done()
+		junk := bytes.Repeat([]byte("HVPL\x01\x03lab\x03lb1"), 4)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var c net.Conn
+			_ = host.Do(func() error {
+				d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(from, 0)), Timeout: time.Second}
+				var err error
+				c, err = d.Dial("tcp", lb2Port)
+				return err
+			})
+			if c == nil {
+				continue
+			}
+			_, _ = c.Write(junk)
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+			mu.Lock()
+			opened[who]++
+			mu.Unlock()
+		}
+	}
+	for i := 0; i < 4; i++ {
+		wg.Add(2)
+		go flood(lb1.Host, h.Addr1, "peer's address")
+		go flood(p.Client, h.ClientAddr, "stranger")
+	}
+	t.Cleanup(func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		wg.Wait()
+	})
+	time.Sleep(2 * time.Second)
+	g1, m1 := gauge(t, lb2, "go_goroutines"), gauge(t, lb2, "process_resident_memory_bytes")
+	mid := lb2.Group(group)
+	t0 := time.Now()
+	lb1.Start()
+	up := false
+	for time.Since(t0) < 10*time.Second && !up {
+		st, err := lb1.Status()
+		up = err == nil && len(st.Peers) == 1 && st.Peers[0].LinkUp && st.Peers[0].Trusted
+		time.Sleep(10 * time.Millisecond)
+	}
+	took := time.Since(t0)
+	time.Sleep(time.Second)
+	close(stop)
+	wg.Wait()
+	mu.Lock()
+	t.Logf("flood: %v connections; goroutines %v -> %v during, RSS %.1f -> %.1f MB; lb1 restarted mid-flood: link up %t after %s",
+		opened, g0, g1, m0/1e6, m1/1e6, up, took)
+	mu.Unlock()
+	drops := pairStatus(t, lb2).Drops
+	t.Logf("lb2 drops %v", drops)
+	if !up || took > 5*time.Second {
+		t.Errorf("the restarted peer's link: up %t after %s", up, took)
+	}
+	if mid.State != "MASTER" || mid.Transitions != before.Transitions {
+		t.Errorf("lb2 under the flood before lb1 was back: %s, transitions %d -> %d", mid.State, before.Transitions, mid.Transitions)
+	}
+	if g1 > g0+20 {
+		t.Errorf("goroutines %v -> %v under the flood: not bounded", g0, g1)
+	}
+	if m1 > m0+64e6 {
+		t.Errorf("RSS %.1f -> %.1f MB under the flood", m0/1e6, m1/1e6)
+	}
+	if drops["unknown_source"] == 0 || drops["malformed"]+drops["busy"] == 0 {
+		t.Errorf("the flood is not counted: %v", drops)
+	}
+	// lb1 preempts back: the VIP goes from lb2 to lb1 (and the copy
+	// lb1's kernel kept since the kill -9 is removed at its start).
+	lb1.WaitState(group, "MASTER", 3*time.Second)
+	time.Sleep(200 * time.Millisecond)
+	if ev := w.Events()[listed:]; len(ev) > 3 || !lb1.HasVIP(p.VIP) || lb2.HasVIP(p.VIP) {
+		t.Errorf("the VIP after lb1 is back: on lb1 %t, on lb2 %t, moves %v", lb1.HasVIP(p.VIP), lb2.HasVIP(p.VIP), ev)
+	}
+}
+
+// kill -9 of the master while a reload of it is in progress (a group
+// change that keeps the link; a pair_port change that re-creates it and
+// says bye first): whatever the moment, lb2 ends master alone with the
+// VIP, within Master_Down_Interval (the fast path when the link had not
+// said bye, else the timer).
+func TestAdvPairKillDuringReload(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(cfg string) string
+	}{
+		{"group change", func(cfg string) string {
+			return strings.Replace(cfg, `garp_interval = "20ms"`, `garp_interval = "25ms"`, 1)
+		}},
+		{"pair_port change", func(cfg string) string { return h.SiteKey(cfg, "pair_port", "7600") }},
+	} {
+		for _, after := range []time.Duration{0, 3 * time.Millisecond, 10 * time.Millisecond, 30 * time.Millisecond} {
+			t.Run(fmt.Sprintf("%s/%s", tc.name, after), func(t *testing.T) {
+				p := startPair(t, h.Site{})
+				lb1, lb2 := p.Nodes[0], p.Nodes[1]
+				waitLinkUp(t, lb2, true)
+				lb1.WriteConfig(tc.change(lb1.ReadConfig()))
+				added := h.WaitAddr(t, lb2.Host, p.VIP, true)
+				bound := h.MasterDown(p.Site.Advert, 100)
+				cmd := exec.Command(h.Binary(t), "reload", "-c", lb1.Config, "--socket", lb1.Sock)
+				if err := lb1.Host.Start(cmd); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(after)
+				t0 := time.Now()
+				lb1.Signal(syscall.SIGKILL)
+				_ = cmd.Wait()
+				at := h.Within(t, added, 2*bound+time.Second, "VIP on lb2").Sub(t0)
+				fast := pairStatus(t, lb2).FastTakeovers
+				t.Logf("kill -9 %s into a reload (%s): VIP on lb2 after %s, fast takeovers %d", after, tc.name, at, fast)
+				if at > bound+100*time.Millisecond {
+					t.Errorf("VIP on lb2 after %s: later than Master_Down_Interval %s", at, bound)
+				}
+				time.Sleep(500 * time.Millisecond)
+				if m := p.Masters(group); len(m) != 1 || m[0] != lb2 {
+					t.Errorf("masters: %v, want lb2 alone", names(m))
+				}
+				if got := p.Client.Neigh(t, p.VIP); got.String() != lb2.Host.MAC.String() {
+					t.Errorf("client's neighbour entry for the VIP is %s, want lb2's %s", got, lb2.Host.MAC)
+				}
+			})
+		}
+	}
+}
