@@ -275,6 +275,14 @@ func (d handover) makeBeforeBreak() []drillResult {
 			why = fmt.Sprintf("%s did not answer for this group", d.peer)
 		case gerr != "":
 			why = fmt.Sprintf("%s could not take over: %s", d.peer, gerr)
+		default:
+			// Its word is not enough: make before break means its
+			// advert as master has reached us before we release (a
+			// broken peer, or one whose adverts do not reach us, would
+			// leave the VIPs unowned until our timer).
+			if lim, ok := d.awaitPeerAdvert(g); !ok {
+				why = fmt.Sprintf("%s said it took over, but no advert of it as master reached this node within %s", d.peer, lim)
+			}
 		}
 		if why == "" {
 			resign = append(resign, g)
@@ -328,6 +336,25 @@ func (d handover) makeBeforeBreak() []drillResult {
 	}
 	d.firstAdverts(out, start)
 	return out
+}
+
+// awaitPeerAdvert waits (bounded: 3 advert intervals, at most 2 s, well
+// within handHold) until g's watch has seen the peer's first advert as
+// master since the drill began. The watch stays on for firstAdverts.
+func (d handover) awaitPeerAdvert(g *group) (time.Duration, bool) {
+	lim := min(3*g.snap.Load().cfg.Advert, 2*time.Second)
+	limit := time.Now().Add(lim)
+	for {
+		var seen bool
+		_ = g.do(d.ctx, func() { seen = !g.drillFirst.IsZero() })
+		if seen {
+			return lim, true
+		}
+		if !time.Now().Before(limit) || d.ctx.Err() != nil {
+			return lim, false
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // resign is the drill without a trusted peer (forced): resign, and time

@@ -695,3 +695,119 @@ func TestAdvPairKillDuringReload(t *testing.T) {
 		}
 	}
 }
+
+// fakePeer answers lb1's dial at lb2's address with the real key and
+// speaks as lb2: BACKUP of front at priority 100, echoing lb1's revision
+// and table so the drill's pre-checks pass. answer decides the reply to
+// each call (nil: never answer).
+func fakePeer(t *testing.T, p *h.Pair, answer func(call map[string]any) map[string]any) {
+	t.Helper()
+	key, err := pairwire.LoadKey(p.PairKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ln net.Listener
+	if err := p.Nodes[1].Host.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", netip.AddrPortFrom(h.Addr2, pairPort).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	s, err := pairwire.Accept(c, key, pairwire.Identity{Site: "lab", Node: "lb2"}, func(n string) bool { return n == "lb1" }, nil)
+	if err != nil {
+		t.Fatalf("fake peer: handshake: %v", err)
+	}
+	_ = c.SetDeadline(time.Time{})
+	go func() {
+		seq := 0
+		for {
+			b, err := s.Recv()
+			if err != nil {
+				return
+			}
+			var m map[string]json.RawMessage
+			if json.Unmarshal(b, &m) != nil {
+				return
+			}
+			var groups map[string]map[string]any
+			_ = json.Unmarshal(m["groups"], &groups)
+			for _, g := range groups {
+				g["state"], g["prio"] = "BACKUP", 100
+			}
+			out := map[string]any{"site": "lab", "node": "lb2", "rev": m["rev"], "groups": groups}
+			for _, k := range []string{"table", "drains"} {
+				if m[k] != nil {
+					out[k] = m[k]
+				}
+			}
+			if m["call"] != nil && answer != nil {
+				var call map[string]any
+				_ = json.Unmarshal(m["call"], &call)
+				if a := answer(call); a != nil {
+					a["id"] = call["id"]
+					out["answer"] = a
+				}
+			}
+			seq++
+			out["seq"] = seq
+			b, _ = json.Marshal(out)
+			if s.Send(b) != nil {
+				return
+			}
+		}
+	}()
+}
+
+// A peer that holds the key says "taken over" to a drill's takeover but
+// never claims the VIPs nor advertises (a lying or a broken peer): the
+// make-before-break drill must not release the VIP on its word alone.
+func TestAdvDrillPeerSaysDoneButIsNot(t *testing.T) {
+	p := startPair(t, h.Site{})
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	waitLinkUp(t, lb1, true)
+	lb2.Signal(syscall.SIGKILL)
+	h.WaitUntil(t, 3*time.Second, "lb1 sees lb2 gone", func() bool {
+		st, err := lb1.Status()
+		return err == nil && !st.Peers[0].Alive
+	})
+	fakePeer(t, p, func(call map[string]any) map[string]any {
+		groups := map[string]string{}
+		for _, g := range call["groups"].([]any) {
+			groups[g.(string)] = "" // done
+		}
+		return map[string]any{"groups": groups}
+	})
+	waitLinkUp(t, lb1, true)
+	time.Sleep(300 * time.Millisecond)
+	w := h.WatchVIPs(t, []netip.Addr{p.VIP}, lb1.Host, lb2.Host)
+	time.Sleep(100 * time.Millisecond)
+	out, code := lb1.Run("failover")
+	t.Logf("havip failover against a peer that says done but is not (exit %d):\n%s", code, out)
+	time.Sleep(time.Second)
+	var gone time.Duration
+	var left time.Time
+	for _, e := range w.Events() {
+		f := strings.Fields(e)
+		at, _ := time.Parse("15:04:05.000000", f[0])
+		switch {
+		case strings.Contains(e, "lb1 -"):
+			left = at
+		case strings.Contains(e, "lb1 +") && !left.IsZero():
+			gone += at.Sub(left)
+			left = time.Time{}
+		}
+	}
+	t.Logf("VIP events %v; VIP unowned for %s", w.Events(), gone)
+	if code == 0 {
+		t.Errorf("havip failover succeeded (exit 0) though nobody took over")
+	}
+	vipKept(t, w, p.VIP, lb1)
+}
