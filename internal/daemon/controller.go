@@ -30,10 +30,12 @@ import (
 // touched only by run's goroutine; other goroutines send it events
 // (emit, ask) and read what it publishes (view).
 type controller struct {
-	opts    Options
-	log     *slog.Logger
-	started time.Time
-	events  chan any
+	// takeovers: the takeover calls served lately (drill.go)
+	takeovers []takeoverRec
+	opts      Options
+	log       *slog.Logger
+	started   time.Time
+	events    chan any
 	// requests are the control socket's (and the watchdog's): a queue of
 	// their own, so that a flood of them, each maybe slow (a reload),
 	// never fills the one the groups report to; a group waiting there
@@ -398,6 +400,8 @@ func (c *controller) peerCall(ev peerCall) {
 		c.takeover(ev) // drill.go
 	case callDrill:
 		c.drillBack(ev)
+	case callAbandon:
+		c.abandonTakeover(ev)
 	default:
 		ev.reply(pairAnswer{Err: fmt.Sprintf("unknown request %q", ev.call.Kind)})
 	}

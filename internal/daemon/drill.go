@@ -44,6 +44,10 @@ const (
 const (
 	callTakeover = "takeover" // become master of these groups now; we resign right after
 	callDrill    = "drill"    // run the drill of these groups back to the caller (havip failover --back)
+	// callAbandon: the caller gave up waiting for call Abandon's answer
+	// and kept its VIPs (a peer that hung and resumed, or an answer that
+	// came too late): undo what that takeover started.
+	callAbandon = "abandon"
 )
 
 // errDrillRefused is a drill refused by its pre-checks: nothing changed.
@@ -474,19 +478,13 @@ func (c *controller) ownDigest() string {
 // whether it is master now.
 func (c *controller) takeover(pc peerCall) {
 	ans := pairAnswer{ID: pc.call.ID, Groups: map[string]string{}}
-	// Each group's takeover starts at most once, and not after the answer
-	// has left without it.
-	const (
-		notYet int32 = iota
-		started
-		abandoned
-	)
 	type pending struct {
 		name  string
 		done  chan string
 		state *atomic.Int32
 	}
 	var waits []pending
+	rec := takeoverRec{from: pc.from, id: pc.call.ID}
 	for _, name := range pc.call.Groups {
 		r := c.groups[name]
 		if r == nil {
@@ -529,6 +527,11 @@ func (c *controller) takeover(pc peerCall) {
 			continue
 		}
 		waits = append(waits, pending{name, done, state})
+		rec.groups = append(rec.groups, takeoverGroup{g: g, state: state})
+	}
+	c.takeovers = append(c.takeovers, rec)
+	if len(c.takeovers) > maxTakeoverRecs {
+		c.takeovers = c.takeovers[1:]
 	}
 	c.log.Info("planned handover: taking over for the peer", "peer", pc.from, "groups", pc.call.Groups)
 	go func() {
@@ -554,6 +557,56 @@ func (c *controller) takeover(pc peerCall) {
 		}
 		pc.reply(ans)
 	}()
+}
+
+// Each group's takeover for a call starts at most once, and not after
+// the answer has left without it or the caller abandoned the call.
+const (
+	notYet int32 = iota
+	started
+	abandoned
+)
+
+// takeoverRec is a takeover call this node served, kept (the last
+// maxTakeoverRecs) so that the caller can abandon it.
+type takeoverRec struct {
+	from   string
+	id     uint64
+	groups []takeoverGroup
+}
+
+type takeoverGroup struct {
+	g     *group
+	state *atomic.Int32
+}
+
+const maxTakeoverRecs = 16
+
+// abandonTakeover undoes a takeover call the caller gave up on: a group
+// not started yet never starts; one that took over drops its guard, so
+// the caller's adverts (it kept its VIPs, at its own priority) count
+// again and the election settles within an advert interval, instead of
+// both holding the VIPs for takeoverHold.
+func (c *controller) abandonTakeover(pc peerCall) {
+	defer pc.reply(pairAnswer{})
+	for i, rec := range c.takeovers {
+		if rec.from != pc.from || rec.id != pc.call.Abandon {
+			continue
+		}
+		c.takeovers = append(c.takeovers[:i], c.takeovers[i+1:]...)
+		for _, tg := range rec.groups {
+			if tg.state.CompareAndSwap(notYet, abandoned) {
+				continue
+			}
+			g := tg.g
+			g.post(func() {
+				if g.m.EndGuard() {
+					g.log.Warn("planned handover abandoned by the old master (it kept its VIPs): its adverts count again", "peer", pc.from)
+				}
+			})
+		}
+		return
+	}
 }
 
 // failoverBack (havip failover --back) asks the peer to run the drill of

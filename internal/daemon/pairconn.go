@@ -560,6 +560,8 @@ type pairCall struct {
 	ID     uint64   `json:"id"`
 	Kind   string   `json:"kind"`
 	Groups []string `json:"groups,omitempty"`
+	// Abandon: for callAbandon, the call given up on.
+	Abandon uint64 `json:"abandon,omitempty"`
 }
 
 // pairAnswer: Err for the call as a whole; Groups: group -> "" when done,
@@ -610,6 +612,13 @@ func (p *pairLink) call(ctx context.Context, peer string, c pairCall) (pairAnswe
 	case a := <-ch:
 		return a, nil
 	case <-ctx.Done():
+		// Tell the peer, which may yet act on it (it hung and resumes,
+		// or its answer is late): it comes after the call on the stream.
+		p.mu.Lock()
+		p.callID++
+		ab := pairCall{ID: p.callID, Kind: callAbandon, Abandon: c.ID}
+		p.mu.Unlock()
+		_ = p.sendExtra(s, &ab, nil)
 		return pairAnswer{}, fmt.Errorf("pair link: no answer from %s: %w", peer, ctx.Err())
 	}
 }

@@ -811,3 +811,44 @@ func TestAdvDrillPeerSaysDoneButIsNot(t *testing.T) {
 	}
 	vipKept(t, w, p.VIP, lb1)
 }
+
+// The backup hangs (SIGSTOP) 300 ms before a drill: it still counts as
+// alive on the link (heard within 2 s), so the pre-checks pass, but it
+// never answers the takeover: the drill must keep the VIP and exit 2.
+func TestAdvDrillPeerHangs(t *testing.T) {
+	p := startPair(t, h.Site{})
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	waitLinkUp(t, lb1, true)
+	time.Sleep(300 * time.Millisecond)
+	w := h.WatchVIPs(t, []netip.Addr{p.VIP}, lb1.Host, lb2.Host)
+	time.Sleep(100 * time.Millisecond)
+	lb2.Signal(syscall.SIGSTOP)
+	t.Cleanup(func() { lb2.Signal(syscall.SIGCONT) })
+	time.Sleep(300 * time.Millisecond)
+	t0 := time.Now()
+	out, code := lb1.Run("failover")
+	t.Logf("havip failover with the peer stopped 300 ms before (exit %d, %s):\n%s", code, time.Since(t0).Round(time.Millisecond), out)
+	if code != 2 {
+		t.Errorf("exit %d, want 2", code)
+	}
+	lb2.Signal(syscall.SIGCONT)
+	tc := time.Now()
+	for time.Since(tc) < 3*time.Second {
+		if m := p.Masters(group); len(m) != 1 {
+			t.Logf("%s after SIGCONT: masters %v", time.Since(tc).Round(time.Millisecond), names(m))
+			if time.Since(tc) > 500*time.Millisecond {
+				t.Errorf("two masters %s after the peer resumed", time.Since(tc).Round(time.Millisecond))
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	both := w.Both(p.VIP)
+	t.Logf("after the peer resumed: VIP on both for %s; events %v", both, w.Events())
+	vipKept(t, w, p.VIP, lb1)
+	if m := p.Masters(group); len(m) != 1 || m[0] != lb1 {
+		t.Errorf("masters 3 s after the peer resumed: %v, want lb1 alone", names(m))
+	}
+	if both > 3*p.Site.Advert {
+		t.Errorf("the resumed peer acted on the abandoned takeover: the VIP was on both for %s", both)
+	}
+}
