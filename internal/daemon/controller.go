@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,10 +30,12 @@ import (
 // touched only by run's goroutine; other goroutines send it events
 // (emit, ask) and read what it publishes (view).
 type controller struct {
-	opts    Options
-	log     *slog.Logger
-	started time.Time
-	events  chan any
+	// takeovers: the takeover calls served lately (drill.go)
+	takeovers []takeoverRec
+	opts      Options
+	log       *slog.Logger
+	started   time.Time
+	events    chan any
 	// requests are the control socket's (and the watchdog's): a queue of
 	// their own, so that a flood of them, each maybe slow (a reload),
 	// never fills the one the groups report to; a group waiting there
@@ -368,6 +371,10 @@ func (c *controller) handle(ev any) {
 // the peer's adverts, if in fact it still sends them, win it back by the
 // usual election.
 func (c *controller) peerDied(ev peerDied) {
+	// Counted once per death, and only when a group did take over (not
+	// when we were master already, or the groups are not ours).
+	var counted sync.Once
+	pair := c.pair
 	for _, name := range ev.groups {
 		r := c.groups[name]
 		if r == nil {
@@ -379,6 +386,7 @@ func (c *controller) peerDied(ev peerDied) {
 			if g.m.Status().State == vrrp.Backup {
 				g.log.Warn("taking over at once", "reason", why, "peer", ev.node)
 				g.exec(time.Now(), g.m.TakeOver(time.Now(), why))
+				counted.Do(pair.tookOverFast)
 				g.publish()
 			}
 		})
@@ -392,6 +400,8 @@ func (c *controller) peerCall(ev peerCall) {
 		c.takeover(ev) // drill.go
 	case callDrill:
 		c.drillBack(ev)
+	case callAbandon:
+		c.abandonTakeover(ev)
 	default:
 		ev.reply(pairAnswer{Err: fmt.Sprintf("unknown request %q", ev.call.Kind)})
 	}

@@ -44,6 +44,10 @@ const (
 const (
 	callTakeover = "takeover" // become master of these groups now; we resign right after
 	callDrill    = "drill"    // run the drill of these groups back to the caller (havip failover --back)
+	// callAbandon: the caller gave up waiting for call Abandon's answer
+	// and kept its VIPs (a peer that hung and resumed, or an answer that
+	// came too late): undo what that takeover started.
+	callAbandon = "abandon"
 )
 
 // errDrillRefused is a drill refused by its pre-checks: nothing changed.
@@ -275,6 +279,14 @@ func (d handover) makeBeforeBreak() []drillResult {
 			why = fmt.Sprintf("%s did not answer for this group", d.peer)
 		case gerr != "":
 			why = fmt.Sprintf("%s could not take over: %s", d.peer, gerr)
+		default:
+			// Its word is not enough: make before break means its
+			// advert as master has reached us before we release (a
+			// broken peer, or one whose adverts do not reach us, would
+			// leave the VIPs unowned until our timer).
+			if lim, ok := d.awaitPeerAdvert(g); !ok {
+				why = fmt.Sprintf("%s said it took over, but no advert of it as master reached this node within %s", d.peer, lim)
+			}
 		}
 		if why == "" {
 			resign = append(resign, g)
@@ -328,6 +340,25 @@ func (d handover) makeBeforeBreak() []drillResult {
 	}
 	d.firstAdverts(out, start)
 	return out
+}
+
+// awaitPeerAdvert waits (bounded: 3 advert intervals, at most 2 s, well
+// within handHold) until g's watch has seen the peer's first advert as
+// master since the drill began. The watch stays on for firstAdverts.
+func (d handover) awaitPeerAdvert(g *group) (time.Duration, bool) {
+	lim := min(3*g.snap.Load().cfg.Advert, 2*time.Second)
+	limit := time.Now().Add(lim)
+	for {
+		var seen bool
+		_ = g.do(d.ctx, func() { seen = !g.drillFirst.IsZero() })
+		if seen {
+			return lim, true
+		}
+		if !time.Now().Before(limit) || d.ctx.Err() != nil {
+			return lim, false
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // resign is the drill without a trusted peer (forced): resign, and time
@@ -447,19 +478,13 @@ func (c *controller) ownDigest() string {
 // whether it is master now.
 func (c *controller) takeover(pc peerCall) {
 	ans := pairAnswer{ID: pc.call.ID, Groups: map[string]string{}}
-	// Each group's takeover starts at most once, and not after the answer
-	// has left without it.
-	const (
-		notYet int32 = iota
-		started
-		abandoned
-	)
 	type pending struct {
 		name  string
 		done  chan string
 		state *atomic.Int32
 	}
 	var waits []pending
+	rec := takeoverRec{from: pc.from, id: pc.call.ID}
 	for _, name := range pc.call.Groups {
 		r := c.groups[name]
 		if r == nil {
@@ -502,6 +527,11 @@ func (c *controller) takeover(pc peerCall) {
 			continue
 		}
 		waits = append(waits, pending{name, done, state})
+		rec.groups = append(rec.groups, takeoverGroup{g: g, state: state})
+	}
+	c.takeovers = append(c.takeovers, rec)
+	if len(c.takeovers) > maxTakeoverRecs {
+		c.takeovers = c.takeovers[1:]
 	}
 	c.log.Info("planned handover: taking over for the peer", "peer", pc.from, "groups", pc.call.Groups)
 	go func() {
@@ -527,6 +557,56 @@ func (c *controller) takeover(pc peerCall) {
 		}
 		pc.reply(ans)
 	}()
+}
+
+// Each group's takeover for a call starts at most once, and not after
+// the answer has left without it or the caller abandoned the call.
+const (
+	notYet int32 = iota
+	started
+	abandoned
+)
+
+// takeoverRec is a takeover call this node served, kept (the last
+// maxTakeoverRecs) so that the caller can abandon it.
+type takeoverRec struct {
+	from   string
+	id     uint64
+	groups []takeoverGroup
+}
+
+type takeoverGroup struct {
+	g     *group
+	state *atomic.Int32
+}
+
+const maxTakeoverRecs = 16
+
+// abandonTakeover undoes a takeover call the caller gave up on: a group
+// not started yet never starts; one that took over drops its guard, so
+// the caller's adverts (it kept its VIPs, at its own priority) count
+// again and the election settles within an advert interval, instead of
+// both holding the VIPs for takeoverHold.
+func (c *controller) abandonTakeover(pc peerCall) {
+	defer pc.reply(pairAnswer{})
+	for i, rec := range c.takeovers {
+		if rec.from != pc.from || rec.id != pc.call.Abandon {
+			continue
+		}
+		c.takeovers = append(c.takeovers[:i], c.takeovers[i+1:]...)
+		for _, tg := range rec.groups {
+			if tg.state.CompareAndSwap(notYet, abandoned) {
+				continue
+			}
+			g := tg.g
+			g.post(func() {
+				if g.m.EndGuard() {
+					g.log.Warn("planned handover abandoned by the old master (it kept its VIPs): its adverts count again", "peer", pc.from)
+				}
+			})
+		}
+		return
+	}
 }
 
 // failoverBack (havip failover --back) asks the peer to run the drill of

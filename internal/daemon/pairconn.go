@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,7 +34,7 @@ import (
 const (
 	pairHandshake  = 2 * time.Second // a handshake that takes longer is dropped
 	pairIdle       = 5 * time.Second // no frame for this long: close and redial (never the fast path)
-	pairHandshakes = 4               // handshakes in progress at once; more are refused
+	pairHandshakes = 4               // handshakes in progress at once; a newer one pushes out the oldest
 )
 
 // Drop reasons of the pair link, as counted in status and metrics.
@@ -43,7 +44,7 @@ const (
 	dropForged        = "forged"         // authentication failed: no key, another key, or altered bytes
 	dropReplayed      = "replayed"       // a recorded handshake or frame played again
 	dropMalformed     = "malformed"      // not the protocol: garbage, cut short, oversized, bad JSON
-	dropBusy          = "busy"           // too many handshakes in progress
+	dropBusy          = "busy"           // a handshake pushed out by a newer one (too many in progress)
 	dropLegacyUDP     = "legacy_udp"     // a datagram to the pair port: an old havip, or a forger
 )
 
@@ -227,10 +228,16 @@ func (p *pairLink) dialLoop(ctx context.Context, a netip.Addr, name string) {
 	}
 }
 
-// acceptLoop accepts until ln is closed; the sessions it starts join wg,
-// so Run returns only when they have ended.
+// acceptLoop accepts until ln is closed; the handshakes and sessions it
+// starts join wg, so Run returns only when they have ended.
 func (p *pairLink) acceptLoop(ctx context.Context, ln *net.TCPListener, wg *sync.WaitGroup) {
-	slots := make(chan struct{}, pairHandshakes)
+	// Handshakes in progress, oldest first. When all pairHandshakes are
+	// taken, a new connection from a peer's address pushes out the
+	// oldest (counted busy): slow handshakes that hold every slot (from
+	// someone who holds the peer's address while it is down) cannot lock
+	// the real peer out when it comes back, as refusing the newcomer did.
+	var mu sync.Mutex
+	var inflight []*pendingHandshake
 	for {
 		c, err := ln.AcceptTCP()
 		if err != nil {
@@ -251,25 +258,40 @@ func (p *pairLink) acceptLoop(ctx context.Context, ln *net.TCPListener, wg *sync
 			p.dropped(dropUnknownSource, from, errors.New("a connection from an address that is no [[node]] of the site"))
 			continue
 		}
-		select {
-		case slots <- struct{}{}:
-		default:
-			c.SetLinger(0)
-			c.Close()
-			p.dropped(dropBusy, from, errors.New("too many handshakes in progress"))
-			continue
+		hs := &pendingHandshake{c: c}
+		mu.Lock()
+		if len(inflight) >= pairHandshakes {
+			old := inflight[0]
+			inflight = inflight[1:]
+			old.evicted.Store(true)
+			old.c.SetLinger(0)
+			old.c.Close()
 		}
+		inflight = append(inflight, hs)
+		mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { <-slots }()
+			defer func() {
+				mu.Lock()
+				for i, x := range inflight {
+					if x == hs {
+						inflight = append(inflight[:i], inflight[i+1:]...)
+						break
+					}
+				}
+				mu.Unlock()
+			}()
 			_ = c.SetDeadline(time.Now().Add(pairHandshake))
 			s, err := pairwire.Accept(c, p.key, p.identity(), func(n string) bool { return n == name }, &p.nonces)
 			if err != nil {
 				c.Close()
-				if isDrop(err) {
+				switch {
+				case hs.evicted.Load():
+					p.dropped(dropBusy, from, fmt.Errorf("a handshake pushed out by a newer one: %d were in progress", pairHandshakes))
+				case isDrop(err):
 					p.dropped(reasonOf(err), from, err)
-				} else {
+				default:
 					p.dropped(dropMalformed, from, fmt.Errorf("handshake: %w", err)) // a timeout or a reset mid-handshake
 				}
 				return
@@ -278,6 +300,12 @@ func (p *pairLink) acceptLoop(ctx context.Context, ln *net.TCPListener, wg *sync
 			go func() { defer wg.Done(); p.serve(ctx, s, from) }() // the slot is freed: it bounds handshakes, not sessions
 		}()
 	}
+}
+
+// pendingHandshake is a connection whose handshake is in progress.
+type pendingHandshake struct {
+	c       *net.TCPConn
+	evicted atomic.Bool // pushed out by a newer connection
 }
 
 // udpLoop counts datagrams to the pair port: havip speaks TCP there now.
@@ -432,9 +460,6 @@ func (p *pairLink) peerGone(peer string, how error) {
 		}
 	}
 	trusted := p.key != nil
-	if trusted && len(masters) > 0 {
-		p.fast++
-	}
 	p.mu.Unlock()
 	if !trusted {
 		p.log.Warn("pair link: the peer's kernel closed the connection without notice (its daemon died?); no takeover: the link is not authenticated (no pair_key)", "peer", peer, "how", how)
@@ -444,6 +469,14 @@ func (p *pairLink) peerGone(peer string, how error) {
 	if len(masters) > 0 {
 		p.events(peerDied{node: peer, groups: masters})
 	}
+}
+
+// tookOverFast counts a fast-path takeover: the controller calls it
+// when a group did take over on a peerDied.
+func (p *pairLink) tookOverFast() {
+	p.mu.Lock()
+	p.fast++
+	p.mu.Unlock()
 }
 
 // silence marks the peer as not heard any more, at once: the session
@@ -532,6 +565,8 @@ type pairCall struct {
 	ID     uint64   `json:"id"`
 	Kind   string   `json:"kind"`
 	Groups []string `json:"groups,omitempty"`
+	// Abandon: for callAbandon, the call given up on.
+	Abandon uint64 `json:"abandon,omitempty"`
 }
 
 // pairAnswer: Err for the call as a whole; Groups: group -> "" when done,
@@ -582,6 +617,13 @@ func (p *pairLink) call(ctx context.Context, peer string, c pairCall) (pairAnswe
 	case a := <-ch:
 		return a, nil
 	case <-ctx.Done():
+		// Tell the peer, which may yet act on it (it hung and resumes,
+		// or its answer is late): it comes after the call on the stream.
+		p.mu.Lock()
+		p.callID++
+		ab := pairCall{ID: p.callID, Kind: callAbandon, Abandon: c.ID}
+		p.mu.Unlock()
+		_ = p.sendExtra(s, &ab, nil)
 		return pairAnswer{}, fmt.Errorf("pair link: no answer from %s: %w", peer, ctx.Err())
 	}
 }

@@ -148,6 +148,11 @@ func Dial(c net.Conn, key Key, self Identity, peer string, seen *Nonces) (*Sessi
 		return nil, short(err)
 	}
 	if !hmac.Equal(macA[:], t.mac(key, "accept")) {
+		// Tell the acceptor too: a proof that cannot verify (all zeros,
+		// no MAC of anything), so it counts forged rather than a
+		// handshake cut short. It is no oracle: it carries no MAC.
+		var none [macSize]byte
+		_, _ = c.Write(none[:])
 		if seen.check(t.na) {
 			return nil, fmt.Errorf("%w: the welcome repeats an earlier handshake's", ErrReplayed)
 		}

@@ -105,8 +105,11 @@ func TestHandshakeRefusals(t *testing.T) {
 		wantA      error
 		acceptorOK bool
 	}{
-		{name: "different keys", dk: key1, ak: key2, d: lb1, wantD: ErrForged, wantA: ErrMalformed},
-		{name: "no key against a key", dk: nil, ak: key1, d: lb1, wantD: ErrForged, wantA: ErrMalformed},
+		// Keys that differ are forged on both ends: the dialer, which
+		// finds out first, still sends a proof (that cannot verify).
+		{name: "different keys", dk: key1, ak: key2, d: lb1, wantD: ErrForged, wantA: ErrForged},
+		{name: "no key against a key", dk: nil, ak: key1, d: lb1, wantD: ErrForged, wantA: ErrForged},
+		{name: "a key against no key", dk: key1, ak: nil, d: lb1, wantD: ErrForged, wantA: ErrForged},
 		{name: "wrong site", dk: key1, ak: key1, d: Identity{Site: "other", Node: "lb1"}, wantA: ErrWrongSite},
 		{name: "node not allowed", dk: key1, ak: key1, d: Identity{Site: "web", Node: "lb3"}, wantA: ErrWrongSite},
 	} {

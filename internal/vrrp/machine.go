@@ -697,6 +697,16 @@ func (m *Machine) guarded(now time.Time, p *Packet, src netip.Addr) bool {
 	return true
 }
 
+// EndGuard ends TakeOverFrom's guard at once: the old master's adverts
+// count again (the caller abandoned the handover and kept its VIPs, so
+// the normal election decides, within an advert interval). It reports
+// whether a guard was on.
+func (m *Machine) EndGuard() bool {
+	on := m.guardSrc.IsValid()
+	m.guardSrc, m.guardUntil = netip.Addr{}, time.Time{}
+	return on
+}
+
 // HoldHandover is the other side of TakeOverFrom: a Master about to hand
 // over does not answer lower priority adverts until until (the peer's, now
 // master too), so it does not pull the clients back just before it

@@ -122,6 +122,10 @@ func run(t *testing.T, m *Machine, steps []step) {
 			got = m.TakeOver(now, "sync group")
 		case "takeoverfrom":
 			got = m.TakeOverFrom(now, 2*time.Second, "planned handover")
+		case "endguard":
+			if !m.EndGuard() {
+				t.Fatalf("step %d: EndGuard: no guard was on", i)
+			}
 		case "hold":
 			until := time.Time{}
 			if s.arg > 0 {
@@ -507,6 +511,17 @@ func TestMachine(t *testing.T) {
 				{at: 2010 * time.Millisecond, op: "rx", rx: advert{src: higher, prio: 0}, want: []Action{send(100)}, next: 3010 * time.Millisecond, st: Master},
 				// It came back at once, within the 2 s: the election is normal again.
 				{at: 2500 * time.Millisecond, op: "rx", rx: advert{src: higher, prio: 200}, want: []Action{become(Master, Backup, "higher priority advert from 192.168.0.12 (200)")}, next: 2500*time.Millisecond + down100, st: Backup},
+			},
+		},
+		{
+			name: "planned takeover abandoned by the old master: EndGuard, its next advert wins",
+			steps: []step{
+				{op: "start", want: []Action{become(Initialize, Backup, "startup")}, next: down100, st: Backup},
+				{at: time.Second, op: "rx", rx: advert{src: higher, prio: 200}, next: time.Second + down100, st: Backup},
+				{at: 2 * time.Second, op: "takeoverfrom", want: []Action{become(Backup, Master, "planned handover"), send(100)}, next: 3 * time.Second, st: Master},
+				{at: 2010 * time.Millisecond, op: "rx", rx: advert{src: higher, prio: 200}, drop: DropHandover, next: 3 * time.Second, st: Master},
+				{at: 2020 * time.Millisecond, op: "endguard", next: 3 * time.Second, st: Master},
+				{at: 2100 * time.Millisecond, op: "rx", rx: advert{src: higher, prio: 200}, want: []Action{become(Master, Backup, "higher priority advert from 192.168.0.12 (200)")}, next: 2100*time.Millisecond + down100, st: Backup},
 			},
 		},
 		{
