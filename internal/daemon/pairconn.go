@@ -653,15 +653,29 @@ func (p *pairLink) takeCall(ps *pairSession, c pairCall) {
 	reply := func(a pairAnswer) {
 		once.Do(func() {
 			a.ID = c.ID
-			go func() { _ = p.sendExtra(ps, nil, &a) }()
+			go func() {
+				if err := p.sendExtra(ps, nil, &a); err != nil {
+					p.log.Warn("pair link: the answer to the peer's request could not be sent", "peer", ps.peer, "kind", c.Kind, "err", err)
+				}
+			}()
 		})
 	}
-	if !trusted {
+	switch {
+	case !trusted:
 		reply(pairAnswer{Err: errNotAuthenticated.Error()})
+		return
+	case len(c.Groups) > maxCallGroups:
+		// Its answer would not fit a frame; no site has that many.
+		p.dropped(dropMalformed, netip.Addr{}, fmt.Errorf("a %q request naming %d groups", c.Kind, len(c.Groups)))
+		reply(pairAnswer{Err: fmt.Sprintf("a request may name at most %d groups", maxCallGroups)})
 		return
 	}
 	p.events(peerCall{from: ps.peer, call: c, reply: reply})
 }
+
+// maxCallGroups bounds the groups of one request, so that its answer
+// (a reason per group) always fits a frame.
+const maxCallGroups = 1024
 
 // takeAnswer delivers an answer to the call waiting for it.
 func (p *pairLink) takeAnswer(a pairAnswer) {
