@@ -153,6 +153,13 @@ func probeTCP(ctx context.Context, addr netip.AddrPort, timeout time.Duration) (
 	if err != nil {
 		return "", netError(ctx, "connect", err, timeout)
 	}
+	// Closed with a reset (SO_LINGER 0), not a FIN: a check every
+	// second per real server would otherwise leave the director a
+	// TIME_WAIT socket for each, 60 s apiece (131,072 at the kernel's cap
+	// with 10,000 checks; issue 8).
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
 	c.Close()
 	return "connected", nil
 }

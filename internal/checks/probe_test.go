@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -443,5 +444,65 @@ func TestFailureOf(t *testing.T) {
 	}
 	if got := failureOf(errors.New("other")); got != FailConnect {
 		t.Errorf("failureOf(plain) = %q, want %q", got, FailConnect)
+	}
+}
+
+// A TCP check closes with a reset, so the director keeps no TIME_WAIT
+// socket per check (issue 8). Counted in /proc/net/tcp for the
+// listener's port, after 200 checks, next to 200 plain dial-and-close
+// connections to a second listener.
+func TestTCPCheckLeavesNoTimeWait(t *testing.T) {
+	listen := func() (net.Listener, uint16) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() { _, _ = c.Read(make([]byte, 1)); c.Close() }()
+			}
+		}()
+		return ln, uint16(ln.Addr().(*net.TCPAddr).Port)
+	}
+	_, checkPort := listen()
+	_, plainPort := listen()
+	for range 200 {
+		if _, err := probeTCP(context.Background(), netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), checkPort), time.Second); err != nil {
+			t.Fatal(err)
+		}
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", plainPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	time.Sleep(200 * time.Millisecond) // the servers' side closes too
+	timeWait := func(port uint16) int {
+		b, err := os.ReadFile("/proc/net/tcp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			// remote address is f[2] (hex addr:port), state f[3]; 06 = TIME_WAIT
+			if len(f) > 3 && f[3] == "06" && strings.HasSuffix(f[2], fmt.Sprintf(":%04X", port)) {
+				n++
+			}
+		}
+		return n
+	}
+	checks, plain := timeWait(checkPort), timeWait(plainPort)
+	t.Logf("TIME_WAIT sockets after 200 connections: %d for the TCP check, %d for dial-and-close", checks, plain)
+	if checks != 0 {
+		t.Errorf("%d TIME_WAIT sockets left by 200 TCP checks, want 0", checks)
+	}
+	if plain < 150 {
+		t.Errorf("only %d TIME_WAIT sockets after 200 plain dial-and-close: the count does not see them, so it proves nothing", plain)
 	}
 }
