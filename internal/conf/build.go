@@ -593,6 +593,9 @@ func (p *parser) check(t *table, topLevel bool) Check {
 	if v, ok := p.enum(t, "type", checkTypes); ok {
 		c.Type = v
 	}
+	if v, ok := p.enum(t, "start", []string{"up", "down"}); ok {
+		c.StartDown = v == "down"
+	}
 	if topLevel {
 		p.notHere(t, "port", "write the port in target (host:port)")
 		if v, ok := t.str("target"); ok {

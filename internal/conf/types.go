@@ -129,6 +129,10 @@ type Check struct {
 	Query        string   // dns: name to resolve
 	Send         string   // udp: payload
 	Expect       string   // udp: expected reply substring
+	// StartDown: key start = "down" (default "up"): the target counts as
+	// down until its first rise successes, so a real server gets no
+	// traffic before it is proven (keepalived's alpha).
+	StartDown bool
 }
 
 // Sync is the [sync] table: IPVS connection synchronisation between the directors.

@@ -64,7 +64,7 @@ type trackState struct {
 type inputs struct {
 	site   *conf.Site
 	node   *conf.Node
-	health map[string]bool                // checks key -> up; absent = up (not probed yet)
+	health map[string]bool                // checks key -> up; absent: not probed yet, up unless start = "down"
 	links  map[string]track.LinkState     // by interface name; absent = not reported (missing)
 	addrs  map[netip.Addr]track.AddrState // watched addresses (this node's own)
 	faults map[string]string              // by group: a fault only the group sees (socket, VIP claims); absent = none
@@ -87,17 +87,24 @@ type groupWant struct {
 	source netip.Addr // advert source: the node address (IPv4) or the link-local (IPv6); invalid while unusable
 }
 
-// healthOf answers ipvsync's question from the health map.
-type healthOf map[string]bool
+// healthOf answers ipvsync's question from the health map; a real server
+// not probed yet is up unless its check says start = "down".
+type healthOf struct {
+	m    map[string]bool
+	site *conf.Site
+}
 
 func (h healthOf) Up(vs string, rs netip.AddrPort) bool {
-	up, ok := h[checks.RealServerKey(vs, rs)]
-	return !ok || up
+	if up, ok := h.m[checks.RealServerKey(vs, rs)]; ok {
+		return up
+	}
+	v := h.site.VirtualServer(vs)
+	return v == nil || !v.Check.StartDown
 }
 
 func derive(in inputs) wanted {
 	w := wanted{
-		table:  ipvsync.Desired(in.site.VirtualServers, healthOf(in.health)),
+		table:  ipvsync.Desired(in.site.VirtualServers, healthOf{in.health, in.site}),
 		groups: make(map[string]groupWant, len(in.site.Groups)),
 	}
 	applyDrains(&w.table, in.drains)
@@ -125,7 +132,11 @@ func derive(in inputs) wanted {
 			default:
 				ts.key = trackKey{trackCheck, t.Check}
 				up, ok := in.health[checks.CheckKey(t.Check)]
-				ts.failing = ok && !up
+				if !ok { // not probed yet
+					c := in.site.Check(t.Check)
+					up = c == nil || !c.StartDown
+				}
+				ts.failing = !up
 			}
 			gw.tracks = append(gw.tracks, ts)
 		}

@@ -338,3 +338,47 @@ func TestDeriveLeavesInputsAlone(t *testing.T) {
 		t.Errorf("derive changed its input maps: %d -> %d entries", before, after)
 	}
 }
+
+// start = "down": a real server not probed yet gets no traffic, and a
+// named check not probed yet counts as failing; the first results decide.
+func TestDeriveStartDown(t *testing.T) {
+	src := strings.Replace(deriveSite, `sorry_server = "10.1.0.99:80"`, "sorry_server = \"10.1.0.99:80\"\n[virtual_server.check]\nstart = \"down\"", 1)
+	src = strings.Replace(src, `target = "10.9.9.9:53"`, "target = \"10.9.9.9:53\"\nstart = \"down\"", 1)
+	in := healthyInputs(t)
+	in.site = parseSite(t, src)
+	in.node, _ = in.site.SelectNode("lb1")
+	dests := func(w wanted) string {
+		var out []string
+		for _, d := range w.table.Services[0].Dests {
+			out = append(out, d.Address.String())
+		}
+		return strings.Join(out, " ")
+	}
+	upstreamFailing := func(w wanted) bool {
+		for _, g := range w.groups {
+			for _, ts := range g.tracks {
+				if ts.key == (trackKey{trackCheck, "upstream"}) {
+					return ts.failing
+				}
+			}
+		}
+		t.Fatal("no group tracks the upstream check")
+		return false
+	}
+	w := derive(in)
+	if got := dests(w); got != "10.1.0.99:80" || !upstreamFailing(w) {
+		t.Errorf("before any probe: dests %q (want the sorry server alone), upstream failing %t (want true)", got, upstreamFailing(w))
+	}
+	for _, rs := range []string{"10.1.0.21:80", "10.1.0.22:80"} {
+		in.health[checks.RealServerKey("web", netip.MustParseAddrPort(rs))] = true
+	}
+	in.health[checks.CheckKey("upstream")] = true
+	w = derive(in)
+	if got := dests(w); got != "10.1.0.21:80 10.1.0.22:80" || upstreamFailing(w) {
+		t.Errorf("after the first rise: dests %q, upstream failing %t", got, upstreamFailing(w))
+	}
+	// The default start = "up" counts a target not probed yet as up.
+	if got := dests(derive(healthyInputs(t))); got != "10.1.0.21:80 10.1.0.22:80" {
+		t.Errorf("start up: dests %q", got)
+	}
+}

@@ -64,7 +64,7 @@ func targets(ctx context.Context, site *conf.Site, log *slog.Logger) []checks.Ta
 			if vs.Check.Port != 0 {
 				addr = netip.AddrPortFrom(addr.Addr(), vs.Check.Port)
 			}
-			out = append(out, checks.Target{Key: checks.RealServerKey(vs.Name, rs.Address), Check: vs.Check, Addr: addr, StartUp: true})
+			out = append(out, checks.Target{Key: checks.RealServerKey(vs.Name, rs.Address), Check: vs.Check, Addr: addr, StartUp: !vs.Check.StartDown})
 		}
 	}
 	for _, c := range site.Checks {
@@ -75,7 +75,7 @@ func targets(ctx context.Context, site *conf.Site, log *slog.Logger) []checks.Ta
 			// Probed at the zero address: it fails, and says why.
 			log.Warn("check target", "check", c.Name, "err", err)
 		}
-		t.StartUp = true
+		t.StartUp = !c.StartDown
 		out = append(out, t)
 	}
 	return out
