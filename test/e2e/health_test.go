@@ -63,3 +63,48 @@ fall = 2
 		})
 	}
 }
+
+// start = "down": a tracked check counts as failing until its first rise
+// successes, so a director that has just started does not take the group
+// on the strength of checks it has not run yet.
+func TestCheckStartDown(t *testing.T) {
+	p := h.NewPair(t, h.Site{
+		ExtraGroup: "[[vrrp.track]]\ncheck = \"slow\"\nweight = -100\n",
+		Extra: `
+[[check]]
+name = "slow"
+type = "exec"
+command = ["true"]
+start = "down"
+interval = "500ms"
+timeout = "400ms"
+rise = 4
+fall = 1
+`,
+	})
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	lb2.Start()
+	lb2.WaitState(group, "MASTER", 5*time.Second) // alone
+	h.WaitUntil(t, 5*time.Second, "lb2's check risen (priority 100)", func() bool {
+		st, err := lb2.Status()
+		return err == nil && len(st.Groups) == 1 && st.Groups[0].Priority == 100
+	})
+	t0 := time.Now()
+	lb1.Start()
+	st, err := lb1.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Groups[0].Priority != 50 || len(st.Checks) != 1 || st.Checks[0].Up {
+		t.Errorf("lb1 just started: priority %d, checks %+v; want 150-100 = 50 and check/slow down (not probed yet)", st.Groups[0].Priority, st.Checks)
+	}
+	// lb1 (50) stays below lb2 (100) until its check has risen (4
+	// successes 500 ms apart: about 1.5–2 s), then preempts with 150.
+	lb1.WaitState(group, "MASTER", 6*time.Second)
+	took := time.Since(t0)
+	t.Logf("lb1 master %s after its start (its check needs 4 successes 500 ms apart)", took.Round(time.Millisecond))
+	if took < 1400*time.Millisecond {
+		t.Errorf("lb1 became master %s after start: before its start = \"down\" check could have risen", took)
+	}
+	lb2.WaitState(group, "BACKUP", time.Second)
+}
