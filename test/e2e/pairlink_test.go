@@ -107,20 +107,8 @@ func TestPairHostHangUsesTimer(t *testing.T) {
 	p := startPair(t, h.Site{})
 	lb1, lb2 := p.Nodes[0], p.Nodes[1]
 	waitLinkUp(t, lb2, true)
-	added := h.WaitAddr(t, lb2.Host, p.VIP, true)
-	bound := h.MasterDown(p.Site.Advert, 100)
-	t0 := time.Now()
-	lb1.Signal(syscall.SIGSTOP)
 	t.Cleanup(func() { lb1.Signal(syscall.SIGCONT) })
-	at := h.Within(t, added, 2*bound+time.Second, "VIP on lb2").Sub(t0)
-	t.Logf("master stopped (SIGSTOP): VIP on the backup after %s (Master_Down_Interval %s)", at, bound)
-	if at < bound-p.Site.Advert-20*time.Millisecond || at > bound+50*time.Millisecond { // the timer runs from the last advert, up to one interval before the stop
-		t.Errorf("takeover after %s, want about Master_Down_Interval %s (the timer, not the fast path)", at, bound)
-	}
-	h.WaitUntil(t, time.Second, "lb2 logs its takeover", func() bool { return strings.Contains(lb2.Log(), "to=MASTER") })
-	if !strings.Contains(lb2.Log(), "master down timer expired") || strings.Contains(lb2.Log(), "the peer's daemon died") {
-		t.Errorf("lb2 took over for another reason than the timer:\n%s", lb2.Log())
-	}
+	timerTakeover(t, p, syscall.SIGSTOP, "master stopped (SIGSTOP)")
 	lb1.Signal(syscall.SIGCONT)
 	lb1.WaitState(group, "MASTER", 3*time.Second) // it preempts back
 	lb2.WaitState(group, "BACKUP", time.Second)
@@ -178,21 +166,7 @@ func TestPairNoKeyObservesOnly(t *testing.T) {
 	if out, _ := lb2.Run("status"); !strings.Contains(out, "NOT authenticated") {
 		t.Errorf("status does not say the link is unauthenticated:\n%s", out)
 	}
-	added := h.WaitAddr(t, lb2.Host, p.VIP, true)
-	bound := h.MasterDown(p.Site.Advert, 100)
-	t0 := time.Now()
-	lb1.Signal(syscall.SIGKILL)
-	at := h.Within(t, added, 2*bound+time.Second, "VIP on lb2").Sub(t0)
-	t.Logf("kill -9 without a pair key: VIP on the backup after %s (Master_Down_Interval %s)", at, bound)
-	// The timer runs from the last advert heard, up to one interval
-	// before the kill.
-	if at < bound-p.Site.Advert-20*time.Millisecond {
-		t.Errorf("takeover after %s: an unauthenticated link acted", at)
-	}
-	h.WaitUntil(t, time.Second, "lb2 logs its takeover", func() bool { return strings.Contains(lb2.Log(), "to=MASTER") })
-	if !strings.Contains(lb2.Log(), "master down timer expired") || strings.Contains(lb2.Log(), "the peer's daemon died (its kernel") {
-		t.Errorf("lb2 took over for another reason than the timer:\n%s", lb2.Log())
-	}
+	timerTakeover(t, p, syscall.SIGKILL, "kill -9 without a pair key")
 	if !strings.Contains(lb2.Log(), "no takeover: the link is not authenticated") {
 		t.Errorf("lb2 does not say why it waited:\n%s", lb2.Log())
 	}
@@ -203,6 +177,31 @@ func forgedUDP(seq int) []byte {
 	b, _ := json.Marshal(map[string]any{"site": "lab", "node": "lb2", "seq": seq, "rev": "x",
 		"groups": map[string]any{"front": map[string]any{"state": "MASTER", "cfg": []string{"198.18.0.100"}, "adv": []string{"198.18.0.100"}, "key": "k"}}})
 	return b
+}
+
+// timerTakeover sends sig to p's master (lb1) and checks that lb2 takes
+// the VIP by VRRP's timer, not by the pair link: within
+// Master_Down_Interval (+50 ms), and no earlier than one advert interval
+// before it (the timer runs from the last advert heard, up to an interval
+// before the signal), with the timer as the logged reason. It returns
+// how long the takeover took.
+func timerTakeover(t *testing.T, p *h.Pair, sig syscall.Signal, what string) time.Duration {
+	t.Helper()
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	added := h.WaitAddr(t, lb2.Host, p.VIP, true)
+	bound := h.MasterDown(p.Site.Advert, 100)
+	t0 := time.Now()
+	lb1.Signal(sig)
+	at := h.Within(t, added, 2*bound+time.Second, "VIP on lb2").Sub(t0)
+	t.Logf("%s: VIP on the backup after %s (Master_Down_Interval %s)", what, at, bound)
+	if at < bound-p.Site.Advert-20*time.Millisecond || at > bound+50*time.Millisecond {
+		t.Errorf("%s: takeover after %s, want about Master_Down_Interval %s (the timer, not the pair link)", what, at, bound)
+	}
+	h.WaitUntil(t, time.Second, "lb2 logs its takeover", func() bool { return strings.Contains(lb2.Log(), "to=MASTER") })
+	if !strings.Contains(lb2.Log(), "master down timer expired") || strings.Contains(lb2.Log(), "the peer's daemon died (its kernel") {
+		t.Errorf("%s: lb2 took over for another reason than the timer:\n%s", what, lb2.Log())
+	}
+	return at
 }
 
 // The attack: with the peer dead, 1,000 forged pair-link
