@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/havip/havip/internal/cli"
 	"github.com/havip/havip/internal/ctl"
 )
 
@@ -22,8 +23,8 @@ import (
 // reload moved the control socket: exit 2).
 func cmdEvents(args []string, stdout, stderr io.Writer) int {
 	c := newClient("events", stdout, stderr)
-	follow := c.Bool("follow", false, "keep printing new events as they happen (until interrupted)")
-	after := c.Uint64("after", 0, "only events with a larger sequence number (resume where a previous run stopped)")
+	ef := cli.EventsFlags(c.FlagSet)
+	follow, after := ef.Follow, ef.After
 	if err := c.parseNone(args); err != nil {
 		return exitFor(err)
 	}

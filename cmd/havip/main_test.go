@@ -4,18 +4,24 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/havip/havip/internal/cli"
 	"github.com/havip/havip/internal/ctl"
 )
 
@@ -23,6 +29,32 @@ func runCLI(args ...string) (int, string, string) {
 	var out, errb bytes.Buffer
 	code := run(args, &out, &errb)
 	return code, out.String(), errb.String()
+}
+
+// onThisHost makes the reference example's scripts and script user ones
+// this machine has (Load checks them): nobody and its group, /bin/true.
+func onThisHost(t *testing.T, example []byte) []byte {
+	t.Helper()
+	u, err := user.Lookup("nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := user.LookupGroupId(u.Gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range [][2]string{
+		{`script_user = "havip"`, `script_user = "nobody"`},
+		{`script_group = "havip"`, `script_group = "` + g.Name + `"`},
+		{"/etc/havip/notify", "/bin/true"},
+		{"/usr/local/lib/havip/probe-shop", "/bin/true"},
+	} {
+		if !bytes.Contains(example, []byte(r[0])) {
+			t.Fatalf("the reference example has no %s", r[0])
+		}
+		example = bytes.ReplaceAll(example, []byte(r[0]), []byte(r[1]))
+	}
+	return example
 }
 
 func TestExitCodes(t *testing.T) {
@@ -39,6 +71,13 @@ func TestExitCodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// And the CA file of its https check, a real one.
+	ca, err := filepath.Abs("../../internal/conf/testdata/ca.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	example = bytes.Replace(example, []byte("/etc/havip/api-ca.pem"), []byte(ca), 1)
+	example = onThisHost(t, example)
 	if err := os.WriteFile(ref, bytes.Replace(example, []byte("/etc/havip/pair.key"), []byte(refKey), 1), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -177,6 +216,32 @@ func TestHelp(t *testing.T) {
 	code, out, _ := runCLI("help")
 	if code != 0 || !strings.Contains(out, "\n  reload    [-c FILE] [--json]") {
 		t.Errorf("havip help: exit %d, the usage lacks reload:\n%s", code, out)
+	}
+}
+
+// TestCommandTable: every command of cli.Commands runs, and its Flags
+// (what havip(8) and the bash completion list) define exactly the flags
+// the command itself parses, as its -h shows them.
+func TestCommandTable(t *testing.T) {
+	flagLine := regexp.MustCompile(`(?m)^  -(\S+)`)
+	for _, c := range cli.Commands() {
+		cmds := commands()
+		if i := slices.IndexFunc(cmds, func(x command) bool { return x.name == c.Name }); i < 0 || cmds[i].run == nil {
+			t.Errorf("%s: nothing runs it", c.Name)
+			continue
+		}
+		_, out, _ := runCLI(c.Name, "-h")
+		var ran []string
+		for _, m := range flagLine.FindAllStringSubmatch(out, -1) {
+			ran = append(ran, m[1])
+		}
+		fs := flag.NewFlagSet(c.Name, flag.ContinueOnError)
+		c.Flags(fs)
+		var listed []string
+		fs.VisitAll(func(f *flag.Flag) { listed = append(listed, f.Name) })
+		if diff := cmp.Diff(ran, listed); diff != "" {
+			t.Errorf("%s: -h shows other flags than cli.Commands (-h +table):\n%s", c.Name, diff)
+		}
 	}
 }
 
@@ -389,5 +454,17 @@ func TestSocketOfPID(t *testing.T) {
 	}
 	if code, _, errs := runCLI("status", "--pid", strconv.Itoa(1<<30)); code != 2 || !strings.Contains(errs, "not running") {
 		t.Errorf("status --pid of no process: exit %d, %q; want 2 and not running", code, errs)
+	}
+}
+
+// Status shows each interface's shared advert socket with what it could
+// give to no group.
+func TestPrintStatusSockets(t *testing.T) {
+	var b strings.Builder
+	printStatus(&b, &ctl.Status{Sockets: []ctl.SocketStatus{{Interface: "eth0", Family: "inet", Groups: 20, Multicast: true, Opens: 1,
+		Drops: map[string]uint64{"vrid": 6, "truncated": 1}}}})
+	want := "  advert socket eth0 inet: 20 groups, multicast joined, 1 opened; dropped (no group for them): truncated=1 vrid=6\n"
+	if !strings.Contains(b.String(), want) {
+		t.Errorf("status lacks %q:\n%s", want, b.String())
 	}
 }

@@ -61,13 +61,8 @@ func printStatus(w io.Writer, st *ctl.Status) {
 				parts = append(parts, fmt.Sprintf("%s %s failing (weight %d)", t.Kind, t.Name, t.Weight))
 			}
 		}
-		reasons := make([]string, 0, len(g.Drops))
-		for r, n := range g.Drops {
-			reasons = append(reasons, fmt.Sprintf("%s=%d", r, n))
-		}
-		sort.Strings(reasons)
-		if len(reasons) > 0 {
-			parts = append(parts, "dropped: "+strings.Join(reasons, " "))
+		if len(g.Drops) > 0 {
+			parts = append(parts, "dropped: "+counts(g.Drops))
 		}
 		for _, e := range []struct {
 			what string
@@ -96,6 +91,20 @@ func printStatus(w io.Writer, st *ctl.Status) {
 		fmt.Fprintf(w, " adverts rx %d tx %d, transitions %d", g.RxAdverts, g.TxAdverts, g.Transitions)
 		if len(parts) > 0 {
 			fmt.Fprintf(w, "; %s", strings.Join(parts, "; "))
+		}
+		fmt.Fprintln(w)
+	}
+	for _, k := range st.Sockets {
+		mode := "unicast only"
+		if k.Multicast {
+			mode = "multicast joined"
+		}
+		fmt.Fprintf(w, "  advert socket %s %s: %d groups, %s, %d opened", k.Interface, k.Family, k.Groups, mode, k.Opens)
+		if k.ReadErrors > 0 {
+			fmt.Fprintf(w, ", read errors %d", k.ReadErrors)
+		}
+		if len(k.Drops) > 0 {
+			fmt.Fprintf(w, "; dropped (no group for them): %s", counts(k.Drops))
 		}
 		fmt.Fprintln(w)
 	}
@@ -134,18 +143,7 @@ func printStatus(w io.Writer, st *ctl.Status) {
 			fmt.Fprintf(w, "pair link: dropped %s; fast takeovers %d\n", dash(strings.Join(drops, ", ")), pr.FastTakeovers)
 		}
 	}
-	var down []string
-	for _, c := range st.Checks {
-		if !c.Up {
-			down = append(down, fmt.Sprintf("%s (%s, since %s)", c.Key, c.Reason, c.Since.Format(time.TimeOnly)))
-		}
-	}
-	if len(st.Checks) > 0 {
-		fmt.Fprintf(w, "health checks: %d, %d down\n", len(st.Checks), len(down))
-		for _, d := range down {
-			fmt.Fprintf(w, "  DOWN %s\n", d)
-		}
-	}
+	printChecks(w, st.Checks)
 	if st.IPVS != nil {
 		fmt.Fprintln(w)
 		if st.IPVS.Error != "" {
@@ -308,4 +306,40 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// counts renders reason -> count as "a=1 b=2", sorted.
+func counts(m map[string]uint64) string {
+	out := make([]string, 0, len(m))
+	for r, n := range m {
+		out = append(out, fmt.Sprintf("%s=%d", r, n))
+	}
+	sort.Strings(out)
+	return strings.Join(out, " ")
+}
+
+// printChecks prints the health checks: a count, each one down, and each
+// one whose probe other keys share (one probe feeds them all).
+func printChecks(w io.Writer, checks []ctl.CheckStatus) {
+	if len(checks) == 0 {
+		return
+	}
+	var down, shared []string
+	probes := 0.0
+	for _, c := range checks {
+		probes += 1 / float64(max(c.SharedBy, 1))
+		if !c.Up {
+			down = append(down, fmt.Sprintf("%s (%s, since %s)", c.Key, c.Reason, c.Since.Format(time.TimeOnly)))
+		}
+		if c.SharedBy > 1 {
+			shared = append(shared, fmt.Sprintf("%s (probe shared by %d)", c.Key, c.SharedBy))
+		}
+	}
+	fmt.Fprintf(w, "health checks: %d, %d down, %d probes\n", len(checks), len(down), int(probes+0.5))
+	for _, d := range down {
+		fmt.Fprintf(w, "  DOWN %s\n", d)
+	}
+	for _, s := range shared {
+		fmt.Fprintf(w, "  SHARED %s\n", s)
+	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"github.com/havip/havip/internal/cli"
 	"net"
 	"sync"
 	"syscall"
@@ -15,7 +16,7 @@ import (
 // sees what a client on this host sees; run it where the clients are for
 // their view.
 const (
-	probeEvery   = 5 * time.Millisecond
+	probeEvery   = cli.ProbeEvery // named in --probe's usage
 	probeTimeout = 100 * time.Millisecond
 	probeBefore  = 200 * time.Millisecond // probing before the drill starts
 	probeAfter   = 500 * time.Millisecond // and after it answered

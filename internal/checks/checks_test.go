@@ -350,7 +350,9 @@ func TestJitter(t *testing.T) {
 			defer r.Stop()
 			var ts []Target
 			for i := range 20 {
-				ts = append(ts, Target{Key: fmt.Sprint(i), Check: conf.Check{Type: "tcp", Interval: interval, Timeout: time.Millisecond, Rise: 1, Fall: 1}})
+				// Distinct addresses: identical targets would share one probe.
+				ts = append(ts, Target{Key: fmt.Sprint(i), Check: conf.Check{Type: "tcp", Interval: interval, Timeout: time.Millisecond, Rise: 1, Fall: 1},
+					Addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(i+1))})
 			}
 			start := time.Now()
 			r.Set(t.Context(), ts)

@@ -1,27 +1,23 @@
 package checks
 
 import (
+	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
-	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
 	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
-	"github.com/havip/havip/internal/conf"
-	"golang.org/x/net/dns/dnsmessage"
+	"github.com/havip/havip/internal/runas"
 )
 
 // Failure says why a probe failed; probe failures are counted by check
@@ -32,13 +28,16 @@ type Failure string
 const (
 	FailTimeout     Failure = "timeout"     // no answer within the check's timeout
 	FailRefused     Failure = "refused"     // TCP RST, or ICMP port unreachable for udp/dns
-	FailUnreachable Failure = "unreachable" // no route, host or network unreachable
+	FailUnreachable Failure = "unreachable" // no route, host or network unreachable (ping: an ICMP error came back)
 	FailConnect     Failure = "connect"     // any other error while connecting, reading or writing
-	FailTLS         Failure = "tls"         // TLS handshake failed (certificates are not verified)
-	FailStatus      Failure = "status"      // http: status not in expect_status
+	FailTLS         Failure = "tls"         // https: TLS handshake failed, or (tls_verify) the certificate was refused
+	FailStatus      Failure = "status"      // http: status not in expect_status; smtp: greeting not 220 or EHLO not 250
+	FailBody        Failure = "body"        // http: the first 64 KiB of body do not match expect_body or expect_body_regex
+	FailProtocol    Failure = "protocol"    // the answer does not follow the protocol: http, smtp or dns garbage
 	FailReply       Failure = "reply"       // udp: no reply containing expect
 	FailRcode       Failure = "rcode"       // dns: the server answered with an error rcode
-	FailNoAnswer    Failure = "no_answer"   // dns: no answer records
+	FailNoAnswer    Failure = "no_answer"   // dns: no record of the query type in the answer
+	FailAnswer      Failure = "answer"      // dns: no record of the query type with the value expect_answer
 	FailExit        Failure = "exit"        // exec: non-zero exit status or killed
 	FailConfig      Failure = "config"      // the target cannot be probed as configured
 )
@@ -75,6 +74,47 @@ const (
 	maxExecStderr = 256
 )
 
+// Buffers for reading replies come from pools shared by every prober, not
+// one per prober: memory then follows the probes in flight, not the
+// number of targets (10,000 http targets would otherwise hold 800 MB).
+var (
+	replyBufs = sync.Pool{New: func() any { return new([maxUDPReply]byte) }}
+	readers   = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, maxLine) }}
+)
+
+// maxLine is the longest status, header or SMTP reply line a probe reads.
+const maxLine = 16 << 10
+
+// getReader returns a pooled reader over r; give it back with putReader.
+func getReader(r io.Reader) *bufio.Reader {
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+
+func putReader(br *bufio.Reader) {
+	br.Reset(nil)
+	readers.Put(br)
+}
+
+// deadlineOf bounds c by ctx: its deadline, and its cancellation; the
+// returned stop undoes the latter.
+func deadlineOf(ctx context.Context, c net.Conn) (stop func() bool) {
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	return context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+}
+
+// closeReset closes a TCP connection with a reset (SO_LINGER 0), as
+// probeTCP does: a probe leaves no TIME_WAIT socket on the director.
+func closeReset(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	c.Close()
+}
+
 // newProber builds the probe for t, once per target. A target that cannot
 // be probed gets a prober that always fails with FailConfig, so the
 // problem shows in status instead of vanishing.
@@ -85,7 +125,8 @@ func newProber(t Target) prober {
 		addr = netip.AddrPortFrom(addr.Addr(), c.Port)
 	}
 	needAddr := c.Type != "exec" && c.Type != "none"
-	if needAddr && (!addr.Addr().IsValid() || addr.Port() == 0) {
+	needPort := needAddr && c.Type != "ping"
+	if needAddr && (!addr.Addr().IsValid() || needPort && addr.Port() == 0) {
 		return failing(fail(FailConfig, "no address to probe (%s)", addr))
 	}
 	timeout := c.Timeout
@@ -97,24 +138,16 @@ func newProber(t Target) prober {
 	case "udp":
 		return func(ctx context.Context) (string, error) { return probeUDP(ctx, addr, c.Send, c.Expect, timeout) }
 	case "dns":
-		name := c.Query
-		if !strings.HasSuffix(name, ".") {
-			name += "."
-		}
-		q, err := dnsmessage.NewName(name)
-		if err == nil {
-			m := dnsQuery(0, q)
-			_, err = m.Pack() // checks label lengths
-		}
-		if err != nil || c.Query == "" {
-			return failing(fail(FailConfig, "dns query %q is not a domain name", c.Query))
-		}
-		return func(ctx context.Context) (string, error) { return probeDNS(ctx, addr, q, timeout) }
+		return newDNSProber(c, addr)
+	case "smtp":
+		return newSMTPProber(c, addr)
+	case "ping":
+		return newPingProber(c, addr.Addr())
 	case "exec":
 		if len(c.Command) == 0 || c.Command[0] == "" {
 			return failing(fail(FailConfig, "exec: no command"))
 		}
-		return func(ctx context.Context) (string, error) { return probeExec(ctx, c.Command, addr, timeout) }
+		return func(ctx context.Context) (string, error) { return probeExec(ctx, c.RunAs, c.Command, addr, timeout) }
 	case "none":
 		return func(context.Context) (string, error) { return "no check", nil }
 	}
@@ -164,105 +197,6 @@ func probeTCP(ctx context.Context, addr netip.AddrPort, timeout time.Duration) (
 	return "connected", nil
 }
 
-// newHTTPProber GETs c.Path from addr over a fresh connection each time
-// (keep-alive would let a dead listener hide behind an open connection).
-// Redirects are not followed: a 301 is judged against expect_status like
-// any other status. https does not verify the certificate: the check asks
-// whether this real server serves, not whether its certificate is valid
-// for a name; Host, when set, is also sent as the TLS server name.
-func newHTTPProber(c conf.Check, addr netip.AddrPort) prober {
-	path := c.Path
-	if path == "" {
-		path = "/"
-	}
-	u, err := url.Parse(c.Type + "://" + addr.String() + path)
-	if err != nil || !strings.HasPrefix(path, "/") {
-		return failing(fail(FailConfig, "http path %q: not a valid absolute path", path))
-	}
-	expect := c.ExpectStatus
-	if len(expect) == 0 {
-		expect = []int{http.StatusOK}
-	}
-	timeout := c.Timeout
-	dialer := &net.Dialer{}
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return dialer.DialContext(ctx, "tcp", addr.String())
-		},
-		TLSClientConfig:    &tls.Config{InsecureSkipVerify: true, ServerName: hostOnly(c.Host)}, //nolint:gosec // see above
-		DisableKeepAlives:  true,
-		DisableCompression: true,
-		Proxy:              nil,
-	}
-	client := &http.Client{
-		Transport:     tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	return func(ctx context.Context) (string, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-		if err != nil {
-			return "", fail(FailConfig, "http request: %v", err)
-		}
-		if c.Host != "" {
-			req.Host = c.Host
-		}
-		req.Header.Set("User-Agent", "havip-check")
-		resp, err := client.Do(req)
-		if err != nil {
-			return "", httpError(ctx, err, timeout)
-		}
-		// Read (a bounded part of) the body so a server that dies mid-reply
-		// fails the check; the content itself is not judged.
-		_, rerr := io.Copy(io.Discard, io.LimitReader(resp.Body, maxHTTPBody))
-		resp.Body.Close()
-		if !slices.Contains(expect, resp.StatusCode) {
-			return "", fail(FailStatus, "status %d", resp.StatusCode)
-		}
-		if rerr != nil {
-			return "", netError(ctx, "read body", rerr, timeout)
-		}
-		return fmt.Sprintf("status %d", resp.StatusCode), nil
-	}
-}
-
-// hostOnly strips a port from a Host header value, for the TLS server name.
-func hostOnly(h string) string {
-	if host, _, err := net.SplitHostPort(h); err == nil {
-		return host
-	}
-	return h
-}
-
-func httpError(ctx context.Context, err error, timeout time.Duration) error {
-	if ue, ok := errors.AsType[*url.Error](err); ok {
-		err = ue.Err
-	}
-	if ctx.Err() != nil {
-		return fail(FailTimeout, "http: timeout after %s", timeout)
-	}
-	oe, isOp := errors.AsType[*net.OpError](err)
-	if isOp && oe.Op == "dial" {
-		return netError(ctx, "connect", err, timeout)
-	}
-	if isOp && oe.Op == "remote error" { // crypto/tls: the server sent an alert
-		return fail(FailTLS, "%v", oe)
-	}
-	var (
-		alert  tls.AlertError
-		header tls.RecordHeaderError
-	)
-	if errors.As(err, &alert) || errors.As(err, &header) {
-		return fail(FailTLS, "%v", err)
-	}
-	if isOp {
-		return netError(ctx, "http", err, timeout)
-	}
-	if msg := err.Error(); strings.HasPrefix(msg, "http: ") {
-		return fail(FailConnect, "%s", msg) // net/http's own, already prefixed
-	}
-	return fail(FailConnect, "http: %v", err)
-}
-
 // probeUDP sends payload and waits for a reply. With expect set, success
 // is a reply containing expect. With expect empty, any reply is success
 // and so is silence: only an ICMP port unreachable within the timeout
@@ -278,7 +212,9 @@ func probeUDP(ctx context.Context, addr netip.AddrPort, payload, expect string, 
 	if _, err := c.Write([]byte(payload)); err != nil {
 		return "", netError(ctx, "send", err, timeout)
 	}
-	buf := make([]byte, maxUDPReply)
+	bp := replyBufs.Get().(*[maxUDPReply]byte)
+	defer replyBufs.Put(bp)
+	buf := bp[:]
 	sawOther := false
 	for {
 		n, err := c.Read(buf)
@@ -311,98 +247,17 @@ func dialUDP(ctx context.Context, addr netip.AddrPort, timeout time.Duration) (n
 	if err != nil {
 		return nil, nil, netError(ctx, "connect", err, timeout)
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	stop := deadlineOf(ctx, c)
 	return c, func() { stop(); c.Close() }, nil
 }
 
-// probeDNS asks addr for the A records of name over UDP and succeeds when
-// the answer section is not empty. It builds the query itself rather than
-// using net.Resolver: the resolver reads /etc/hosts before asking (a
-// check on "localhost." would never reach the server), appends search
-// domains from resolv.conf and retries by its own options.
-func probeDNS(ctx context.Context, addr netip.AddrPort, name dnsmessage.Name, timeout time.Duration) (string, error) {
-	id := uint16(rand.Uint32())
-	msg := dnsQuery(id, name)
-	q := msg.Questions[0]
-	query, err := msg.Pack()
-	if err != nil {
-		return "", fail(FailConfig, "dns: build query: %v", err)
-	}
-	c, done, err := dialUDP(ctx, addr, timeout)
-	if err != nil {
-		return "", err
-	}
-	defer done()
-	if _, err := c.Write(query); err != nil {
-		return "", netError(ctx, "send", err, timeout)
-	}
-	buf := make([]byte, 4096)
-	for {
-		n, err := c.Read(buf)
-		if err != nil {
-			if errors.Is(err, syscall.ECONNREFUSED) {
-				return "", fail(FailRefused, "port unreachable")
-			}
-			return "", netError(ctx, "receive", err, timeout)
-		}
-		var p dnsmessage.Parser
-		h, err := p.Start(buf[:n])
-		if err != nil || h.ID != id || !h.Response {
-			continue // not the answer to this query: keep waiting
-		}
-		got, err := p.Question()
-		if err != nil || got != q {
-			continue
-		}
-		if err := p.SkipAllQuestions(); err != nil {
-			return "", fail(FailReply, "dns: malformed reply: %v", err)
-		}
-		if h.RCode != dnsmessage.RCodeSuccess {
-			return "", fail(FailRcode, "dns: rcode %s", rcodeName(h.RCode))
-		}
-		answers, err := p.AllAnswers()
-		if err != nil {
-			return "", fail(FailReply, "dns: malformed reply: %v", err)
-		}
-		if len(answers) == 0 {
-			return "", fail(FailNoAnswer, "dns: no answer for %s A", name)
-		}
-		return fmt.Sprintf("%d answers", len(answers)), nil
-	}
-}
-
-func dnsQuery(id uint16, name dnsmessage.Name) dnsmessage.Message {
-	return dnsmessage.Message{
-		Header:    dnsmessage.Header{ID: id, RecursionDesired: true},
-		Questions: []dnsmessage.Question{{Name: name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}},
-	}
-}
-
-func rcodeName(rc dnsmessage.RCode) string {
-	switch rc {
-	case dnsmessage.RCodeFormatError:
-		return "FORMERR"
-	case dnsmessage.RCodeServerFailure:
-		return "SERVFAIL"
-	case dnsmessage.RCodeNameError:
-		return "NXDOMAIN"
-	case dnsmessage.RCodeNotImplemented:
-		return "NOTIMP"
-	case dnsmessage.RCodeRefused:
-		return "REFUSED"
-	}
-	return strconv.Itoa(int(rc))
-}
-
-// probeExec runs argv without a shell, with HAVIP_CHECK_ADDR and
-// HAVIP_CHECK_PORT set to the target (empty when the check has none).
-// Exit status 0 is success. At the timeout the whole process group is
-// killed, so a script's children do not outlive its check.
-func probeExec(ctx context.Context, argv []string, addr netip.AddrPort, timeout time.Duration) (string, error) {
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+// probeExec runs argv without a shell as user as (runas.Command: nil is
+// this process's user; conf sets the site's script user), with the clean
+// environment plus HAVIP_CHECK_ADDR and HAVIP_CHECK_PORT set to the target
+// (empty when the check has none). Exit status 0 is success. At the
+// timeout the whole process group is killed, so a script's children do
+// not outlive its check.
+func probeExec(ctx context.Context, as *runas.User, argv []string, addr netip.AddrPort, timeout time.Duration) (string, error) {
 	ip, port := "", ""
 	if addr.Addr().IsValid() {
 		ip = addr.Addr().String()
@@ -410,8 +265,7 @@ func probeExec(ctx context.Context, argv []string, addr netip.AddrPort, timeout 
 			port = strconv.Itoa(int(addr.Port()))
 		}
 	}
-	cmd.Env = append(os.Environ(), "HAVIP_CHECK_ADDR="+ip, "HAVIP_CHECK_PORT="+port)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd := runas.Command(ctx, as, argv, "HAVIP_CHECK_ADDR="+ip, "HAVIP_CHECK_PORT="+port)
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	// A grandchild that escaped the group may hold stderr open: stop
 	// waiting for it shortly after the command is gone.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 
 	"github.com/havip/havip/internal/conf"
 )
@@ -25,8 +26,9 @@ func CheckKey(name string) string { return "check/" + name }
 // CheckKey(c.Name) and the address of c.Target. A host name is resolved
 // now, with res (nil: net.DefaultResolver), to its first address; for
 // http and https it also becomes the Host header unless c.Host is set.
-// A missing port defaults to 80 for http and 443 for https. exec and
-// none checks may have no target (the zero address).
+// A missing port defaults to 80 for http and 443 for https; a ping
+// target is a host alone (port 0). exec and none checks may have no
+// target (the zero address).
 func TopLevelTarget(ctx context.Context, res *net.Resolver, c conf.Check) (Target, error) {
 	t := Target{Key: CheckKey(c.Name), Check: c}
 	if c.Target == "" {
@@ -36,6 +38,12 @@ func TopLevelTarget(ctx context.Context, res *net.Resolver, c conf.Check) (Targe
 		return t, fmt.Errorf("%w: check %s: type %s needs a target", ErrTarget, c.Name, c.Type)
 	}
 	host, portS, err := net.SplitHostPort(c.Target)
+	if c.Type == "ping" {
+		if err == nil {
+			return t, fmt.Errorf("%w: check %s: ping takes a host, not host:port (%q)", ErrTarget, c.Name, c.Target)
+		}
+		host, portS, err = strings.TrimSuffix(strings.TrimPrefix(c.Target, "["), "]"), "0", nil
+	}
 	if err != nil {
 		host, portS = c.Target, ""
 		switch c.Type {
@@ -48,7 +56,7 @@ func TopLevelTarget(ctx context.Context, res *net.Resolver, c conf.Check) (Targe
 		}
 	}
 	port, err := strconv.ParseUint(portS, 10, 16)
-	if err != nil || port == 0 {
+	if err != nil || port == 0 && c.Type != "ping" {
 		return t, fmt.Errorf("%w: check %s: bad port in %q", ErrTarget, c.Name, c.Target)
 	}
 	ip, err := netip.ParseAddr(host)

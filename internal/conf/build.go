@@ -8,9 +8,11 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -20,7 +22,8 @@ var (
 	schedulers = []string{"rr", "wrr", "lc", "wlc", "sh", "mh", "sed", "nq", "dh", "lblc", "lblcr", "fo", "ovf"}
 	forwards   = []string{"dr", "tun", "nat"}
 	onFailures = []string{"remove", "weight0"}
-	checkTypes = []string{"tcp", "http", "https", "udp", "dns", "exec", "none"}
+	checkTypes = []string{"tcp", "http", "https", "udp", "dns", "smtp", "ping", "exec", "none"}
+	dnsTypes   = []string{"A", "AAAA", "SOA", "MX", "TXT", "CNAME", "NS", "PTR", "SRV"}
 	families   = []string{"inet", "inet6"}
 	// schedFlags maps each IPVS scheduler flag to the scheduler it belongs to.
 	schedFlags = map[string]string{"sh-fallback": "sh", "sh-port": "sh", "mh-fallback": "mh", "mh-port": "mh"}
@@ -59,9 +62,7 @@ func (p *parser) site(root *table) *Site {
 		s.Checks = append(s.Checks, p.check(t, true))
 	}
 	vsT := root.tables("virtual_server")
-	for _, t := range vsT {
-		s.VirtualServers = append(s.VirtualServers, p.virtualServer(t))
-	}
+	s.VirtualServers = p.virtualServers(vsT)
 	var groups []groupAux
 	for _, t := range root.tables("vrrp") {
 		g, aux := p.group(t)
@@ -83,6 +84,7 @@ func (p *parser) site(root *table) *Site {
 	vips := p.crossGroups(s, groups, nodeT)
 	p.unique("check name", checkT, "name", func(i int) string { return s.Checks[i].Name })
 	p.crossVirtualServers(s, vsT, vips)
+	p.scriptsDone()
 	return s
 }
 
@@ -118,6 +120,7 @@ func (p *parser) siteTable(root *table, s *Site) {
 		p.absPath(t, "pair_key", v)
 		s.PairKey = v
 	}
+	p.scriptKeys(t, s)
 	if p.onHost {
 		p.checkHost(t, s)
 	}
@@ -244,6 +247,8 @@ func (p *parser) group(t *table) (Group, groupAux) {
 	if v, ok := t.stringList("notify"); ok {
 		if len(v) == 0 || v[0] == "" {
 			t.errorf("notify", "must name a program: an argv array like [\"/etc/havip/notify\"]")
+		} else {
+			g.NotifyAs = p.script(t, "notify", v[0])
 		}
 		g.Notify = v
 	}
@@ -417,6 +422,46 @@ func (p *parser) track(t *table) Track {
 	return tr
 }
 
+// virtualServers builds the virtual servers of ts, nil for none. Each is
+// built on its own (the checks across them come later), so a large site
+// is built by a few workers at once (issue 8): each with its own copy of
+// the parser, whose problems are merged in order, as one would have
+// reported them.
+func (p *parser) virtualServers(ts []*table) []VirtualServer {
+	if len(ts) == 0 {
+		return nil
+	}
+	out := make([]VirtualServer, len(ts))
+	workers := min(runtime.GOMAXPROCS(0), 4, len(ts)/500)
+	if workers < 2 || p.tracer != nil {
+		for i, t := range ts {
+			out[i] = p.virtualServer(t)
+		}
+		return out
+	}
+	ws := make([]*parser, workers)
+	var wg sync.WaitGroup
+	for k := range ws {
+		w := *p
+		w.probs, w.scripts.refusals = nil, nil
+		ws[k] = &w
+		lo, hi := k*len(ts)/workers, (k+1)*len(ts)/workers
+		wg.Go(func() {
+			for i := lo; i < hi; i++ {
+				ts[i].p = &w
+				out[i] = w.virtualServer(ts[i])
+				ts[i].p = p
+			}
+		})
+	}
+	wg.Wait()
+	for _, w := range ws {
+		p.probs = append(p.probs, w.probs...)
+		p.scripts.seen = p.scripts.seen || w.scripts.seen
+	}
+	return out
+}
+
 func (p *parser) virtualServer(t *table) VirtualServer {
 	vs := VirtualServer{Protocol: "tcp", Scheduler: "wlc", Forward: "dr", OnFailure: "remove"}
 	vs.Name = p.name(t)
@@ -482,6 +527,7 @@ func (p *parser) virtualServer(t *table) VirtualServer {
 		}
 	}
 	quorum, quorumSet := t.intIn("quorum", 0, math.MaxInt32)
+	hysteresis, hysteresisSet := t.intIn("quorum_hysteresis", 0, math.MaxInt32)
 	if v, ok := t.str("sorry_server"); ok && v != "" {
 		if ap, ok := p.addrPort(t, "sorry_server", v); ok {
 			if family(ap.Addr()) != vs.Family {
@@ -500,6 +546,7 @@ func (p *parser) virtualServer(t *table) VirtualServer {
 	}
 
 	rsT := t.tables("real_server")
+	vs.RealServers = make([]RealServer, 0, len(rsT))
 	for _, rt := range rsT {
 		vs.RealServers = append(vs.RealServers, p.realServer(rt))
 	}
@@ -514,6 +561,16 @@ func (p *parser) virtualServer(t *table) VirtualServer {
 		vs.Quorum = int(quorum)
 	} else {
 		vs.Quorum = min(1, len(vs.RealServers))
+	}
+	if hysteresisSet {
+		vs.QuorumHysteresis = int(hysteresis)
+		switch {
+		case hysteresis > 0 && vs.Quorum == 0:
+			t.warnf("quorum_hysteresis", "has no effect with quorum = 0")
+		case vs.Quorum+vs.QuorumHysteresis > len(vs.RealServers) && vs.Quorum <= len(vs.RealServers):
+			t.errorf("quorum_hysteresis", "quorum %d + quorum_hysteresis %d is more than the %d real servers: a lost quorum would never come back",
+				vs.Quorum, hysteresis, len(vs.RealServers))
+		}
 	}
 	t.finish()
 	return vs
@@ -571,14 +628,27 @@ var checkKeysFor = []struct {
 	key   string
 	types []string
 }{
-	{"path", []string{"http", "https"}},
-	{"host", []string{"http", "https"}},
-	{"expect_status", []string{"http", "https"}},
+	{"path", httpTypes},
+	{"host", httpTypes},
+	{"expect_status", httpTypes},
+	{"method", httpTypes},
+	{"headers", httpTypes},
+	{"expect_body", httpTypes},
+	{"expect_body_regex", httpTypes},
+	{"tls_verify", []string{"https"}},
+	{"tls_ca", []string{"https"}},
+	{"tls_server_name", []string{"https"}},
 	{"command", []string{"exec"}},
 	{"query", []string{"dns"}},
+	{"query_type", []string{"dns"}},
+	{"expect_answer", []string{"dns"}},
+	{"helo_name", []string{"smtp"}},
 	{"send", []string{"udp"}},
 	{"expect", []string{"udp"}},
+	{"port", []string{"tcp", "http", "https", "udp", "dns", "smtp", "exec"}},
 }
+
+var httpTypes = []string{"http", "https"}
 
 // check builds a top-level [[check]] (named, with a target) or a virtual
 // server's [virtual_server.check] (probing each real server).
@@ -599,10 +669,16 @@ func (p *parser) check(t *table, topLevel bool) Check {
 	if topLevel {
 		p.notHere(t, "port", "write the port in target (host:port)")
 		if v, ok := t.str("target"); ok {
-			if err := checkHostPort(v, c.Type == "http" || c.Type == "https"); err != nil {
+			if c.Type == "ping" {
+				if err := checkPingTarget(v); err != nil {
+					t.errorf("target", "%q: %v", v, err)
+				}
+			} else if err := checkHostPort(v, c.Type == "http" || c.Type == "https"); err != nil {
 				t.errorf("target", "%q: %v (write host:port)", v, err)
 			}
 			c.Target = v
+		} else if !t.has("target") && c.Type == "ping" {
+			t.tableErrorf("type ping needs target (an address or host name)")
 		} else if !t.has("target") && c.Type != "exec" && c.Type != "none" {
 			t.tableErrorf("type %s needs target (host:port)", c.Type)
 		}
@@ -610,25 +686,21 @@ func (p *parser) check(t *table, topLevel bool) Check {
 		c.Port = uint16(v)
 	}
 	if v, ok := t.str("path"); ok {
-		if !strings.HasPrefix(v, "/") {
+		switch {
+		case !strings.HasPrefix(v, "/"):
 			t.errorf("path", "%q must start with /", v)
+		case strings.ContainsFunc(v, isSpaceOrControl):
+			t.errorf("path", "%q contains a space or control character; percent-encode it (a space is %%20)", v)
 		}
 		c.Path = v
 	}
 	if v, ok := t.str("host"); ok {
+		if v == "" || strings.ContainsFunc(v, isSpaceOrControl) {
+			t.errorf("host", "%q is not a Host header value", v)
+		}
 		c.Host = v
 	}
-	if v, ok := t.ints("expect_status"); ok {
-		if len(v) == 0 {
-			t.errorf("expect_status", "needs at least one status code")
-		}
-		for i, n := range v {
-			if n < 100 || n > 599 {
-				t.elemErrorf("expect_status", i, "%d is not an HTTP status (100..599)", n)
-			}
-			c.ExpectStatus = append(c.ExpectStatus, int(n))
-		}
-	}
+	p.httpKeys(t, &c)
 	interval, intervalOK := t.durationIn("interval", 100*time.Millisecond, time.Hour)
 	if intervalOK {
 		c.Interval = interval
@@ -659,15 +731,20 @@ func (p *parser) check(t *table, topLevel bool) Check {
 	}
 	if v, ok := t.stringList("command"); ok {
 		c.Command = v
-		if c.Type == "exec" && (len(v) == 0 || v[0] == "") {
+		switch {
+		case c.Type != "exec":
+		case len(v) == 0 || v[0] == "":
 			t.errorf("command", "must name a program: an argv array like [\"/usr/local/bin/probe\", \"arg\"]")
+		default:
+			c.RunAs = p.script(t, "command", v[0])
 		}
 	}
-	if v, ok := t.str("query"); ok {
-		c.Query = v
-		if c.Type == "dns" && v == "" {
-			t.errorf("query", "must not be empty")
+	p.dnsKeys(t, &c)
+	if v, ok := t.str("helo_name"); ok {
+		if !isDomainName(v) {
+			t.errorf("helo_name", "%q is not a host name", v)
 		}
+		c.HeloName = v
 	}
 	if v, ok := t.str("send"); ok {
 		c.Send = v
@@ -679,8 +756,16 @@ func (p *parser) check(t *table, topLevel bool) Check {
 	switch c.Type {
 	case "http", "https":
 		c.Path = cmp.Or(c.Path, "/")
+		c.Method = cmp.Or(c.Method, "GET")
 		if c.ExpectStatus == nil {
-			c.ExpectStatus = []int{200}
+			c.ExpectStatus = []StatusRange{{200, 200}}
+		}
+		if c.Method == "HEAD" && (c.ExpectBody != "" || c.ExpectBodyRegex != "") {
+			key := "expect_body"
+			if !t.has(key) {
+				key = "expect_body_regex"
+			}
+			t.errorf(key, "method HEAD reads no body, so there is none to match")
 		}
 	case "exec":
 		if !t.has("command") {
@@ -690,9 +775,22 @@ func (p *parser) check(t *table, topLevel bool) Check {
 		if !t.has("query") {
 			t.tableErrorf("type dns needs query (the name to resolve)")
 		}
+		c.QueryType = cmp.Or(c.QueryType, "A")
+		if c.ExpectAnswer != "" {
+			if err := checkAnswer(c.QueryType, c.ExpectAnswer); err != nil {
+				t.errorf("expect_answer", "%q: %v", c.ExpectAnswer, err)
+			}
+		}
+	case "smtp":
+		if c.HeloName == "" {
+			c.HeloName = defaultHeloName()
+		}
 	}
 	if c.Type != "none" {
 		for _, k := range checkKeysFor {
+			if topLevel && k.key == "port" {
+				continue // refused above
+			}
 			if t.has(k.key) && !slices.Contains(k.types, c.Type) {
 				t.warnf(k.key, "ignored for type %s", c.Type)
 			}
@@ -782,7 +880,7 @@ func (p *parser) name(t *table) string {
 
 // notHere accepts key only to say it does not belong in this table.
 func (p *parser) notHere(t *table, key, why string) {
-	t.known[key] = true
+	t.setKnown(key)
 	if t.has(key) {
 		t.errorf(key, "%s", why)
 	}

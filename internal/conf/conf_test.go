@@ -46,12 +46,13 @@ func TestMinimalExample(t *testing.T) {
 	got := mustLoad(t, path)
 	tcp := Check{Type: "tcp", Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3}
 	want := &Site{
-		File:          path,
-		Name:          "small",
-		ControlSocket: "/run/havip/havip.sock",
-		Metrics:       "127.0.0.1:9110",
-		StateDir:      "/var/lib/havip",
-		PairPort:      7519,
+		File:           path,
+		Name:           "small",
+		ScriptSecurity: true,
+		ControlSocket:  "/run/havip/havip.sock",
+		Metrics:        "127.0.0.1:9110",
+		StateDir:       "/var/lib/havip",
+		PairPort:       7519,
 		Nodes: []Node{
 			{Name: "lb1", Address: netip.MustParseAddr("192.168.0.11"), Priority: 150},
 			{Name: "lb2", Address: netip.MustParseAddr("192.168.0.12"), Priority: 100},
@@ -90,13 +91,14 @@ func TestReferenceExample(t *testing.T) {
 		return g
 	}
 	want := &Site{
-		File:          path,
-		Name:          "web-dc1",
-		ControlSocket: "/run/havip/havip.sock",
-		Metrics:       "127.0.0.1:9110",
-		StateDir:      "/var/lib/havip",
-		PairPort:      7519,
-		PairKey:       "/etc/havip/pair.key",
+		File:           path,
+		Name:           "web-dc1",
+		ScriptSecurity: true,
+		ControlSocket:  "/run/havip/havip.sock",
+		Metrics:        "127.0.0.1:9110",
+		StateDir:       "/var/lib/havip",
+		PairPort:       7519,
+		PairKey:        "/etc/havip/pair.key",
 		Nodes: []Node{
 			{Name: "lb1", Address: addr("192.168.0.11"), Priority: 150, LinkLocal: addr("fe80::11")},
 			{Name: "lb2", Address: addr("192.168.0.12"), Priority: 100, LinkLocal: addr("fe80::12")},
@@ -130,7 +132,8 @@ func TestReferenceExample(t *testing.T) {
 				Name: "web", Address: ap("192.168.0.210:80"), Family: "inet", Protocol: "tcp",
 				Scheduler: "wrr", Forward: "dr", PersistenceNetmask: pre("0.0.0.0/32"),
 				Quorum: 1, OnFailure: "remove",
-				Check: Check{Type: "http", Path: "/healthz", Host: "www.example.com", ExpectStatus: []int{200, 204},
+				Check: Check{Type: "http", Path: "/healthz", Host: "www.example.com", ExpectStatus: []StatusRange{{200, 200}, {202, 204}},
+					Method: "GET", Headers: []Header{{"X-Health-Check", "havip"}}, ExpectBody: "ok",
 					Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3},
 				RealServers: []RealServer{
 					{Address: ap("192.168.0.175:80"), Weight: 1},
@@ -142,7 +145,7 @@ func TestReferenceExample(t *testing.T) {
 				Name: "dns", Address: ap("192.168.0.211:53"), Family: "inet", Protocol: "udp",
 				Scheduler: "sh", SchedFlags: []string{"sh-fallback", "sh-port"}, Forward: "tun",
 				PersistenceNetmask: pre("0.0.0.0/32"), Quorum: 1, OnFailure: "remove",
-				Check: Check{Type: "dns", Port: 53, Query: "health.example.com.",
+				Check: Check{Type: "dns", Port: 53, Query: "health.example.com.", QueryType: "A",
 					Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3},
 				RealServers: []RealServer{
 					{Address: ap("192.168.0.175:53"), Weight: 1},
@@ -154,7 +157,8 @@ func TestReferenceExample(t *testing.T) {
 				Scheduler: "lc", Forward: "nat", Persistence: 300 * time.Second,
 				PersistenceNetmask: pre("::/64"), Quorum: 2, SorryServer: ap("[2001:db8:0:2::50]:8443"),
 				OnFailure: "weight0",
-				Check: Check{Type: "https", Path: "/ready", ExpectStatus: []int{200},
+				Check: Check{Type: "https", Path: "/ready", ExpectStatus: []StatusRange{{200, 200}}, Method: "GET",
+					ExpectBodyRegex: `"status":\s*"ready"`, TLSVerify: true, TLSCA: "/etc/havip/api-ca.pem", TLSServerName: "api.example.com",
 					Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3},
 				RealServers: []RealServer{
 					{Address: ap("[2001:db8:0:2::11]:8443"), Weight: 1},
@@ -175,6 +179,11 @@ func TestReferenceExample(t *testing.T) {
 		},
 		Checks: []Check{
 			{Name: "upstream-dns", Type: "dns", Target: "192.168.0.53:53", Query: "example.com.",
+				QueryType: "MX", ExpectAnswer: "mail.example.com.",
+				Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3},
+			{Name: "mail", Type: "smtp", Target: "192.168.0.25:25", HeloName: "lb.example.com",
+				Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3},
+			{Name: "gateway", Type: "ping", Target: "192.168.0.1",
 				Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3},
 			{Name: "statsd", Type: "udp", Target: "192.168.0.60:8125", Send: "ping", Expect: "pong",
 				Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3},
@@ -198,8 +207,18 @@ func TestReferenceUsesEveryKey(t *testing.T) {
 	for path := range indexPositions(data).paths() {
 		written[generic(path)] = true
 	}
-	// Decode a file that sets nothing, recording every key asked for.
-	p := &parser{file: "x", ix: newPositions()}
+	for k := range askedKeys(t) {
+		if !written[k] {
+			t.Errorf("examples/havip.toml does not show key %s", k)
+		}
+	}
+}
+
+// askedKeys decodes a file that sets nothing and returns the generic path
+// of every key the decoder asked for.
+func askedKeys(t *testing.T) map[string]bool {
+	t.Helper()
+	p := &parser{file: "x", ix: newPositions(0)}
 	asked := map[string]bool{}
 	root := p.newTable("", 0, pos{}, map[string]any{
 		"site":           map[string]any{},
@@ -211,14 +230,10 @@ func TestReferenceUsesEveryKey(t *testing.T) {
 	})
 	p.tracer = func(path string) { asked[generic(path)] = true }
 	p.site(root)
-	for k := range asked {
-		if !written[k] {
-			t.Errorf("examples/havip.toml does not show key %s", k)
-		}
-	}
 	if len(asked) < 50 {
-		t.Errorf("only %d keys recorded; the tracer is not wired", len(asked))
+		t.Fatalf("only %d keys recorded; the tracer is not wired", len(asked))
 	}
+	return asked
 }
 
 // generic turns vrrp[1].track[0].weight into vrrp[].track[].weight, and
@@ -261,7 +276,7 @@ func TestEveryProblemReported(t *testing.T) {
 	want := []string{
 		`testdata/broken.toml:4:1: site.control_socket: "run/x" must be an absolute path`,
 		`testdata/broken.toml:5:1: site.metrics: "localhost": not host:port (write host:port, or "" to disable)`,
-		`testdata/broken.toml:6:1: unknown key site.colour (site takes control_socket, metrics, name, pair_key, pair_port, state_dir)`,
+		`testdata/broken.toml:6:1: unknown key site.colour (site takes control_socket, metrics, name, pair_key, pair_port, script_group, script_security, script_user, state_dir)`,
 		`testdata/broken.toml:8:1: warning: node[0]: no link_local on node a and a, so IPv6 groups g and g accept adverts from any link-local address (a stranger's too)`,
 		`testdata/broken.toml:11:1: node[0].priority: priority 255 is only for an address owner, and 10.0.0.1 is not a VIP of vrrp group "g"; override it in that group's priorities`,
 		`testdata/broken.toml:14:1: node[1].name: duplicate node name "a" (first at line 9)`,
@@ -301,5 +316,49 @@ func TestEveryProblemReported(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("problems (-want +got):\n%s", diff)
+	}
+}
+
+// TestProbeDefaults: the defaults of the probe keys live here, and the
+// probes take them as given.
+func TestProbeDefaults(t *testing.T) {
+	text := head + group + `[[check]]
+name = "h"
+type = "http"
+target = "10.0.0.80"
+[[check]]
+name = "d"
+type = "dns"
+target = "10.0.0.53:53"
+query = "example.com."
+[[check]]
+name = "s"
+type = "smtp"
+target = "10.0.0.25:25"
+[[check]]
+name = "p"
+type = "ping"
+target = "10.0.0.1"
+`
+	s, ps := parseT("t.toml", []byte(text))
+	if len(ps) != 0 || s == nil {
+		t.Fatalf("problems: %v", ps)
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	timing := func(c Check) Check {
+		c.Interval, c.Timeout, c.Rise, c.Fall = 2*time.Second, time.Second, 2, 3
+		return c
+	}
+	want := []Check{
+		timing(Check{Name: "h", Type: "http", Target: "10.0.0.80", Path: "/", Method: "GET", ExpectStatus: []StatusRange{{200, 200}}}),
+		timing(Check{Name: "d", Type: "dns", Target: "10.0.0.53:53", Query: "example.com.", QueryType: "A"}),
+		timing(Check{Name: "s", Type: "smtp", Target: "10.0.0.25:25", HeloName: host}),
+		timing(Check{Name: "p", Type: "ping", Target: "10.0.0.1"}),
+	}
+	if diff := cmp.Diff(want, s.Checks); diff != "" {
+		t.Errorf("checks (-want +got):\n%s", diff)
 	}
 }

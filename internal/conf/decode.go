@@ -2,6 +2,7 @@ package conf
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -19,6 +20,8 @@ type parser struct {
 	// tracer, when set, sees the path of every key the decoder asks for:
 	// tests use it to keep the reference example complete.
 	tracer func(path string)
+	// scripts is what [site] says about running scripts (scripts.go).
+	scripts scriptState
 }
 
 func (p *parser) report(at pos, warn bool, format string, args ...any) {
@@ -32,39 +35,55 @@ func (p *parser) warnf(at pos, format string, args ...any)  { p.report(at, true,
 // asked for, so finish can report the keys nobody asked for as unknown; a
 // wrongly typed value is reported at its key and treated as absent.
 type table struct {
-	p     *parser
-	path  string
-	node  int // in p.ix; noNode when the table is not written in the file
-	at    pos
-	m     map[string]any
-	known map[string]bool
+	p *parser
+	// path names the table in messages; an element of an array of
+	// tables has elem set instead (index+1 in the array at path), and
+	// its path is written out only for a message (Path): 100,000 real
+	// servers were 100,000 strings nobody read (issue 8).
+	path string
+	elem int
+	node int // in p.ix; noNode when the table is not written in the file
+	at   pos
+	m    map[string]any
+	// known are the keys asked for: a slice, not a map, because a table
+	// has a few keys and a large site 100,000 tables (issue 8).
+	known []string
 }
 
 func (p *parser) newTable(path string, node int, at pos, m map[string]any) *table {
-	return &table{p: p, path: path, node: node, at: at, m: m, known: map[string]bool{}}
+	// Room for the keys a real server is asked for, in one allocation.
+	return &table{p: p, path: path, node: node, at: at, m: m, known: make([]string, 0, 8)}
 }
 
 // name is how messages refer to the table.
 func (t *table) name() string {
-	if t.path == "" {
+	if t.Path() == "" {
 		return "top level"
+	}
+	return t.Path()
+}
+
+// Path is the table's key path: "" for the top level.
+func (t *table) Path() string {
+	if t.elem > 0 {
+		t.path, t.elem = index(t.path, t.elem-1), 0
 	}
 	return t.path
 }
 
-func (t *table) keyPath(key string) string { return join(t.path, key) }
+func (t *table) keyPath(key string) string { return join(t.Path(), key) }
 
 // pos is where key is written, else where its table starts.
 func (t *table) pos(key string) pos {
 	if n := t.p.ix.key(t.node, key); n != noNode {
-		return t.p.ix.at[n]
+		return t.p.ix.at(n)
 	}
 	return t.at
 }
 
 func (t *table) elemPos(key string, i int) pos {
 	if n := t.p.ix.elem(t.p.ix.key(t.node, key), i); n != noNode {
-		return t.p.ix.at[n]
+		return t.p.ix.at(n)
 	}
 	return t.pos(key)
 }
@@ -105,7 +124,7 @@ func (t *table) lookup(key string) (any, bool) {
 }
 
 func (t *table) mark(key string) {
-	t.known[key] = true
+	t.setKnown(key)
 	if t.p.tracer != nil {
 		t.p.tracer(t.keyPath(key))
 	}
@@ -313,15 +332,25 @@ func (t *table) tables(key string) []*table {
 	if !ok {
 		return nil
 	}
-	var out []*table
+	out := make([]*table, 0, len(a))
 	arr := t.p.ix.key(t.node, key)
+	path := t.keyPath(key)
 	for i, v := range a {
 		m, ok := v.(map[string]any)
 		if !ok {
 			t.elemErrorf(key, i, "expected a table, got %s", typeName(v))
 			continue
 		}
-		out = append(out, t.p.newTable(index(t.keyPath(key), i), t.p.ix.elem(arr, i), t.elemPos(key, i), m))
+		n := t.p.ix.elem(arr, i)
+		at := t.at
+		if n != noNode {
+			at = t.p.ix.at(n)
+		} else {
+			at = t.pos(key)
+		}
+		et := t.p.newTable(path, n, at, m)
+		et.elem = i + 1
+		out = append(out, et)
 	}
 	return out
 }
@@ -331,7 +360,7 @@ func (t *table) tables(key string) []*table {
 func (t *table) keys() []string {
 	ks := make([]string, 0, len(t.m))
 	for k := range t.m {
-		t.known[k] = true
+		t.setKnown(k)
 		ks = append(ks, k)
 	}
 	t.sortByPos(ks)
@@ -359,25 +388,31 @@ func (t *table) sortByPos(ks []string) {
 	}
 }
 
+func (t *table) setKnown(key string) {
+	if !slices.Contains(t.known, key) {
+		t.known = append(t.known, key)
+	}
+}
+
 // finish reports every key of the table that no accessor asked for.
 func (t *table) finish() {
-	var unknown, known []string
+	var unknown []string
 	for k := range t.m {
-		if !t.known[k] {
+		if !slices.Contains(t.known, k) {
 			unknown = append(unknown, k)
 		}
 	}
-	for k := range t.known {
-		known = append(known, k)
+	if len(unknown) == 0 {
+		return
 	}
-	sort.Strings(known)
+	known := slices.Sorted(slices.Values(t.known))
 	t.sortByPos(unknown)
 	for _, k := range unknown {
 		msg := fmt.Sprintf("unknown key %s", t.keyPath(k))
 		if s := suggest(k, known); s != "" {
 			msg += fmt.Sprintf(" (did you mean %s?)", s)
-		} else if t.path != "" {
-			msg += fmt.Sprintf(" (%s takes %s)", t.path, strings.Join(known, ", "))
+		} else if t.Path() != "" {
+			msg += fmt.Sprintf(" (%s takes %s)", t.Path(), strings.Join(known, ", "))
 		}
 		t.p.errorf(t.pos(k), "%s", msg)
 	}

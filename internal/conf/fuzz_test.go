@@ -12,7 +12,8 @@ import (
 
 // FuzzParse checks that Parse never panics, that it returns a Site exactly
 // when there is no error, that every problem points inside the file, and
-// that the same input always gives the same problems in the same order.
+// that the same input always gives the same problems in the same order,
+// and that what decodePlain accepts the TOML decoder decodes the same.
 func FuzzParse(f *testing.F) {
 	for _, path := range []string{
 		filepath.Join("..", "..", "examples", "havip.toml"),
@@ -47,6 +48,7 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		indexPositions(data) // must not panic on text the decoder rejects either
+		samePlain(t, data)
 		s, ps := Parse("fuzz.toml", data)
 		if (s != nil) == HasErrors(ps) {
 			t.Fatalf("site %v with problems %v", s != nil, ps)

@@ -1,6 +1,7 @@
 package conf
 
 import (
+	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -77,7 +78,7 @@ func TestHostChecksDefaulted(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := &parser{file: "x", ix: newPositions()}
+	p := &parser{file: "x", ix: newPositions(0)}
 	st := p.newTable("site", noNode, pos{line: 3, col: 1}, map[string]any{})
 	p.checkHost(st, &Site{ControlSocket: file, StateDir: file})
 	want := []string{
@@ -136,6 +137,64 @@ func TestPairKey(t *testing.T) {
 			}
 			if tc.want == "" && len(got) != 0 || tc.want != "" && (len(got) != 1 || !strings.Contains(got[0], tc.want)) {
 				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestTLSCA: an https check's tls_ca is read and checked by Load (as the
+// probe will read it), not by Parse.
+func TestTLSCA(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	site := head + group + "[[check]]\nname = \"h\"\ntype = \"https\"\ntarget = \"10.0.0.80:443\"\ntls_verify = true\ntls_ca = \"" + ca + "\"\n"
+	good, err := os.ReadFile(filepath.Join("testdata", "ca.pem")) // openssl req -x509, for 100 years
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		content []byte // nil: no file
+		want    string // "" = valid
+	}{
+		{"missing", nil, "t.toml:20:1: check[0].tls_ca: " + ca + ": no such file or directory"},
+		{"good", good, ""},
+		{"not PEM", []byte("hello\n"), "t.toml:20:1: check[0].tls_ca: " + ca + " holds no PEM certificate"},
+		{"a key, not a certificate", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte{1}}),
+			"t.toml:20:1: check[0].tls_ca: " + ca + ": a PRIVATE KEY block, not a CERTIFICATE"},
+		{"broken certificate", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1, 2, 3}}),
+			"t.toml:20:1: check[0].tls_ca: " + ca + ": certificate 1: x509: malformed certificate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			os.Remove(ca)
+			if tc.content != nil {
+				if err := os.WriteFile(ca, tc.content, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, ps := parseT("t.toml", []byte(site)); len(ps) != 0 {
+				t.Fatalf("Parse checked the CA file: %v", ps)
+			}
+			path := filepath.Join(dir, "t.toml")
+			if err := os.WriteFile(path, []byte(site), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, ps, err := loadT(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, p := range ps {
+				if !strings.Contains(p.Msg, "control_socket") && !strings.Contains(p.Msg, "state_dir") {
+					got = append(got, strings.Replace(p.String(), path, "t.toml", 1))
+				}
+			}
+			var want []string
+			if tc.want != "" {
+				want = []string{tc.want}
+			}
+			if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("problems (-want +got):\n%s", diff)
 			}
 		})
 	}

@@ -98,19 +98,19 @@ func TestKeyPathCap(t *testing.T) {
 func TestSizeCap(t *testing.T) {
 	comment := func(n int) []byte { return []byte("#" + strings.Repeat("x", n-2) + "\n") }
 	if _, ps := parseT("t.toml", comment(MaxSize)); len(ps) == 0 || strings.Contains(ps[0].Msg, "limit") {
-		t.Errorf("a file of exactly 1 MiB: %v", ps)
+		t.Errorf("a file of exactly 16 MiB: %v", ps)
 	}
 	_, ps := parseT("t.toml", comment(MaxSize+1))
-	if diff := cmp.Diff([]string{"t.toml:1: site file is 1048577 bytes; the limit is 1 MiB"}, strs(ps)); diff != "" {
+	if diff := cmp.Diff([]string{"t.toml:1: site file is 16777217 bytes; the limit is 16 MiB"}, strs(ps)); diff != "" {
 		t.Errorf("Parse (-want +got):\n%s", diff)
 	}
 
 	path := filepath.Join(t.TempDir(), "big.toml")
-	if err := os.WriteFile(path, comment(3<<20), 0o644); err != nil {
+	if err := os.WriteFile(path, comment(20<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	s, ps, err := loadT(path)
-	if diff := cmp.Diff([]string{path + ":1: site file is 3145728 bytes; the limit is 1 MiB"}, strs(ps)); diff != "" || s != nil || err != nil {
+	if diff := cmp.Diff([]string{path + ":1: site file is 20971520 bytes; the limit is 16 MiB"}, strs(ps)); diff != "" || s != nil || err != nil {
 		t.Errorf("Load = %v, %v (-want +got):\n%s", s, err, diff)
 	}
 }
@@ -145,7 +145,7 @@ func TestProblemCap(t *testing.T) {
 }
 
 // manyVIPs decodes, as Parse would, a site with one group of n distinct
-// VIPs (too many for one file of 1 MiB, so it bypasses the text) and a
+// VIPs (too many for one file of 16 MiB, so it bypasses the text) and a
 // second group that repeats the first VIP; the last VIP of the first
 // group repeats one too.
 func manyVIPs(n int) (*Site, []Problem) {
@@ -158,7 +158,7 @@ func manyVIPs(n int) (*Site, []Problem) {
 	group := func(name string, vrid int64, vips []any) map[string]any {
 		return map[string]any{"name": name, "interface": "eth0", "vrid": vrid, "vips": vips}
 	}
-	p := &parser{file: "x", ix: newPositions()}
+	p := &parser{file: "x", ix: newPositions(0)}
 	s := p.site(p.newTable("", 0, pos{line: 1}, map[string]any{
 		"site": map[string]any{"name": "t", "pair_key": "/etc/havip/pair.key"},
 		"node": []map[string]any{{"name": "lb1", "address": "192.168.0.1", "priority": int64(150)}, {"name": "lb2", "address": "192.168.0.2"}},

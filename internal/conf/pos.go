@@ -57,12 +57,39 @@ const (
 // tree: node 0 is the top level and every other node is one key or array
 // index below its parent, so no path is ever spelled out and building the
 // index is linear in the file.
+//
+// A node finds its key children by walking them, and its elements by
+// index: a large site has 400,000 nodes, and one map of them all was a
+// cache miss at every step, a third of the CPU of loading the site (issue
+// 8).
 type positions struct {
-	child map[step]int
-	at    []pos // by node
-	depth []int // by node: steps below the top level
-	bytes []int // by node: length of the path's keys, with a dot after each
+	nodes []node
+	// labels numbers the distinct keys, from 1 (names[label-1]): a
+	// large site has a few dozen, written 400,000 times.
+	labels map[string]int32
+	names  []string
+	lists  [][]int32 // the elements of the arrays, by node.elems-1
+	// many has the key children of the nodes with more than fewKeys of
+	// them, so that finding one stays cheap in a table of 100,000 keys.
+	many map[edge]int32
 }
+
+// node is one path of the index.
+type node struct {
+	at    pos
+	depth int16 // steps below the top level
+	bytes int16 // length of the path's keys, with a dot after each
+	label int32 // the step from its parent: see edge
+	// first is its first key child, next its parent's next key child
+	// after it; noNode ends the list.
+	first, next int32
+	keys        int32 // how many key children it has
+	elems       int32 // 1 + its index in lists; 0: not an array
+}
+
+// fewKeys is how many key children of a node are found by walking them: a
+// table of a site file has a handful.
+const fewKeys = 8
 
 // step is one key, or one array index, below a parent node.
 type step struct {
@@ -71,12 +98,22 @@ type step struct {
 	elem   int // index+1 for an array element; 0 for a key
 }
 
+// edge is a step as the index keeps it: label > 0 is the key
+// names[label-1], label < 0 the array element -label-1.
+type edge struct{ parent, label int32 }
+
 // noNode is the node of a path that is not written in the file.
 const noNode = -1
 
-func newPositions() *positions {
-	return &positions{child: map[step]int{}, at: []pos{{}}, depth: []int{0}, bytes: []int{0}}
+// newPositions returns an index with room for about n nodes.
+func newPositions(n int) *positions {
+	ix := &positions{nodes: make([]node, 1, n+1), labels: map[string]int32{}}
+	ix.nodes[0].first, ix.nodes[0].next = noNode, noNode
+	return ix
 }
+
+// at is where node n is first written.
+func (ix *positions) at(n int) pos { return ix.nodes[n].at }
 
 // key returns the node of key below n, or noNode.
 func (ix *positions) key(n int, key string) int { return ix.lookup(step{parent: n, key: key}) }
@@ -88,10 +125,106 @@ func (ix *positions) lookup(s step) int {
 	if s.parent == noNode {
 		return noNode
 	}
-	if c, ok := ix.child[s]; ok {
-		return c
+	if s.elem > 0 {
+		if nd := ix.nodes[s.parent]; s.elem <= ix.elems(nd) {
+			return int(ix.lists[nd.elems-1][s.elem-1])
+		}
+		return noNode
+	}
+	l, ok := ix.labels[s.key]
+	if !ok {
+		return noNode
+	}
+	return ix.keyChild(s.parent, l)
+}
+
+// elems is how many elements the array at nd has.
+func (ix *positions) elems(nd node) int {
+	if nd.elems == 0 {
+		return 0
+	}
+	return len(ix.lists[nd.elems-1])
+}
+
+// keyChild returns the child of n by the key numbered l, or noNode.
+func (ix *positions) keyChild(n int, l int32) int {
+	if ix.nodes[n].keys > fewKeys {
+		if c, ok := ix.many[edge{int32(n), l}]; ok {
+			return int(c)
+		}
+		return noNode
+	}
+	for c := ix.nodes[n].first; c != noNode; c = ix.nodes[c].next {
+		if ix.nodes[c].label == l {
+			return int(c)
+		}
 	}
 	return noNode
+}
+
+// add returns the node one step below s.parent, recording p as where it
+// is first written. Past maxDepth or maxPathBytes it adds nothing and says
+// why. Elements come in order: element k+1 is added once 1..k are.
+func (ix *positions) add(s step, p pos) (n int, refused string) {
+	l, known := ix.labels[s.key] // looked up once: a large site adds 400,000 nodes
+	switch {
+	case s.elem > 0:
+		if c := ix.lookup(s); c != noNode {
+			return c, ""
+		}
+	case known:
+		if c := ix.keyChild(s.parent, l); c != noNode {
+			return c, ""
+		}
+	}
+	parent := ix.nodes[s.parent]
+	depth, bytes := int(parent.depth)+1, int(parent.bytes)
+	if s.elem == 0 {
+		bytes += len(s.key) + 1
+	}
+	switch {
+	case depth > maxDepth:
+		return noNode, fmt.Sprintf("nested more than %d levels deep; a site file needs 5 at most (vrrp[0].track[0].weight)", maxDepth)
+	case bytes > maxPathBytes:
+		return noNode, fmt.Sprintf("key path longer than %d bytes, with the names of the tables it is in", maxPathBytes)
+	case s.elem > ix.elems(parent)+1:
+		return noNode, "" // out of order: never asked for
+	}
+	c := int32(len(ix.nodes))
+	nd := node{at: p, depth: int16(depth), bytes: int16(bytes), first: noNode, next: noNode}
+	pn := &ix.nodes[s.parent]
+	if s.elem > 0 {
+		nd.label = -int32(s.elem)
+		if pn.elems == 0 {
+			ix.lists = append(ix.lists, make([]int32, 0, 4))
+			pn.elems = int32(len(ix.lists))
+		}
+		ix.lists[pn.elems-1] = append(ix.lists[pn.elems-1], c)
+	} else {
+		if !known {
+			ix.names = append(ix.names, s.key)
+			l = int32(len(ix.names))
+			ix.labels[s.key] = l
+		}
+		nd.label, nd.next = l, pn.first
+		pn.first = c
+		pn.keys++
+		switch {
+		case pn.keys == fewKeys+1:
+			// From now on found in many: the ones so far go there too.
+			if ix.many == nil {
+				ix.many = map[edge]int32{}
+			}
+			ix.many[edge{int32(s.parent), l}] = c
+			for k := nd.next; k != noNode; k = ix.nodes[k].next {
+				ix.many[edge{int32(s.parent), ix.nodes[k].label}] = k
+			}
+		case pn.keys > fewKeys:
+			ix.many[edge{int32(s.parent), l}] = c
+		}
+	}
+	ix.nodes = append(ix.nodes, nd)
+	return int(c), ""
 }
 
 // indexPositions indexes src. The TOML decoder does not expose key
@@ -102,25 +235,31 @@ func indexPositions(src []byte) *positions { return scan(src).ix }
 // scan indexes src and, at a path past maxDepth or maxPathBytes, stops
 // there and says why.
 func scan(src []byte) *indexer {
-	x := &indexer{src: src, ix: newPositions(), arrays: map[int]int{}, lines: lineStarts(src)}
+	lines := lineStarts(src)
+	// About one node a line: sized once, the index of a large site is
+	// not rehashed as it grows (issue 8).
+	x := &indexer{src: src, ix: newPositions(len(lines)), arrays: map[int]int{}, lines: lines}
 	x.run()
 	return x
 }
 
 func lineStarts(src []byte) []int {
-	lines := []int{0}
-	for i, c := range src {
-		if c == '\n' {
-			lines = append(lines, i+1)
+	lines := make([]int, 1, bytes.Count(src, []byte{'\n'})+1)
+	for i := 0; ; {
+		k := bytes.IndexByte(src[i:], '\n')
+		if k < 0 {
+			return lines
 		}
+		i += k + 1
+		lines = append(lines, i)
 	}
-	return lines
 }
 
 type indexer struct {
 	src    []byte
 	i      int
 	lines  []int       // byte offset of each line start
+	line   int         // index in lines of the last posAt, where the next one most likely is
 	ix     *positions  // what has been read so far
 	arrays map[int]int // array-of-tables node -> elements seen so far
 	table  int         // node of the current [table]
@@ -132,8 +271,17 @@ type indexer struct {
 
 func (x *indexer) posAt(off int) pos {
 	off = min(off, len(x.src))
-	l := sort.Search(len(x.lines), func(k int) bool { return x.lines[k] > off }) - 1
-	l = max(l, 0)
+	// The scan moves forward: the line is most likely the last one or a
+	// few on; else a binary search (a walk of at most 8 lines keeps every
+	// call logarithmic).
+	l := x.line
+	for k := 0; k < 8 && l+1 < len(x.lines) && x.lines[l+1] <= off; k++ {
+		l++
+	}
+	if x.lines[l] > off || l+1 < len(x.lines) && x.lines[l+1] <= off {
+		l = max(sort.Search(len(x.lines), func(k int) bool { return x.lines[k] > off })-1, 0)
+	}
+	x.line = l
 	return pos{line: l + 1, col: off - x.lines[l] + 1}
 }
 
@@ -144,29 +292,12 @@ func (x *indexer) peek() byte { return x.src[x.i] }
 // is first written. Past maxDepth or maxPathBytes it ends the scan and
 // returns noNode.
 func (x *indexer) enter(s step, p pos) int {
-	if c, ok := x.ix.child[s]; ok {
-		return c
+	c, refused := x.ix.add(s, p)
+	if refused != "" {
+		x.refused, x.refusedAt = refused, p
+		x.i = len(x.src)
 	}
-	d, n := x.ix.depth[s.parent]+1, x.ix.bytes[s.parent]
-	if s.elem == 0 {
-		n += len(s.key) + 1
-	}
-	switch {
-	case d > maxDepth:
-		x.refused = fmt.Sprintf("nested more than %d levels deep; a site file needs 5 at most (vrrp[0].track[0].weight)", maxDepth)
-	case n > maxPathBytes:
-		x.refused = fmt.Sprintf("key path longer than %d bytes, with the names of the tables it is in", maxPathBytes)
-	default:
-		c := len(x.ix.at)
-		x.ix.child[s] = c
-		x.ix.at = append(x.ix.at, p)
-		x.ix.depth = append(x.ix.depth, d)
-		x.ix.bytes = append(x.ix.bytes, n)
-		return c
-	}
-	x.refusedAt = p
-	x.i = len(x.src)
-	return noNode
+	return c
 }
 
 func (x *indexer) run() {
@@ -308,7 +439,7 @@ func (x *indexer) header() {
 			return
 		}
 	}
-	x.ix.at[n] = p
+	x.ix.nodes[n].at = p
 	x.table = n
 }
 

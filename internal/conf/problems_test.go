@@ -252,14 +252,14 @@ protocol = "icmp"
 scheduler = "random"
 forward = "masq"
 on_failure = "panic"
-check = { type = "ping" }
+check = { type = "icmp" }
 real_server = [{ address = "10.0.1.1:80", forward = "nat" }, { address = "10.0.1.2:80", forward = "gre" }]
 `, []string{
 		"t.toml:18:1: virtual_server[0].protocol: \"icmp\" is not one of tcp, udp, sctp",
 		"t.toml:19:1: virtual_server[0].scheduler: \"random\" is not one of rr, wrr, lc, wlc, sh, mh, sed, nq, dh, lblc, lblcr, fo, ovf",
 		"t.toml:20:1: virtual_server[0].forward: \"masq\" is not one of dr, tun, nat",
 		"t.toml:21:1: virtual_server[0].on_failure: \"panic\" is not one of remove, weight0",
-		"t.toml:22:11: virtual_server[0].check.type: \"ping\" is not one of tcp, http, https, udp, dns, exec, none",
+		"t.toml:22:11: virtual_server[0].check.type: \"icmp\" is not one of tcp, http, https, udp, dns, smtp, ping, exec, none",
 		"t.toml:23:89: virtual_server[0].real_server[1].forward: \"gre\" is not one of dr, tun, nat",
 	}},
 	{"durations", head + group + `preempt_delay = "1x"
@@ -307,6 +307,32 @@ family = "ipx"
 		"t.toml:21:1: warning: virtual_server[2]: no real servers",
 		"t.toml:23:1: virtual_server[2].fwmark: 0 is out of range 1..4294967295",
 		"t.toml:24:1: virtual_server[2].family: \"ipx\" is not one of inet, inet6",
+	}},
+	{"quorum_hysteresis", head + group + `[[virtual_server]]
+name = "v"
+address = "10.0.0.100:80"
+quorum = 2
+quorum_hysteresis = 1
+[[virtual_server.real_server]]
+address = "10.0.1.1:80"
+[[virtual_server.real_server]]
+address = "10.0.1.2:80"
+[[virtual_server]]
+name = "w"
+address = "10.0.0.100:81"
+quorum = 0
+quorum_hysteresis = 1
+[[virtual_server.real_server]]
+address = "10.0.1.1:81"
+[[virtual_server]]
+name = "x"
+address = "10.0.0.100:82"
+quorum_hysteresis = -1
+`, []string{
+		"t.toml:19:1: virtual_server[0].quorum_hysteresis: quorum 2 + quorum_hysteresis 1 is more than the 2 real servers: a lost quorum would never come back",
+		"t.toml:28:1: warning: virtual_server[1].quorum_hysteresis: has no effect with quorum = 0",
+		"t.toml:31:1: warning: virtual_server[2]: no real servers",
+		"t.toml:34:1: virtual_server[2].quorum_hysteresis: -1 is out of range 0..2147483647",
 	}},
 	{"real servers", head + group + `[[virtual_server]]
 name = "v"
@@ -399,6 +425,120 @@ port = 80
 		"t.toml:28:1: warning: check[2].query: ignored for type http",
 		"t.toml:29:1: check[3]: type tcp needs target (host:port)",
 		"t.toml:32:1: check[3].port: write the port in target (host:port)",
+	}},
+	{"http check keys", head + group + `[[check]]
+name = "h"
+type = "https"
+target = "10.0.0.80:443"
+path = "/a b"
+host = "x y"
+expect_status = [200, "300-399", "399-300", "2xx", 99, "100-700", true]
+method = "get"
+headers = { Host = "a", "Content-Length" = "1", "X-A" = "1\r\nEvil: 1", "Bad Name" = "x", X-Ok = "fine", X-Num = 1 }
+expect_body = "ok"
+expect_body_regex = "(unclosed"
+tls_verify = "yes"
+tls_ca = "ca.pem"
+tls_server_name = "not a name"
+[[check]]
+name = "h2"
+type = "http"
+target = "10.0.0.80:80"
+method = "HEAD"
+expect_body = ""
+expect_status = "200-299"
+tls_verify = true
+[[check]]
+name = "h3"
+type = "http"
+target = "10.0.0.80:80"
+expect_status = []
+`, []string{
+		`t.toml:19:1: check[0].path: "/a b" contains a space or control character; percent-encode it (a space is %20)`,
+		`t.toml:20:1: check[0].host: "x y" is not a Host header value`,
+		`t.toml:21:34: check[0].expect_status[2]: 399-300 is an empty range: write the lower status first`,
+		`t.toml:21:45: check[0].expect_status[3]: "2xx" is not a status or a range like "200-299"`,
+		`t.toml:21:52: check[0].expect_status[4]: 99 is not an HTTP status (100..599)`,
+		`t.toml:21:56: check[0].expect_status[5]: 100-700 is not a range of HTTP statuses (100..599)`,
+		`t.toml:21:67: check[0].expect_status[6]: expected a status code or a range like "200-299", got a boolean`,
+		`t.toml:22:1: check[0].method: "get" is not an HTTP method: write it in capitals, like GET or HEAD`,
+		`t.toml:23:13: check[0].headers.Host: the check sets Host itself: use the check's host key`,
+		`t.toml:23:25: check[0].headers.Content-Length: the check sets Content-Length itself (it sends no body and closes after one response)`,
+		`t.toml:23:49: check[0].headers.X-A: "1\r\nEvil: 1": a header value must not contain CR, LF or NUL`,
+		`t.toml:23:73: check[0].headers."Bad Name": "Bad Name" is not a header name`,
+		`t.toml:23:106: check[0].headers.X-Num: expected a string, got an integer`,
+		"t.toml:25:1: check[0].expect_body_regex: \"(unclosed\": missing closing ): `(unclosed`",
+		`t.toml:25:1: check[0].expect_body_regex: a check takes expect_body or expect_body_regex, not both`,
+		`t.toml:26:1: check[0].tls_verify: expected a boolean, got a string`,
+		`t.toml:27:1: check[0].tls_ca: "ca.pem" must be an absolute path`,
+		`t.toml:27:1: warning: check[0].tls_ca: has no effect without tls_verify = true`,
+		`t.toml:28:1: check[0].tls_server_name: "not a name" is not a host name`,
+		`t.toml:34:1: check[1].expect_body: must not be empty: leave the key out to accept any body`,
+		`t.toml:36:1: warning: check[1].tls_verify: ignored for type http`,
+		`t.toml:41:1: check[2].expect_status: needs at least one status code`,
+	}},
+	{"dns, smtp and ping check keys", head + group + `[[check]]
+name = "d"
+type = "dns"
+target = "10.0.0.53:53"
+query = "a..b"
+query_type = "ANY"
+[[check]]
+name = "d2"
+type = "dns"
+target = "10.0.0.53:53"
+query = "example.com"
+query_type = "AAAA"
+expect_answer = "192.0.2.1"
+[[check]]
+name = "d3"
+type = "dns"
+target = "10.0.0.53:53"
+query = "example.com"
+query_type = "MX"
+expect_answer = "not a name"
+[[check]]
+name = "d4"
+type = "dns"
+target = "10.0.0.53:53"
+query = "example.com"
+expect_answer = ""
+helo_name = "x"
+[[check]]
+name = "s"
+type = "smtp"
+target = "10.0.0.25"
+helo_name = "bad name!"
+[[check]]
+name = "p"
+type = "ping"
+target = "10.0.0.1:80"
+[[check]]
+name = "p2"
+type = "ping"
+[[check]]
+name = "p3"
+type = "ping"
+target = "fe80::1%eth0"
+[[virtual_server]]
+name = "v"
+address = "10.0.0.100:80"
+real_server = [{ address = "10.0.1.1:80" }]
+check = { type = "ping", port = 80, query_type = "A" }
+`, []string{
+		`t.toml:19:1: check[0].query: "a..b" is not a domain name (labels of 1..63 bytes, 253 in all)`,
+		`t.toml:20:1: check[0].query_type: "ANY" is not one of A, AAAA, SOA, MX, TXT, CNAME, NS, PTR, SRV`,
+		`t.toml:27:1: check[1].expect_answer: "192.0.2.1": not an IPv6 address`,
+		`t.toml:34:1: check[2].expect_answer: "not a name": not a domain name (query_type MX compares names)`,
+		`t.toml:40:1: check[3].expect_answer: must not be empty: leave the key out to accept any answer`,
+		`t.toml:41:1: warning: check[3].helo_name: ignored for type dns`,
+		`t.toml:45:1: check[4].target: "10.0.0.25": not host:port (write host:port)`,
+		`t.toml:46:1: check[4].helo_name: "bad name!" is not a host name`,
+		`t.toml:50:1: check[5].target: "10.0.0.1:80": ping takes an address or a host name, not host:port`,
+		`t.toml:51:1: check[6]: type ping needs target (an address or host name)`,
+		`t.toml:57:1: check[7].target: "fe80::1%eth0": a zone is not allowed here`,
+		`t.toml:62:26: warning: virtual_server[0].check.port: ignored for type ping`,
+		`t.toml:62:37: warning: virtual_server[0].check.query_type: ignored for type ping`,
 	}},
 	{"virtual server check keys", head + group + `[[virtual_server]]
 name = "v"

@@ -171,21 +171,20 @@ e = [{ f = 1, g = [2, { h = 3 }] }, { f = 4 }]
 
 // paths spells out every path of ix, for comparing with a table of them.
 func (ix *positions) paths() map[string]pos {
-	steps := make([]step, len(ix.at))
-	for s, n := range ix.child {
-		steps[n] = s
-	}
-	// A node is made after its parent, so parents are spelled first.
-	path := make([]string, len(ix.at))
 	out := map[string]pos{}
-	for n := 1; n < len(ix.at); n++ {
-		if s := steps[n]; s.elem > 0 {
-			path[n] = index(path[s.parent], s.elem-1)
-		} else {
-			path[n] = join(path[s.parent], s.key)
+	var walk func(n int, path string)
+	walk = func(n int, path string) {
+		if n > 0 {
+			out[path] = ix.at(n)
 		}
-		out[path[n]] = ix.at[n]
+		for c := ix.nodes[n].first; c != noNode; c = ix.nodes[c].next {
+			walk(int(c), join(path, ix.names[ix.nodes[c].label-1]))
+		}
+		for i := range ix.elems(ix.nodes[n]) {
+			walk(int(ix.lists[ix.nodes[n].elems-1][i]), index(path, i))
+		}
 	}
+	walk(0, "")
 	return out
 }
 

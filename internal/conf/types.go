@@ -3,6 +3,8 @@ package conf
 import (
 	"net/netip"
 	"time"
+
+	"github.com/havip/havip/internal/runas"
 )
 
 // Site is one validated site file: both directors of a pair load the same one.
@@ -19,6 +21,16 @@ type Site struct {
 	// the pair link ("" = none: the link is unauthenticated and only
 	// observes). Load checks the file; the daemon reads it.
 	PairKey string
+	// ScriptUser: [site] script_user (default "havip", else "nobody"
+	// with a warning) and script_group (default the user's primary
+	// group), resolved by Load on this host; nil from Parse. Load copies
+	// it into every exec check (Check.RunAs) and every group with notify
+	// hooks (Group.NotifyAs).
+	ScriptUser *runas.User
+	// ScriptSecurity: [site] script_security, default true: Load refuses
+	// a script that someone other than root or the script user could
+	// change (runas.Unsafe).
+	ScriptSecurity bool
 
 	Nodes          []Node
 	Groups         []Group         // [[vrrp]]
@@ -56,6 +68,7 @@ type Group struct {
 	VIPs                 []netip.Prefix
 	Priorities           map[string]uint8 // per-node override
 	Notify               []string         // argv
+	NotifyAs             *runas.User      // who notify runs as: Site.ScriptUser; nil from Parse
 	NotifyTimeout        time.Duration    // key "notify_timeout", default 10s
 	Track                []Track
 	// SyncGroup: key sync_group, "" = none. The groups of one sync group
@@ -98,10 +111,17 @@ type VirtualServer struct {
 	Persistence        time.Duration
 	PersistenceNetmask netip.Prefix // key "persistence_netmask": prefix length as "/24" style or netmask; default /32 (/128)
 	Quorum             int
-	SorryServer        netip.AddrPort // zero = none
-	OnFailure          string         // remove | weight0
-	Check              Check
-	RealServers        []RealServer
+	// QuorumHysteresis: key quorum_hysteresis, default 0 (none), a count
+	// of real servers like quorum: a service whose quorum is met loses it
+	// only when fewer than Quorum-QuorumHysteresis real servers are live
+	// (or none), and a service without quorum regains it only at
+	// Quorum+QuorumHysteresis (keepalived's hysteresis, which counts
+	// weights because its quorum does).
+	QuorumHysteresis int
+	SorryServer      netip.AddrPort // zero = none
+	OnFailure        string         // remove | weight0
+	Check            Check
+	RealServers      []RealServer
 }
 
 // RealServer is one [[virtual_server.real_server]].
@@ -114,26 +134,69 @@ type RealServer struct {
 // Check is a health check definition, either a virtual server's
 // [virtual_server.check] or a named top-level [[check]].
 type Check struct {
-	Name         string // top-level only
-	Type         string // tcp | http | https | udp | dns | exec | none
-	Target       string // top-level tcp/http/...: "host:port" (or URL host); key "target"
-	Port         uint16 // optional: probe this port instead of the real server's
-	Path         string
-	Host         string // http Host header
-	ExpectStatus []int
-	Interval     time.Duration
-	Timeout      time.Duration
-	Rise         int
-	Fall         int
-	Command      []string // exec: argv
-	Query        string   // dns: name to resolve
-	Send         string   // udp: payload
-	Expect       string   // udp: expected reply substring
+	Name   string // top-level only
+	Type   string // tcp | http | https | udp | dns | smtp | ping | exec | none
+	Target string // top-level tcp/http/...: "host:port" (or URL host; ping: a host alone); key "target"
+	Port   uint16 // optional: probe this port instead of the real server's
+	Path   string
+	Host   string // http Host header
+	// ExpectStatus: http/https, key expect_status: the statuses that pass,
+	// each a code or a range; default [200].
+	ExpectStatus []StatusRange
+	// Method: http/https, key method, default "GET"; HEAD reads no body.
+	Method string
+	// Headers: http/https, key headers (a table), in file order: extra
+	// request headers. conf refuses Host, Content-Length,
+	// Transfer-Encoding, Connection and CR/LF in values.
+	Headers []Header
+	// ExpectBody / ExpectBodyRegex: http/https, keys expect_body (a
+	// substring) and expect_body_regex (Go regexp syntax, compiled at
+	// load), at most one: the first 64 KiB of body must match.
+	ExpectBody      string
+	ExpectBodyRegex string
+	// https: TLSVerify (key tls_verify, default false) verifies the
+	// certificate chain and name; TLSCA (tls_ca) is a PEM file of CAs to
+	// trust instead of the system's, read and checked by Load;
+	// TLSServerName (tls_server_name) is the SNI and verified name,
+	// default the host of Host, else the target's address.
+	TLSVerify     bool
+	TLSCA         string
+	TLSServerName string
+	Interval      time.Duration
+	Timeout       time.Duration
+	Rise          int
+	Fall          int
+	Command       []string    // exec: argv
+	RunAs         *runas.User // exec: who runs it, Site.ScriptUser; nil from Parse (and for other types)
+	Query         string      // dns: name to resolve
+	// QueryType: dns, key query_type, default "A": A, AAAA, SOA, MX, TXT,
+	// CNAME, NS, PTR or SRV.
+	QueryType string
+	// ExpectAnswer: dns, key expect_answer, "" = any: a record of
+	// QueryType in the answer must have this value (an address for A and
+	// AAAA, a domain name for CNAME, NS, PTR, MX, SRV and SOA's primary
+	// server, the joined strings for TXT).
+	ExpectAnswer string
+	// HeloName: smtp, key helo_name, default this machine's host name:
+	// the name sent with EHLO.
+	HeloName string
+	Send     string // udp: payload
+	Expect   string // udp: expected reply substring
 	// StartDown: key start = "down" (default "up"): the target counts as
 	// down until its first rise successes, so a real server gets no
 	// traffic before it is proven (keepalived's alpha).
 	StartDown bool
 }
+
+// StatusRange is a range of HTTP statuses, Lo..Hi inclusive (Lo == Hi
+// for one code).
+type StatusRange struct{ Lo, Hi int }
+
+// Contains reports whether status lies in r.
+func (r StatusRange) Contains(status int) bool { return r.Lo <= status && status <= r.Hi }
+
+// Header is one extra request header of an http check.
+type Header struct{ Name, Value string }
 
 // Sync is the [sync] table: IPVS connection synchronisation between the directors.
 type Sync struct {

@@ -104,12 +104,15 @@ type Status struct {
 	PairError    string        `json:"pair_error,omitempty"` // the pair link cannot bind (yet)
 	LastReload   *ReloadResult `json:"last_reload,omitempty"`
 	Groups       []GroupStatus `json:"groups"`
-	Peers        []PeerStatus  `json:"peers"`
-	Pair         *PairStatus   `json:"pair,omitempty"`
-	IPVS         *IPVSStatus   `json:"ipvs,omitempty"`
-	Checks       []CheckStatus `json:"checks,omitempty"`
-	Drains       []DrainStatus `json:"drains"`
-	Mirror       *MirrorStatus `json:"mirror,omitempty"`
+	// Sockets are the advert sockets, one per interface and family,
+	// shared by the groups there.
+	Sockets []SocketStatus `json:"sockets,omitempty"`
+	Peers   []PeerStatus   `json:"peers"`
+	Pair    *PairStatus    `json:"pair,omitempty"`
+	IPVS    *IPVSStatus    `json:"ipvs,omitempty"`
+	Checks  []CheckStatus  `json:"checks,omitempty"`
+	Drains  []DrainStatus  `json:"drains"`
+	Mirror  *MirrorStatus  `json:"mirror,omitempty"`
 }
 
 // DrainStatus is one operator drain and its real server as the kernel
@@ -151,6 +154,9 @@ type CheckStatus struct {
 	Up     bool      `json:"up"`
 	Reason string    `json:"reason,omitempty"`
 	Since  time.Time `json:"since"`
+	// SharedBy is how many keys share this key's probe (identical check
+	// of the same address), itself included; 0 or 1: not shared.
+	SharedBy int `json:"shared_by,omitempty"`
 }
 
 // GroupStatus is one VRRP group as this node sees it.
@@ -183,12 +189,27 @@ type GroupStatus struct {
 	ReadErrors     uint64            `json:"read_errors"`
 	Announced      uint64            `json:"announced"`              // gratuitous ARPs and NAs sent
 	AnnounceErrors uint64            `json:"announce_errors"`        // and the ones that could not be
-	Reopens        uint64            `json:"socket_opens"`           // advert socket opened (first time included)
+	Reopens        uint64            `json:"socket_opens"`           // advert sockets the group attached to, the first included (SocketStatus.Opens counts those opened)
 	Socket         string            `json:"socket_error,omitempty"` // why there is no advert socket now
 	ClaimError     string            `json:"claim_error,omitempty"`  // the last VIP claim or refresh failure
 	Advertising    []string          `json:"advertising,omitempty"`  // set while advertising the peer's list (rolling push)
 	Pending        string            `json:"pending,omitempty"`      // a restart the reload asked for waits until the peer runs it
 	Revision       string            `json:"revision"`               // site file revision the group runs
+}
+
+// SocketStatus is the advert socket of one interface and address family,
+// shared by every group there; its counters cover every socket opened
+// there since the daemon started.
+type SocketStatus struct {
+	Interface  string            `json:"interface"`
+	Family     string            `json:"family"`    // inet | inet6
+	IfIndex    int               `json:"ifindex"`   // of the current socket; 0 with none
+	Multicast  bool              `json:"multicast"` // the current socket joined the VRRP group
+	Groups     int               `json:"groups"`    // groups attached to the current socket
+	Open       int               `json:"open"`      // sockets open: the current one, and older ones groups still hold
+	Opens      uint64            `json:"opens"`     // sockets opened (the first included)
+	ReadErrors uint64            `json:"read_errors"`
+	Drops      map[string]uint64 `json:"drops"` // by reason: vrid (no group runs it here), truncated
 }
 
 // TrackStatus is one tracked object of a group.

@@ -115,6 +115,9 @@ func sameAddrSet(a, b []netip.Addr) bool {
 	if len(a) != len(b) {
 		return false
 	}
+	if slices.Equal(a, b) {
+		return true // the usual case, without the two copies below
+	}
 	x, y := slices.Clone(a), slices.Clone(b)
 	slices.SortFunc(x, netip.Addr.Compare)
 	slices.SortFunc(y, netip.Addr.Compare)

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/havip/havip/internal/checks"
 	"github.com/havip/havip/internal/conf"
@@ -24,6 +23,7 @@ import (
 	"github.com/havip/havip/internal/pairwire"
 	"github.com/havip/havip/internal/track"
 	"github.com/havip/havip/internal/vrrp"
+	"github.com/havip/havip/internal/vrrpnet"
 )
 
 // controller owns the daemon's state. Its fields below the line are
@@ -44,13 +44,16 @@ type controller struct {
 	dead     chan struct{} // closed when run stops reading events
 	sigs     signals
 
-	view   atomic.Pointer[ctlView]
-	mirror atomic.Pointer[mirrorSnap] // drains and desired table, for the pair link and status
+	view      atomic.Pointer[ctlView]
+	mirror    atomic.Pointer[mirrorSnap]     // drains and desired table, for the pair link and status
+	pairCache atomic.Pointer[pairLocalCache] // see pairLocal
 
 	// journal is the ordered event log (havip events); any goroutine may
 	// append to it (note), appends are ordered by its own lock.
-	journal  *events.Log
-	registry *prometheus.Registry // the metrics listener's, whichever listener runs
+	journal *events.Log
+	// socks are the advert sockets the groups share (one per interface
+	// and family); safe from any goroutine.
+	socks *advertSockets
 	// reloads counts reload outcomes for metrics.
 	reloadsApplied, reloadsRefused atomic.Uint64
 	drillsRun, drillsRefused       atomic.Uint64 // failover drills from this node: run, refused by their pre-checks
@@ -70,15 +73,19 @@ type controller struct {
 	groups   map[string]*groupRun
 	pending  map[string]*pendingRestart // restarts that wait until the peer runs them
 	inputs   map[string]groupInput      // what each group was last given
-	table    *ipvsync.Table             // what the reconciler was last given
+	table    *ipvsync.Table             // the desired table: the controller's own, changed in place (others get copies)
+	basis    tableBasis                 // what table was derived for
+	index    *siteIndex                 // lookups into c.site
+	dirty    []int                      // virtual servers whose real servers' health changed since the last update
 	syncCfg  *conf.Sync
 	master   bool            // the sync daemons were last told this node is master
-	vsDown   map[string]bool // virtual server -> quorum lost, as last derived (quorum events)
+	vsDown   map[string]bool // virtual server -> quorum lost, as last derived: quorum events and derive's memory for quorum_hysteresis
 	last     *reloadResult
-	retired  []*taskHandle  // replaced by a reload; stopped once its requester has the answer
-	drains   *drainSet      // operator drains, as saved in state_dir
-	drainRev uint64         // the highest drain-set revision either node has used
-	summed   *ipvsync.Table // the desired table mirror last summarized
+	retired  []*taskHandle // replaced by a reload; stopped once its requester has the answer
+	drains   *drainSet     // operator drains, as saved in state_dir
+	drainRev uint64        // the highest drain-set revision either node has used
+	mirrorT  *time.Timer   // runs while a mirror summary is due (mirrorDelay)
+	mirrorOn bool          // mirrorT is running
 
 	watch    *linkWatch
 	hooks    *notify.Runner
@@ -135,6 +142,52 @@ type (
 	pingReq struct{ reply chan struct{} }
 )
 
+// tableBasis is what a derived table depends on besides health: while it
+// stays, a health change re-derives only the services it touches.
+type tableBasis struct {
+	site   *conf.Site
+	drains *drainSet
+}
+
+// siteIndex finds virtual servers and real servers of one site by name
+// and health key without scanning the whole site.
+type siteIndex struct {
+	site *conf.Site
+	vs   map[string]int       // virtual server name -> position
+	rs   map[string]rsOfCheck // checks.RealServerKey -> real server
+}
+
+type rsOfCheck struct {
+	vs   int
+	addr netip.AddrPort
+}
+
+func newSiteIndex(site *conf.Site) *siteIndex {
+	x := &siteIndex{site: site, vs: make(map[string]int, len(site.VirtualServers)), rs: map[string]rsOfCheck{}}
+	for i, vs := range site.VirtualServers {
+		x.vs[vs.Name] = i
+		for _, rs := range vs.RealServers {
+			x.rs[checks.RealServerKey(vs.Name, rs.Address)] = rsOfCheck{i, rs.Address}
+		}
+	}
+	return x
+}
+
+// siteIndex returns the index of the current site, built again when the
+// site changed.
+func (c *controller) siteIndex() *siteIndex {
+	if c.index == nil || c.index.site != c.site {
+		c.index = newSiteIndex(c.site)
+	}
+	return c.index
+}
+
+// mirrorDelay is how long after a health change the mirror's summary of
+// the desired table is refreshed: summarizing is in proportion to the
+// whole table, so a rack of real servers failing at once costs one, not
+// one per real server. A new site or drains refresh it at once.
+const mirrorDelay = 100 * time.Millisecond
+
 // mirrorSnap is what this node says about its operator state and desired
 // table: immutable once stored.
 type mirrorSnap struct {
@@ -150,7 +203,9 @@ func newController(opts Options, log *slog.Logger, l *loaded, sigs signals) *con
 		health: map[string]bool{}, links: map[string]track.LinkState{}, addrs: map[netip.Addr]track.AddrState{},
 		states: map[string]vrrp.State{}, faults: map[string]string{}, groups: map[string]*groupRun{}, inputs: map[string]groupInput{},
 	}
-	c.registry = newRegistry(c.metricsSnap)
+	c.socks = newAdvertSockets(vrrpnet.Listen, log)
+	c.mirrorT = time.NewTimer(time.Hour)
+	c.mirrorT.Stop()
 	return c
 }
 
@@ -266,6 +321,7 @@ func (c *controller) run(ctx context.Context) (err error) {
 		return err
 	}
 	c.startPair(c.site, c.node, key)
+	c.update() // the table, derived once, before the groups start
 	for i := range c.site.Groups {
 		if err := c.startGroup(&c.site.Groups[i], nil); err != nil {
 			return err
@@ -297,6 +353,9 @@ func (c *controller) run(ctx context.Context) (err error) {
 			}
 			c.takeLinks([]track.Update{u})
 			c.update()
+		case <-c.mirrorT.C:
+			c.mirrorOn = false
+			c.summarizeMirror()
 		case ev := <-c.events:
 			c.handle(ev)
 		case req := <-c.requests:
@@ -318,7 +377,11 @@ func (c *controller) handle(ev any) {
 			return // unchanged, or the optimistic start confirmed
 		}
 		c.log.Info("health changed", "target", ev.Key, "up", ev.Up, "reason", ev.Reason)
-		c.note(events.Health, healthFields(c.site, ev))
+		x := c.siteIndex()
+		c.note(events.Health, healthFields(x, ev))
+		if rs, ok := x.rs[ev.Key]; ok {
+			c.dirty = append(c.dirty, rs.vs)
+		}
 		c.update()
 	case groupChanged:
 		c.groupChanged(ev)
@@ -442,7 +505,9 @@ func (c *controller) vipGone(a netip.Addr) {
 // update derives what is wanted from the current inputs and hands each
 // part to its owner; a part that did not change is not sent.
 func (c *controller) update() {
-	w := derive(inputs{site: c.site, node: c.node, health: c.health, links: c.links, addrs: c.addrs, faults: c.faults, drains: c.drains})
+	in, basis := c.deriveInputs(c.dirty)
+	c.dirty = nil
+	w := derive(in)
 	for name, r := range c.groups {
 		in := c.groupInputFor(c.site, c.node, c.site.Group(name))
 		in.want = w.groups[name]
@@ -453,22 +518,81 @@ func (c *controller) update() {
 		c.inputs[name] = in
 		r.g.mail.put(in)
 	}
-	for _, s := range w.table.Services {
-		if was, known := c.vsDown[s.Name]; known && was != s.Down || !known && s.Down {
-			c.note(events.Quorum, events.Fields{"virtual_server": s.Name, "up": !s.Down})
-		}
-		c.vsDown[s.Name] = s.Down
+	if in.prev == nil {
+		c.takeTable(w.table, basis)
+		return
 	}
-	if c.ipvs != nil && (c.table == nil || !reflect.DeepEqual(*c.table, w.table)) {
-		c.table = &w.table
-		c.ipvs.setTable(w.table)
-	}
-	if m := c.mirror.Load(); m == nil || m.drains != c.drains || !reflect.DeepEqual(*c.summed, w.table) {
-		c.summed = &w.table
-		c.mirror.Store(&mirrorSnap{drains: c.drains, table: summarizeTable(w.table)})
-		if c.pair != nil {
-			c.pair.notify()
+	// Only the services of the real servers whose health changed.
+	var set []ipvsync.Service
+	for _, s := range w.set {
+		old := &c.table.Services[in.vsIndex[s.Name]]
+		if old.Equal(&s) {
+			continue
 		}
+		c.noteQuorum(s)
+		*old = s
+		set = append(set, s)
+	}
+	if len(set) == 0 {
+		return
+	}
+	if c.ipvs != nil {
+		c.ipvs.setTable(ipvsync.Update{Set: set})
+	}
+	if !c.mirrorOn {
+		c.mirrorOn = true
+		c.mirrorT.Reset(mirrorDelay)
+	}
+}
+
+// takeTable makes t, derived whole for basis, the desired table: the
+// reconciler gets a copy, and the mirror is summarized at once.
+func (c *controller) takeTable(t ipvsync.Table, basis tableBasis) {
+	for _, s := range t.Services {
+		c.noteQuorum(s)
+	}
+	same := c.table != nil && slices.EqualFunc(c.table.Services, t.Services, func(a, b ipvsync.Service) bool { return a.Equal(&b) })
+	if c.ipvs != nil && !same {
+		cp := ipvsync.Table{Services: slices.Clone(t.Services)}
+		c.ipvs.setTable(ipvsync.Update{Table: &cp})
+	}
+	c.table, c.basis = &t, basis
+	if m := c.mirror.Load(); m == nil || m.drains != c.drains || !same {
+		c.summarizeMirror()
+	}
+}
+
+// deriveInputs are derive's inputs now: with the table derived before
+// for this site and drains, when there is one, so that only the virtual
+// servers at dirty are derived again (none: the groups' part alone).
+func (c *controller) deriveInputs(dirty []int) (inputs, tableBasis) {
+	in := inputs{site: c.site, node: c.node, health: c.health, links: c.links, addrs: c.addrs, faults: c.faults, drains: c.drains, vsDown: c.vsDown,
+		vsIndex: c.siteIndex().vs}
+	basis := tableBasis{c.site, c.drains}
+	if c.table != nil && c.basis == basis {
+		in.prev, in.dirty = c.table, dirty
+	}
+	return in, basis
+}
+
+// noteQuorum records whether s is down, with an event when that changed.
+func (c *controller) noteQuorum(s ipvsync.Service) {
+	if was, known := c.vsDown[s.Name]; known && was != s.Down || !known && s.Down {
+		c.note(events.Quorum, events.Fields{"virtual_server": s.Name, "up": !s.Down})
+	}
+	c.vsDown[s.Name] = s.Down
+}
+
+// summarizeMirror publishes what the pair link says about our drains and
+// desired table.
+func (c *controller) summarizeMirror() {
+	if c.mirrorOn {
+		c.mirrorT.Stop()
+		c.mirrorOn = false
+	}
+	c.mirror.Store(&mirrorSnap{drains: c.drains, table: summarizeTable(*c.table)})
+	if c.pair != nil {
+		c.pair.notify()
 	}
 }
 
@@ -486,10 +610,14 @@ func (c *controller) groupInputFor(site *conf.Site, node *conf.Node, gc *conf.Gr
 func (c *controller) startGroup(gc *conf.Group, g *group) error {
 	if g == nil {
 		in := c.groupInputFor(c.site, c.node, gc)
-		in.want = derive(inputs{site: c.site, node: c.node, health: c.health, links: c.links, addrs: c.addrs, faults: c.faults, drains: c.drains}).groups[gc.Name]
+		// Not the whole table again for each group started (a site of
+		// 10,000 virtual servers takes tens of ms to derive): the one the
+		// controller holds, when it is this site's.
+		din, _ := c.deriveInputs(nil)
+		in.want = derive(din).groups[gc.Name]
 		in.peer = c.peer.group(gc.Name)
 		var err error
-		if g, err = newGroup(in, c.log, c.hooks, c.emit, kernelDeps); err != nil {
+		if g, err = newGroup(in, c.log, c.hooks, c.emit, kernelDeps(c.socks)); err != nil {
 			return err
 		}
 		g.prepare()
@@ -602,22 +730,53 @@ func (c *controller) newPair(site *conf.Site, node *conf.Node, key pairwire.Key)
 }
 
 // pairLocal is what the pair link says about this node: read from the
-// published view and the groups' snapshots, safe from any goroutine.
+// published view and group snapshots, safe from any goroutine. The pair
+// link asks several times a second (each message sent and heard); while
+// nothing it says changed, it gets the last one again rather than a new
+// map of every group: at 255 groups those maps were most of a backup's
+// garbage and a tenth of its CPU (issue 8). Callers never change it.
 func (c *controller) pairLocal() pairLocal {
 	v := c.view.Load()
 	if v == nil {
 		return pairLocal{}
 	}
+	m := c.mirror.Load()
+	if old := c.pairCache.Load(); old != nil && old.view == v && old.mirror == m && old.current() {
+		return old.l
+	}
 	l := pairLocal{rev: v.site.Revision, groups: make(map[string]pairGroupMsg, len(v.groups))}
-	if m := c.mirror.Load(); m != nil {
+	if m != nil {
 		l.drains, l.table = m.drains.wire(), &m.table
 	}
-	for _, g := range v.groups {
-		s := g.snap.Load()
-		sp := cfgSpoken(s.cfg)
-		l.groups[g.name] = pairGroupMsg{State: s.status.State, Prio: s.status.Priority, Cfg: sp.addrs, Advert: sp.advert, Adv: s.adv, Key: v.keys[g.name]}
+	says := make([]*pairGroupMsg, len(v.groups))
+	for i, g := range v.groups {
+		says[i] = g.snap.Load().says
+		msg := *says[i]
+		msg.Key = v.keys[g.name]
+		l.groups[g.name] = msg
 	}
+	c.pairCache.Store(&pairLocalCache{view: v, mirror: m, says: says, l: l})
 	return l
+}
+
+// pairLocalCache is the last pairLocal built and what it was built from:
+// the view, the mirror snapshot and what each of the view's groups said.
+type pairLocalCache struct {
+	view   *ctlView
+	mirror *mirrorSnap
+	says   []*pairGroupMsg // by index in view.groups: each group's snapshot's says
+	l      pairLocal
+}
+
+// current: every group of the view still says what it said (a group
+// keeps the pointer while it says the same).
+func (pc *pairLocalCache) current() bool {
+	for i, g := range pc.view.groups {
+		if g.snap.Load().says != pc.says[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // dualGrace is how long both directors may claim a group before it counts
@@ -757,20 +916,16 @@ func watchWant(node *conf.Node, sites ...*conf.Site) track.Want {
 
 // healthFields describes a health change: a real server's check names its
 // virtual server and real server, a named [[check]] its name.
-func healthFields(site *conf.Site, r checks.Result) events.Fields {
+func healthFields(x *siteIndex, r checks.Result) events.Fields {
 	f := events.Fields{"target": r.Key, "up": r.Up}
 	if r.Reason != "" {
 		f["reason"] = r.Reason
 	}
-	for _, vs := range site.VirtualServers {
-		for _, rs := range vs.RealServers {
-			if checks.RealServerKey(vs.Name, rs.Address) == r.Key {
-				f["virtual_server"], f["real_server"] = vs.Name, rs.Address.String()
-				return f
-			}
-		}
+	if rs, ok := x.rs[r.Key]; ok {
+		f["virtual_server"], f["real_server"] = x.site.VirtualServers[rs.vs].Name, rs.addr.String()
+		return f
 	}
-	for _, ch := range site.Checks {
+	for _, ch := range x.site.Checks {
 		if checks.CheckKey(ch.Name) == r.Key {
 			f["check"] = ch.Name
 		}

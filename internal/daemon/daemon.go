@@ -60,6 +60,9 @@ type Options struct {
 	Metrics    *string
 	Version    string
 	Logger     *slog.Logger
+	// AutoProcs: the daemon sets GOMAXPROCS from the site's check load
+	// (procs.go); false when the environment sets it.
+	AutoProcs bool
 }
 
 // loaded is a validated site file with this node picked out.
@@ -136,6 +139,7 @@ func Run(ctx context.Context, opts Options) error {
 	for _, p := range l.warnings {
 		log.Warn("site file", "problem", p.String())
 	}
+	fitProcs(l.site, opts.AutoProcs, true, log)
 	c := newController(opts, log, l, sigs)
 	if err := c.run(ctx); err != nil {
 		return fmt.Errorf("havip: %w", err)

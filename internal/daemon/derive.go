@@ -69,11 +69,27 @@ type inputs struct {
 	addrs  map[netip.Addr]track.AddrState // watched addresses (this node's own)
 	faults map[string]string              // by group: a fault only the group sees (socket, VIP claims); absent = none
 	drains *drainSet                      // operator drains; nil = none
+	// vsDown is each virtual server's quorum state at the previous
+	// derive (true: down), for quorum_hysteresis: the controller keeps it
+	// from the last table (wanted.table's Service.Down); absent = judged
+	// for the first time.
+	vsDown map[string]bool
+
+	// vsIndex is the position of each virtual server in
+	// site.VirtualServers; nil = look them up one by one.
+	vsIndex map[string]int
+	// prev, when not nil, is the table derived before for this site and
+	// these drains; only the virtual servers at the positions in dirty
+	// (real servers whose health changed) are derived again, into
+	// wanted.set. vsIndex must be set with it.
+	prev  *ipvsync.Table
+	dirty []int
 }
 
 // wanted is what derive returns.
 type wanted struct {
-	table  ipvsync.Table
+	table  ipvsync.Table // the whole table; empty when inputs.prev was given
+	set    []ipvsync.Service
 	groups map[string]groupWant
 }
 
@@ -90,28 +106,39 @@ type groupWant struct {
 // healthOf answers ipvsync's question from the health map; a real server
 // not probed yet is up unless its check says start = "down".
 type healthOf struct {
-	m    map[string]bool
-	site *conf.Site
+	m      map[string]bool
+	site   *conf.Site
+	index  map[string]int  // inputs.vsIndex
+	vsDown map[string]bool // inputs.vsDown
+}
+
+// WasDown gives ipvsync the previous quorum state (ipvsync.QuorumHistory).
+func (h healthOf) WasDown(vs string) (down, known bool) {
+	down, known = h.vsDown[vs]
+	return down, known
 }
 
 func (h healthOf) Up(vs string, rs netip.AddrPort) bool {
 	if up, ok := h.m[checks.RealServerKey(vs, rs)]; ok {
 		return up
 	}
-	v := h.site.VirtualServer(vs)
+	v := h.vs(vs)
 	return v == nil || !v.Check.StartDown
 }
 
+func (h healthOf) vs(name string) *conf.VirtualServer {
+	if h.index == nil {
+		return h.site.VirtualServer(name)
+	}
+	if i, ok := h.index[name]; ok {
+		return &h.site.VirtualServers[i]
+	}
+	return nil
+}
+
 func derive(in inputs) wanted {
-	w := wanted{
-		table:  ipvsync.Desired(in.site.VirtualServers, healthOf{in.health, in.site}),
-		groups: make(map[string]groupWant, len(in.site.Groups)),
-	}
-	applyDrains(&w.table, in.drains)
-	vsDown := make(map[string]bool, len(w.table.Services))
-	for _, s := range w.table.Services {
-		vsDown[s.Name] = s.Down
-	}
+	w := wanted{groups: make(map[string]groupWant, len(in.site.Groups))}
+	vsDown := deriveTable(in, &w)
 	// Penalty and fault of each group on its own, before sync groups join them.
 	penalty := make(map[string]int, len(in.site.Groups))
 	own := make(map[string]string, len(in.site.Groups))
@@ -128,7 +155,7 @@ func derive(in inputs) wanted {
 				ts.failing = !in.links[t.Interface].Up
 			case t.VirtualServer != "":
 				ts.key = trackKey{trackVirtualServer, t.VirtualServer}
-				ts.failing = vsDown[t.VirtualServer]
+				ts.failing = vsDown(t.VirtualServer)
 			default:
 				ts.key = trackKey{trackCheck, t.Check}
 				up, ok := in.health[checks.CheckKey(t.Check)]
@@ -177,6 +204,37 @@ func derive(in inputs) wanted {
 		w.groups[g.Name] = gw
 	}
 	return w
+}
+
+// deriveTable is the IPVS part of derive: the whole table into w.table,
+// or with in.prev the services of in.dirty into w.set, so a health change
+// costs in proportion to the services it touches. It returns whether a
+// virtual server is down (below its quorum) in the result.
+func deriveTable(in inputs, w *wanted) (vsDown func(name string) bool) {
+	h := healthOf{m: in.health, site: in.site, index: in.vsIndex, vsDown: in.vsDown}
+	if in.prev == nil {
+		w.table = ipvsync.Desired(in.site.VirtualServers, h)
+		applyDrains(&w.table, in.drains)
+		down := make(map[string]bool, len(w.table.Services))
+		for _, s := range w.table.Services {
+			down[s.Name] = s.Down
+		}
+		return func(name string) bool { return down[name] }
+	}
+	for _, i := range in.dirty {
+		s := ipvsync.DesiredService(in.site.VirtualServers[i], h)
+		drainService(&s, in.drains)
+		w.set = append(w.set, s)
+	}
+	return func(name string) bool {
+		for i := len(w.set) - 1; i >= 0; i-- {
+			if w.set[i].Name == name {
+				return w.set[i].Down
+			}
+		}
+		i, ok := in.vsIndex[name]
+		return ok && in.prev.Services[i].Down
+	}
 }
 
 // basePriority is the node's configured priority in g: 255 when its own

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -75,7 +76,7 @@ address = "10.1.0.21:80"
 address = "10.1.0.22:80"
 `
 
-func parseSite(t *testing.T, src string) *conf.Site {
+func parseSite(t testing.TB, src string) *conf.Site {
 	t.Helper()
 	s, problems := conf.Parse("t.toml", []byte(src))
 	for _, p := range problems {
@@ -380,5 +381,71 @@ func TestDeriveStartDown(t *testing.T) {
 	// The default start = "up" counts a target not probed yet as up.
 	if got := dests(derive(healthyInputs(t))); got != "10.1.0.21:80 10.1.0.22:80" {
 		t.Errorf("start up: dests %q", got)
+	}
+}
+
+// quorum_hysteresis: walking the live real servers down and up again, a
+// service with quorum 3 and hysteresis 1 loses its quorum only below 2
+// live (or at none) and regains it only at 4; with hysteresis 0 it
+// follows the quorum at every step. The state derive returns is the
+// state it is given next.
+func TestDeriveQuorumHysteresis(t *testing.T) {
+	site := func(h int) string {
+		var b strings.Builder
+		b.WriteString("[site]\nname = \"t\"\n[[node]]\nname = \"lb1\"\naddress = \"10.0.0.11\"\n")
+		fmt.Fprintf(&b, "[[virtual_server]]\nname = \"web\"\naddress = \"10.0.0.100:80\"\nquorum = 3\nquorum_hysteresis = %d\nsorry_server = \"10.1.0.99:80\"\n", h)
+		for i := range 6 {
+			fmt.Fprintf(&b, "[[virtual_server.real_server]]\naddress = \"10.1.0.%d:80\"\n", 21+i)
+		}
+		return b.String()
+	}
+	for _, tc := range []struct {
+		h    int
+		want string // down (D) or up (U) after each step of live
+	}{
+		{0, "UUDDDUUU"},
+		{1, "UUUDDDUU"},
+		{2, "UUUUDDDU"}, // 3 - 2 = 1: lost only at none
+	} {
+		t.Run(fmt.Sprint("hysteresis ", tc.h), func(t *testing.T) {
+			in := healthyInputs(t)
+			in.site = parseSite(t, site(tc.h))
+			in.node, _ = in.site.SelectNode("lb1")
+			in.vsDown = map[string]bool{}
+			steps := []int{6, 3, 2, 1, 0, 3, 4, 5}
+			var got strings.Builder
+			for _, live := range steps {
+				for i := range 6 {
+					in.health[checks.RealServerKey("web", netip.MustParseAddrPort(fmt.Sprintf("10.1.0.%d:80", 21+i)))] = i < live
+				}
+				w := derive(in)
+				s := w.table.Services[0]
+				switch {
+				case s.Down && (len(s.Dests) != 1 || s.Dests[0].Address != netip.MustParseAddrPort("10.1.0.99:80")):
+					t.Errorf("live %d: down but dests %v, want the sorry server alone", live, s.Dests)
+				case !s.Down && len(s.Dests) != live:
+					t.Errorf("live %d: up but %d dests", live, len(s.Dests))
+				}
+				if s.Down {
+					got.WriteByte('D')
+				} else {
+					got.WriteByte('U')
+				}
+				in.vsDown = map[string]bool{"web": s.Down}
+			}
+			if got.String() != tc.want {
+				t.Errorf("live %v: got %s, want %s", steps, got.String(), tc.want)
+			}
+		})
+	}
+	// The first judgement knows no previous state: quorum alone.
+	in := healthyInputs(t)
+	in.site = parseSite(t, site(1))
+	in.node, _ = in.site.SelectNode("lb1")
+	for i := range 6 {
+		in.health[checks.RealServerKey("web", netip.MustParseAddrPort(fmt.Sprintf("10.1.0.%d:80", 21+i)))] = i < 2
+	}
+	if !derive(in).table.Services[0].Down {
+		t.Error("first judgement with 2 of quorum 3 live: up, want down")
 	}
 }

@@ -133,25 +133,29 @@ func hasRealServer(site *conf.Site, k drainKey) bool {
 // slices), so it is changed in place. A drain does not change quorum or
 // the sorry server: the drained real server still serves its connections.
 func applyDrains(t *ipvsync.Table, d *drainSet) {
+	for i := range t.Services {
+		drainService(&t.Services[i], d)
+	}
+}
+
+// drainService is applyDrains for one service.
+func drainService(s *ipvsync.Service, d *drainSet) {
 	if d == nil || len(d.entries) == 0 {
 		return
 	}
-	for i := range t.Services {
-		s := &t.Services[i]
-		kept := s.Dests[:0]
-		for _, dst := range s.Dests {
-			e, ok := d.entries[drainKey{s.Name, dst.Address}]
-			switch {
-			case !ok:
-			case e.remove:
-				continue
-			default:
-				dst.Weight = 0
-			}
-			kept = append(kept, dst)
+	kept := s.Dests[:0]
+	for _, dst := range s.Dests {
+		e, ok := d.entries[drainKey{s.Name, dst.Address}]
+		switch {
+		case !ok:
+		case e.remove:
+			continue
+		default:
+			dst.Weight = 0
 		}
-		s.Dests = kept
+		kept = append(kept, dst)
 	}
+	s.Dests = kept
 }
 
 // drainsJSON is the set as the state file and the pair link carry it.

@@ -384,7 +384,7 @@ func TestControllerDrains(t *testing.T) {
 	}
 }
 
-func (c *controller) summedTable() ipvsync.Table { return *c.summed }
+func (c *controller) summedTable() ipvsync.Table { return *c.table }
 
 // The largest drain set and a huge table fit in one pair-link message.
 func TestPairMsgBounded(t *testing.T) {

@@ -453,7 +453,7 @@ func (g *group) watchFirstAdvert(since time.Time) {
 func (g *group) stopWatch() { g.drillSince = time.Time{} }
 
 // noteAdvert is the watch: called for each advert the machine accepted.
-func (g *group) noteAdvert(p rxPacket) {
+func (g *group) noteAdvert(p *rxPacket) {
 	if g.drillSince.IsZero() || !g.drillFirst.IsZero() || p.at.Before(g.drillSince) || p.meta.Src == g.connSrc {
 		return
 	}

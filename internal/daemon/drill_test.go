@@ -71,7 +71,7 @@ func TestTakeoverCall(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		g.rx <- rxPacket{b: b, meta: vrrpnet.Meta{Src: old, Dst: vrrpnet.Group4, TTL: 255}, at: time.Now()}
+		g.rx <- &rxPacket{b: b, meta: vrrpnet.Meta{Src: old, Dst: vrrpnet.Group4, TTL: 255}, at: time.Now()}
 	}
 	// The old master outranks us: we are its backup.
 	advert(200)

@@ -86,27 +86,34 @@ var _ claimer = (*vip.Claimer)(nil)
 
 // groupDeps are the kernel-facing parts a group is built with.
 type groupDeps struct {
-	listen     func(vrrpnet.Options) (vrrpnet.Conn, error)
+	socks      *advertSockets // the daemon's, shared by every group
 	newClaimer func(ifname string, vips []netip.Prefix, opt vip.Options) (claimer, error)
 	// acceptLocal sets net.ipv4.conf.IFNAME.accept_local to 1 and says
 	// whether it was not already.
 	acceptLocal func(ifname string) (changed bool, err error)
 }
 
-// kernelDeps are the real ones: raw sockets, netlink and sysctls.
-var kernelDeps = groupDeps{
-	listen: vrrpnet.Listen,
-	newClaimer: func(ifname string, vips []netip.Prefix, opt vip.Options) (claimer, error) {
-		return vip.New(ifname, vips, opt)
-	},
-	acceptLocal: func(ifname string) (bool, error) {
-		path := "/proc/sys/net/ipv4/conf/" + ifname + "/accept_local"
-		b, err := os.ReadFile(path)
-		if err != nil || strings.TrimSpace(string(b)) == "1" {
-			return false, err
-		}
-		return true, os.WriteFile(path, []byte("1"), 0o644)
-	},
+// kernelDeps are the real ones: raw sockets (socks, the daemon's own),
+// netlink and sysctls.
+func kernelDeps(socks *advertSockets) groupDeps {
+	return groupDeps{socks: socks, newClaimer: kernelClaimer, acceptLocal: kernelAcceptLocal}
+}
+
+func kernelClaimer(ifname string, vips []netip.Prefix, opt vip.Options) (claimer, error) {
+	c, err := vip.New(ifname, vips, opt)
+	if err != nil {
+		return nil, err
+	}
+	return offStack{c}, nil
+}
+
+func kernelAcceptLocal(ifname string) (bool, error) {
+	path := "/proc/sys/net/ipv4/conf/" + ifname + "/accept_local"
+	b, err := os.ReadFile(path)
+	if err != nil || strings.TrimSpace(string(b)) == "1" {
+		return false, err
+	}
+	return true, os.WriteFile(path, []byte("1"), 0o644)
 }
 
 // groupChanged tells the controller about a state change.
@@ -140,6 +147,9 @@ type group struct {
 	events func(any) // to the controller; never blocks for long
 	deps   groupDeps
 
+	spokenFor   *conf.Group // the configuration spokenCache is of
+	spokenCache spoken
+
 	mail *mailbox[groupInput]
 	cmds chan func()
 	snap atomic.Pointer[groupSnap]
@@ -161,9 +171,8 @@ type group struct {
 	m         *vrrp.Machine
 	claim     claimer
 	lists     advertLists
-	conn      vrrpnet.Conn
-	connGen   uint64
-	connIdx   int // ifindex and source of the last open attempt
+	conn      *sockHandle // nil: none
+	connIdx   int         // ifindex and source of the last open attempt
 	connSrc   netip.Addr
 	lastMC    vrrp.Config // what the machine was last configured with
 	openedAt  time.Time
@@ -172,7 +181,7 @@ type group struct {
 	nextOpen  time.Time // no new socket before this
 	reopenAt  time.Time // a retry is due then
 	openLog   rateLog
-	rx        chan rxPacket
+	rx        chan *rxPacket // pointers: 255 groups' queues of rxQueue packets each took 10 MB
 	sockErrs  chan sockErr
 	sendLog   rateLog
 	readLog   rateLog
@@ -215,7 +224,12 @@ type groupSnap struct {
 	fault      string
 	tracks     []trackState
 	adv        []netip.Addr
-	holding    bool // advertising the peer's list, not ours (rolling push)
+	holding    bool   // advertising the peer's list, not ours (rolling push)
+	spoken     spoken // what cfg has the group say
+	// says is what the group tells the pair link (without the key, which
+	// is the controller's), the previous snapshot's pointer while it is
+	// the same (see controller.pairLocal).
+	says       *pairGroupMsg
 	src        netip.Addr
 	socket     string // why there is no socket
 	claimErr   string
@@ -242,7 +256,7 @@ func newGroup(in groupInput, log *slog.Logger, hooks *notify.Runner, events func
 		cmds:     make(chan func(), 64),
 		done:     make(chan struct{}),
 		in:       in,
-		rx:       make(chan rxPacket, rxQueue),
+		rx:       make(chan *rxPacket, rxQueue),
 		sockErrs: make(chan sockErr, 4),
 		backoff:  minBackoff,
 		lists:    newAdvertLists(cfgSpoken(in.cfg)),
@@ -287,12 +301,30 @@ func (g *group) machineConfig() vrrp.Config {
 		AlsoAccept:   g.lists.alsoAccept(prefixAddrs(cfg.VIPs)),
 		TwoNode:      g.in.twoNode,
 		Sources:      g.in.sources,
+		AdvertGrid:   advert / advertGridSteps,
 	}
 }
+
+// advertGridSteps: a master's adverts fall on a grid of a tenth of their
+// interval (vrrp.Config.AdvertGrid), never more than 5% early or late.
+// Groups of one interval then share at most ten instants a cycle, and
+// the peer's reader takes a burst of adverts in one wake-up: at 255
+// groups that cut both directors' CPU (README "Measured").
+const advertGridSteps = 10
 
 // cfgSpoken is what the group's own configuration has it say.
 func cfgSpoken(cfg *conf.Group) spoken {
 	return spokenOf(prefixAddrs(cfg.VIPs), cfg.Advert, cfg.Version)
+}
+
+// spoken is cfgSpoken of the group's configuration, worked out once per
+// configuration: at 255 groups it was rebuilt for every input, snapshot
+// and pair-link message (issue 8). Its addrs are shared, never changed.
+func (g *group) spoken() spoken {
+	if g.spokenFor != g.in.cfg {
+		g.spokenFor, g.spokenCache = g.in.cfg, cfgSpoken(g.in.cfg)
+	}
+	return g.spokenCache
 }
 
 func (g *group) vipOptions() vip.Options {
@@ -392,7 +424,7 @@ func (g *group) Run(ctx context.Context) error {
 		case fn := <-g.cmds:
 			fn()
 		case e := <-g.sockErrs:
-			if e.gen == g.connGen && g.conn != nil {
+			if g.conn != nil && e.sub == g.conn.sub {
 				g.readErrors++
 				g.readLog.warn(g.log, time.Now(), "advert socket read failed; reopening", "err", e.err)
 				g.socketFailed(time.Now(), true)
@@ -409,6 +441,12 @@ func (g *group) Run(ctx context.Context) error {
 		g.reportFault()
 		g.publish()
 	}
+}
+
+// sameSays: a and b tell the peer the same.
+func sameSays(a, b pairGroupMsg) bool {
+	return a.State == b.State && a.Prio == b.Prio && a.Advert == b.Advert && a.Key == b.Key &&
+		slices.Equal(a.Cfg, b.Cfg) && slices.Equal(a.Adv, b.Adv)
 }
 
 // armTimer sets t for the earliest of the machine's deadline and the
@@ -469,7 +507,7 @@ func (g *group) apply(now time.Time, in groupInput) {
 		g.reconfigure(now, old)
 	}
 	g.ensureSocket(now)
-	g.lists = g.lists.heard(now, cfgSpoken(in.cfg), in.peer)
+	g.lists = g.lists.heard(now, g.spoken(), in.peer)
 	g.reconfigureMachine(now)
 	g.applyWant(now)
 }
@@ -478,7 +516,7 @@ func (g *group) apply(now time.Time, in groupInput) {
 func (g *group) reconfigure(now time.Time, old groupInput) {
 	cfg := g.in.cfg
 	if !slices.Equal(cfg.VIPs, old.cfg.VIPs) || cfg.Advert != old.cfg.Advert {
-		g.lists = g.lists.reconfigured(now, cfgSpoken(cfg), g.in.peer)
+		g.lists = g.lists.reconfigured(now, g.spoken(), g.in.peer)
 	}
 	added, removed, err := g.claim.Set(cfg.VIPs, g.vipOptions())
 	if err != nil {
@@ -631,7 +669,7 @@ func (g *group) send(now time.Time, prio uint8) {
 	for _, d := range dsts {
 		b, err := pkt.Marshal(g.connSrc, d)
 		if err == nil {
-			err = g.conn.WriteTo(b, d)
+			err = g.conn.WriteTo(b, g.connSrc, d)
 		}
 		if err != nil {
 			g.sendErrors++
@@ -668,7 +706,7 @@ func (g *group) become(now time.Time, a vrrp.Action) {
 	if resumed {
 		g.log.Info("resumed the state of the replaced instance; notify hooks not run again", "state", a.To.String())
 	} else if len(g.in.cfg.Notify) > 0 {
-		g.hooks.Notify(g.in.cfg.Notify, g.in.cfg.NotifyTimeout, g.name, a.To.String(), fmt.Sprint(g.m.Status().Priority))
+		g.hooks.Notify(g.in.cfg.NotifyAs, g.in.cfg.Notify, g.in.cfg.NotifyTimeout, g.name, a.To.String(), fmt.Sprint(g.m.Status().Priority))
 	}
 }
 
@@ -755,7 +793,13 @@ func (g *group) heal() {
 
 func (g *group) publish() {
 	garp, na, annErrors := g.claim.Counters()
+	st, sp := g.m.Status(), g.spoken()
+	says := &pairGroupMsg{State: st.State, Prio: st.Priority, Cfg: sp.addrs, Advert: sp.advert, Adv: g.lists.adv.addrs}
+	if prev := g.snap.Load(); prev != nil && prev.says != nil && sameSays(*prev.says, *says) {
+		says = prev.says // unchanged: the pair link's cache sees the same pointer
+	}
 	g.snap.Store(&groupSnap{
+		says:       says,
 		cfg:        g.in.cfg,
 		rev:        g.in.rev,
 		status:     g.m.Status(),
@@ -764,7 +808,8 @@ func (g *group) publish() {
 		fault:      g.fault(),
 		tracks:     g.in.want.tracks,
 		adv:        g.lists.adv.addrs,
-		holding:    g.lists.holding(cfgSpoken(g.in.cfg)),
+		holding:    g.lists.holding(g.spoken()),
+		spoken:     g.spoken(),
 		src:        g.connSrc,
 		socket:     g.sockFault,
 		claimErr:   g.claimErr,

@@ -61,7 +61,9 @@ func (c *fakeConn) ReadFrom([]byte) (int, vrrpnet.Meta, error) {
 	return 0, vrrpnet.Meta{}, net.ErrClosed
 }
 
-func (c *fakeConn) WriteTo(b []byte, dst netip.Addr) error {
+func (c *fakeConn) Join() error { return nil }
+
+func (c *fakeConn) WriteTo(b []byte, _, dst netip.Addr) error {
 	c.net.mu.Lock()
 	defer c.net.mu.Unlock()
 	c.net.sent = append(c.net.sent, sentAdvert{b: append([]byte(nil), b...), dst: dst})
@@ -161,7 +163,7 @@ func runGroupEvents(t *testing.T, cl *fakeClaimer, fn *fakeNet, events func(any)
 			link: track.LinkState{Name: "eth0", Exists: true, Up: true, Index: 2, MTU: 1500}},
 	}
 	deps := groupDeps{
-		listen:      fn.listen,
+		socks:       newAdvertSockets(fn.listen, slog.New(slog.DiscardHandler)),
 		newClaimer:  func(string, []netip.Prefix, vip.Options) (claimer, error) { return cl, nil },
 		acceptLocal: func(string) (bool, error) { return false, nil },
 	}

@@ -3,19 +3,20 @@ package daemon
 import (
 	"net/netip"
 	"slices"
-	"sync/atomic"
 	"time"
-
-	"github.com/havip/havip/internal/vrrpnet"
 )
 
-// The advert socket of a group: opened when its interface and source
-// address are there, replaced when the interface comes back with a new
-// index or after read and send errors (with backoff, keeping the old one
-// meanwhile), and read by one goroutine per socket.
+// The advert socket of a group: its interface's shared socket
+// (advertsock.go), attached to when its interface and source address are
+// there, replaced when the interface comes back with a new index or after
+// read and send errors (with backoff, keeping the old one meanwhile).
+// Sending goes through the shared socket too, each advert naming the
+// group's source: a send-only raw socket per group would still be handed
+// a copy of every advert on the interface.
 
+// sockErr is a shared socket's failure, told to each group attached (sub).
 type sockErr struct {
-	gen uint64
+	sub *sockSub
 	err error
 }
 
@@ -44,14 +45,24 @@ func (g *group) ensureSocket(now time.Time) {
 	}
 }
 
-// open opens a new advert socket and, once it works, replaces the current
-// one. A failure keeps the current socket; with none the group is in
-// FAULT. Each attempt pushes the next one back (backoff).
+// open attaches to the interface's advert socket (a new one after an
+// error on the current) and, once that works, gives up the current one. A
+// failure keeps the current socket; with none the group is in FAULT. Each
+// attempt pushes the next one back (backoff).
 func (g *group) open(now time.Time) error {
 	g.connIdx, g.connSrc = g.in.want.link.Index, g.in.want.source
 	g.nextOpen = now.Add(g.backoff)
 	g.backoff = min(2*g.backoff, maxBackoff)
-	c, err := g.deps.listen(vrrpnet.Options{Interface: g.in.cfg.Interface, Source: g.in.want.source, Multicast: !g.in.cfg.Unicast})
+	req := attachReq{
+		fam:       sockFamily{iface: g.in.cfg.Interface, v6: g.sock.v6},
+		multicast: !g.in.cfg.Unicast,
+		ifindex:   g.connIdx,
+		sub:       &sockSub{vrid: g.in.cfg.VRID, rx: g.rx, errs: g.sockErrs, rxDrop: &g.rxDrop},
+	}
+	if g.conn != nil {
+		req.replace = g.conn.s
+	}
+	c, err := g.deps.socks.attach(req, now)
 	if err != nil {
 		g.reopenAt = g.nextOpen
 		if g.conn == nil {
@@ -65,13 +76,13 @@ func (g *group) open(now time.Time) error {
 		// the socket could not be opened): say so, as its start was.
 		g.log.Info("advert socket reopened", "ifindex", g.connIdx, "source", g.connSrc)
 	}
+	if g.conn == nil || g.conn.s != c.s {
+		g.reopens++ // a socket this group did not have: socket_opens
+	}
 	g.closeConn()
-	g.connGen++
 	g.conn, g.openedAt = c, now
 	g.hearOwner()
 	g.sockFault, g.reopenAt = "", time.Time{}
-	g.reopens++
-	go g.readLoop(c, g.connGen)
 	return nil
 }
 
@@ -96,9 +107,8 @@ func (g *group) hearOwner() {
 
 func (g *group) closeConn() {
 	if g.conn != nil {
-		g.conn.Close()
+		g.deps.socks.detach(g.conn)
 		g.conn = nil
-		g.connGen++
 	}
 }
 
@@ -120,24 +130,4 @@ func (g *group) socketFailed(now time.Time, readerDead bool) {
 	}
 	_ = g.open(now)
 	g.applyWant(now)
-}
-
-func (g *group) readLoop(c vrrpnet.Conn, gen uint64) {
-	buf := make([]byte, rxBufferSize)
-	for {
-		n, meta, err := c.ReadFrom(buf)
-		if err != nil {
-			select {
-			case g.sockErrs <- sockErr{gen, err}:
-			default:
-			}
-			return
-		}
-		p := rxPacket{b: append([]byte(nil), buf[:n]...), meta: meta, at: time.Now()}
-		select {
-		case g.rx <- p:
-		default:
-			atomic.AddUint64(&g.rxDrop, 1)
-		}
-	}
 }

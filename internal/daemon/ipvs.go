@@ -25,7 +25,7 @@ type ipvsTask struct {
 	log     *slog.Logger
 	kernel  *ipvsync.NetlinkKernel
 	rec     *ipvsync.Reconciler
-	desired chan ipvsync.Table
+	desired chan ipvsync.Update
 	sync    *mailbox[syncWant]
 	changes atomic.Uint64
 	snap    atomic.Pointer[syncSnap]
@@ -51,7 +51,7 @@ type syncSnap struct {
 // openIPVS opens the kernel handle and the reconciler; a kernel without
 // IPVS is a runtime failure that names the cause and the fix.
 func openIPVS(site *conf.Site, log *slog.Logger) (*ipvsTask, error) {
-	k, err := ipvsync.OpenKernel("")
+	k, err := ipvsync.OpenKernel()
 	if err != nil {
 		return nil, fmt.Errorf("the site declares %d virtual server(s): %w", len(site.VirtualServers), err)
 	}
@@ -64,19 +64,20 @@ func openIPVS(site *conf.Site, log *slog.Logger) (*ipvsTask, error) {
 		k.Close()
 		return nil, err
 	}
-	t := &ipvsTask{log: log, kernel: k, rec: rec, desired: make(chan ipvsync.Table, 1), sync: newMailbox[syncWant]()}
+	t := &ipvsTask{log: log, kernel: k, rec: rec, desired: make(chan ipvsync.Update, 1), sync: newMailbox[syncWant]()}
 	t.snap.Store(&syncSnap{})
 	return t, nil
 }
 
-// setTable hands the reconciler a new table; a newer one replaces one it
-// has not taken yet.
-func (t *ipvsTask) setTable(tb ipvsync.Table) {
+// setTable hands the reconciler a new table or changed services; what it
+// has not taken yet is merged in (the controller is the only sender).
+func (t *ipvsTask) setTable(u ipvsync.Update) {
 	select {
-	case <-t.desired:
+	case old := <-t.desired:
+		u = old.Merge(u)
 	default:
 	}
-	t.desired <- tb
+	t.desired <- u
 }
 
 func (t *ipvsTask) setSync(w syncWant) { t.sync.put(w) }

@@ -1,32 +1,33 @@
 package daemon
 
 import (
-	"context"
-	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"sort"
-	"time"
+	"sync"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
+	"github.com/havip/havip/internal/checks"
 	"github.com/havip/havip/internal/ctl"
 	"github.com/havip/havip/internal/notify"
 )
 
-// metricsTask serves Prometheus metrics from a registry of its own (not
-// the process-wide default): havip's collector, which reads the same
-// published snapshots as status, so a scrape never touches the kernel,
-// takes a controller lock or waits on a group; and client_golang's process
-// and Go runtime collectors.
+// metricsTask serves Prometheus metrics in the text exposition format
+// (promtext.go): havip's metrics, read from the same published snapshots
+// as status, so a scrape never touches the kernel, takes a controller
+// lock or waits on a group, and the standard process_* and go_* ones.
+// It speaks just enough HTTP/1.x for a scraper (httpmetrics.go): net/http
+// cost the daemon 1.1 MB of resident memory for one GET (issue 8).
 type metricsTask struct {
 	addr string
 	l    net.Listener
-	srv  *http.Server
+	snap func() *metricsSnap
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	conns   map[net.Conn]bool // being served (httpmetrics.go)
+	stopped bool
 }
 
 func listenMetrics(addr string, c *controller) (*metricsTask, error) {
@@ -34,45 +35,30 @@ func listenMetrics(addr string, c *controller) (*metricsTask, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(c.registry, promhttp.HandlerOpts{
-		ErrorLog:      promLog{c.log},
-		ErrorHandling: promhttp.ContinueOnError, // a bad metric is logged; the others are still served
-	}))
-	return &metricsTask{addr: addr, l: l, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}, nil
-}
-
-func (m *metricsTask) Run(ctx context.Context) error {
-	errc := make(chan error, 1)
-	go func() { errc <- m.srv.Serve(m.l) }()
-	select {
-	case <-ctx.Done():
-		m.srv.Close()
-		<-errc
-		return nil
-	case err := <-errc:
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
-		}
-		return fmt.Errorf("metrics: %w", err)
-	}
+	return &metricsTask{addr: addr, l: l, snap: c.metricsSnap, log: c.log}, nil
 }
 
 // close releases a listener a refused reload had opened.
 func (m *metricsTask) close() { m.l.Close() }
 
-type promLog struct{ log *slog.Logger }
+// scrape writes one snapshot's metrics to w.
+func (m *metricsTask) scrape(w io.Writer) {
+	if err := writeMetrics(w, m.snap()); err != nil {
+		m.log.Error("metrics: a metric could not be written; the others are served", "err", err)
+	}
+}
 
-func (l promLog) Println(v ...any) { l.log.Error("metrics: " + fmt.Sprint(v...)) }
-
-// newRegistry is the daemon's metrics registry: havip's collector over
-// snap, and the process and Go collectors.
-func newRegistry(snap func() *metricsSnap) *prometheus.Registry {
-	r := prometheus.NewRegistry()
-	r.MustRegister(newCollector(snap),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		collectors.NewGoCollector())
-	return r
+// writeMetrics writes every metric of s, then the process and Go ones.
+// A sample whose labels do not fit its metric (a bug) is left out and
+// named in the error; the rest is written.
+func writeMetrics(w io.Writer, s *metricsSnap) error {
+	pw := &promWriter{w: w}
+	for _, d := range metricDefs {
+		pw.family(d.name, d.help, d.typ)
+		d.collect(s, func(v float64, lv ...string) { pw.sample(d.name, d.labels, lv, v) })
+	}
+	writeProcessMetrics(pw)
+	return pw.err()
 }
 
 // metricsSnap is what one scrape reads, gathered once from what the
@@ -87,6 +73,14 @@ type metricsSnap struct {
 	events  struct{ emitted, lost uint64 }
 	reloads struct{ applied, refused uint64 }
 	drills  struct{ run, refused uint64 }
+	checks  *checkCounts // nil before the health checks start
+}
+
+// checkCounts is what the check runner counts.
+type checkCounts struct {
+	probes   int
+	late     uint64
+	failures map[checks.FailureKey]uint64
 }
 
 // metricsSnap reads the published view and the tasks' snapshots.
@@ -103,6 +97,10 @@ func (c *controller) metricsSnap() *metricsSnap {
 	s.events.emitted, s.events.lost = c.journal.Emitted(), c.journal.LostCount()
 	s.reloads.applied, s.reloads.refused = c.reloadsApplied.Load(), c.reloadsRefused.Load()
 	s.drills.run, s.drills.refused = c.drillsRun.Load(), c.drillsRefused.Load()
+	if v := c.view.Load(); v.checks != nil {
+		r := v.checks.runner
+		s.checks = &checkCounts{probes: r.Probes(), late: r.Late(), failures: r.Failures()}
+	}
 	return s
 }
 
@@ -111,20 +109,15 @@ func (c *controller) metricsSnap() *metricsSnap {
 // in the order of labels).
 type metricDef struct {
 	name, help string
-	typ        prometheus.ValueType
+	typ        metricType
 	labels     []string
 	collect    func(s *metricsSnap, out func(v float64, labelValues ...string))
 }
 
-const (
-	gauge   = prometheus.GaugeValue
-	counter = prometheus.CounterValue
-)
-
 var vrrpStates = []string{"INIT", "BACKUP", "MASTER", "FAULT"}
 
 // perGroup is a metric with one sample per group, labelled group.
-func perGroup(name, help string, typ prometheus.ValueType, get func(g *ctl.GroupStatus) float64) metricDef {
+func perGroup(name, help string, typ metricType, get func(g *ctl.GroupStatus) float64) metricDef {
 	return metricDef{name: name, help: help, typ: typ, labels: []string{"group"},
 		collect: func(s *metricsSnap, out func(float64, ...string)) {
 			for i := range s.st.Groups {
@@ -160,7 +153,7 @@ var metricDefs = []metricDef{
 		func(g *ctl.GroupStatus) float64 { return float64(g.SendErrors) }),
 	perGroup("havip_vrrp_read_errors_total", "Errors reading the advert socket.", counter,
 		func(g *ctl.GroupStatus) float64 { return float64(g.ReadErrors) }),
-	perGroup("havip_vrrp_socket_opens_total", "Advert sockets opened (the first included).", counter,
+	perGroup("havip_vrrp_socket_opens_total", "Advert sockets the group attached to (the first included); one socket per interface and family is shared by its groups.", counter,
 		func(g *ctl.GroupStatus) float64 { return float64(g.Reopens) }),
 	perGroup("havip_vip_announcements_total", "Gratuitous ARPs and unsolicited NAs sent for the group's VIPs.", counter,
 		func(g *ctl.GroupStatus) float64 { return float64(g.Announced) }),
@@ -169,20 +162,49 @@ var metricDefs = []metricDef{
 	{name: "havip_vrrp_dropped_total", help: "Received adverts not acted upon, by reason.", typ: counter, labels: []string{"group", "reason"},
 		collect: func(s *metricsSnap, out func(float64, ...string)) {
 			for _, g := range s.st.Groups {
-				reasons := make([]string, 0, len(g.Drops))
-				for r := range g.Drops {
-					reasons = append(reasons, r)
-				}
-				sort.Strings(reasons)
-				for _, r := range reasons {
+				for _, r := range sortedKeys(g.Drops) {
 					out(float64(g.Drops[r]), g.Name, r)
 				}
+			}
+		}},
+	{name: "havip_vrrp_socket_dropped_total", help: "Packets an interface's advert socket could give to no group, by reason (vrid: no group runs it here; truncated).", typ: counter, labels: []string{"interface", "family", "reason"},
+		collect: func(s *metricsSnap, out func(float64, ...string)) {
+			for _, k := range s.st.Sockets {
+				for _, r := range sortedKeys(k.Drops) {
+					out(float64(k.Drops[r]), k.Interface, k.Family, r)
+				}
+			}
+		}},
+	{name: "havip_vrrp_sockets_opened_total", help: "Advert sockets opened on an interface for an address family (the first included).", typ: counter, labels: []string{"interface", "family"},
+		collect: func(s *metricsSnap, out func(float64, ...string)) {
+			for _, k := range s.st.Sockets {
+				out(float64(k.Opens), k.Interface, k.Family)
 			}
 		}},
 	{name: "havip_check_up", help: "1 while a health-checked target is up.", typ: gauge, labels: []string{"target"},
 		collect: func(s *metricsSnap, out func(float64, ...string)) {
 			for _, ch := range s.st.Checks {
 				out(b2f(ch.Up), ch.Key)
+			}
+		}},
+	{name: "havip_check_probes", help: "Probe loops running: fewer than the checked targets when identical checks share a probe.", typ: gauge,
+		collect: func(s *metricsSnap, out func(float64, ...string)) {
+			if s.checks != nil && len(s.st.Checks) > 0 {
+				out(float64(s.checks.probes))
+			}
+		}},
+	{name: "havip_check_probe_failures_total", help: "Probes that failed, by check type and reason.", typ: counter, labels: []string{"type", "reason"},
+		collect: func(s *metricsSnap, out func(float64, ...string)) {
+			if s.checks != nil {
+				for k, n := range s.checks.failures {
+					out(float64(n), k.Type, string(k.Reason))
+				}
+			}
+		}},
+	{name: "havip_check_late_total", help: "Probes that started late because every goroutine of the blocking-probe pool was busy.", typ: counter,
+		collect: func(s *metricsSnap, out func(float64, ...string)) {
+			if s.checks != nil && len(s.st.Checks) > 0 {
+				out(float64(s.checks.late))
 			}
 		}},
 	{name: "havip_ipvs_changes_total", help: "IPVS writes made by the reconciler (including repairs).", typ: counter,
@@ -266,37 +288,13 @@ var metricDefs = []metricDef{
 		collect: func(s *metricsSnap, out func(float64, ...string)) { out(float64(s.events.lost)) }},
 }
 
-// collector turns one snapshot per scrape into the samples of metricDefs.
-type collector struct {
-	snap  func() *metricsSnap
-	descs []*prometheus.Desc
-}
-
-func newCollector(snap func() *metricsSnap) *collector {
-	c := &collector{snap: snap}
-	for _, d := range metricDefs {
-		c.descs = append(c.descs, prometheus.NewDesc(d.name, d.help, d.labels, nil))
+func sortedKeys(m map[string]uint64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
 	}
-	return c
-}
-
-func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range c.descs {
-		ch <- d
-	}
-}
-
-func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	s := c.snap()
-	for i, d := range metricDefs {
-		d.collect(s, func(v float64, lv ...string) {
-			m, err := prometheus.NewConstMetric(c.descs[i], d.typ, v, lv...)
-			if err != nil {
-				m = prometheus.NewInvalidMetric(c.descs[i], err)
-			}
-			ch <- m
-		})
-	}
+	sort.Strings(keys)
+	return keys
 }
 
 func b2f(b bool) float64 {

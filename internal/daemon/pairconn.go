@@ -67,6 +67,12 @@ type pairSession struct {
 	bye string
 	// set by us: we close it, so its end is no evidence of anything
 	ours bool
+	// peerHB: the peer said it understands heartbeats (pairMsg.HB).
+	peerHB atomic.Bool
+	// sendMu orders what is sent on the session: a heartbeat must follow
+	// the full message it stands for. sent is that message's state.
+	sendMu sync.Mutex
+	sent   *pairLocal
 }
 
 // bind opens the listening sockets; reloads call it before committing,
@@ -373,6 +379,7 @@ func (p *pairLink) serve(ctx context.Context, s *pairwire.Session, from netip.Ad
 
 // readFrom reads frames until the session fails; it returns why.
 func (p *pairLink) readFrom(ps *pairSession, from netip.Addr) error {
+	var last *pairMsg // the last message that carried the peer's state
 	for {
 		_ = ps.s.Conn().SetReadDeadline(time.Now().Add(pairIdle))
 		b, err := ps.s.Recv()
@@ -399,7 +406,19 @@ func (p *pairLink) readFrom(ps *pairSession, from netip.Addr) error {
 				p.log.Info("pair link: the peer says it will close", "peer", ps.peer, "why", m.Bye)
 			}
 		}
-		p.heardFrom(ps.peer, from, m)
+		same := m.Same
+		if same {
+			if last == nil {
+				return fmt.Errorf("%w: a heartbeat before any state", pairwire.ErrMalformed)
+			}
+			m.Rev, m.Groups, m.Drains, m.Table = last.Rev, last.Groups, last.Drains, last.Table
+		} else {
+			last = &m
+		}
+		if m.HB {
+			ps.peerHB.Store(true)
+		}
+		p.heardFrom(ps.peer, from, m, same)
 		if m.Call != nil {
 			p.takeCall(ps, *m.Call)
 		}
@@ -628,20 +647,37 @@ func (p *pairLink) call(ctx context.Context, peer string, c pairCall) (pairAnswe
 	}
 }
 
-// sendExtra sends our state with a call or an answer attached.
+// sendExtra sends our state with a call or an answer attached: in full
+// when it changed since the last full message on the session (or the
+// peer does not understand heartbeats), else as a heartbeat.
 func (p *pairLink) sendExtra(ps *pairSession, c *pairCall, a *pairAnswer) error {
+	ps.sendMu.Lock()
+	defer ps.sendMu.Unlock()
 	l := p.local()
 	site, _ := p.config()
+	same := ps.peerHB.Load() && ps.sent != nil && sameLocal(*ps.sent, l)
 	p.mu.Lock()
 	p.seq++
-	m := pairMsg{Site: site, Node: p.node, Seq: p.seq, Rev: l.rev, Groups: l.groups, Drains: l.drains, Table: l.table, Bye: p.byeWhy, Call: c, Answer: a}
+	m := pairMsg{Site: site, Node: p.node, Seq: p.seq, Bye: p.byeWhy, Call: c, Answer: a, HB: !p.noHeartbeats, Same: same}
 	p.mu.Unlock()
+	if !same {
+		m.Rev, m.Groups, m.Drains, m.Table = l.rev, l.groups, l.drains, l.table
+	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
 	_ = ps.s.Conn().SetWriteDeadline(time.Now().Add(pairIdle))
-	return ps.s.Send(b)
+	if err := ps.s.Send(b); err != nil {
+		return err
+	}
+	if same {
+		p.sentSame.Add(1)
+	} else {
+		p.sentFull.Add(1)
+		ps.sent = &l
+	}
+	return nil
 }
 
 // takeCall hands a call from the peer to the controller, or refuses it.

@@ -44,6 +44,7 @@ func (c *controller) status() *ctl.Status {
 		gs.Pending = v.pending[g.name]
 		st.Groups = append(st.Groups, gs)
 	}
+	st.Sockets = c.socks.status()
 	for _, p := range ps.peers {
 		out := ctl.PeerStatus{Node: p.node, Address: p.addr.String(), Alive: p.alive, LastSeen: p.lastSeen, Revision: p.rev,
 			LinkUp: p.linkUp, Trusted: p.trusted, LinkError: p.dialErr}
@@ -66,7 +67,7 @@ func (c *controller) status() *ctl.Status {
 	}
 	if v.checks != nil {
 		for _, r := range v.checks.runner.Snapshot() {
-			st.Checks = append(st.Checks, ctl.CheckStatus{Key: r.Key, Up: r.Up, Reason: r.Reason, Since: r.Since})
+			st.Checks = append(st.Checks, ctl.CheckStatus{Key: r.Key, Up: r.Up, Reason: r.Reason, Since: r.Since, SharedBy: r.SharedBy})
 		}
 	}
 	return st

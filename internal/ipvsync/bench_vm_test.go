@@ -24,30 +24,36 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// BenchmarkVMIPVSScale programs a large IPVS table in the VM and compares
-// the reconciler with `ipvsadm -R` restoring the same table, then times one
-// weight change and a no-op reconcile on the full table. Run it with
+// BenchmarkVMIPVSScale programs a large IPVS table in the VM and prints,
+// in one run: cold programming by the reconciler against `ipvsadm -R`
+// restoring the same table (target ratio <= 0.25); one health change end
+// to end (the new health, DesiredService, ReconcileUpdate, the kernel
+// write done; target < 5 ms) and a rack of 100 at once (target < 1 s); a
+// no-op repair pass against `ipvsadm -Ln` reading the same table (target
+// ratio <= 0.2) with its netlink requests; how many passes repair a
+// destination re-weighted behind havip's back (bound auditSlices); and
+// the repair after `ipvsadm -C` (time, passes; target 1 pass). Run it with
 //
-//	go run ./test/vmlab/vmrun -pkg ./internal/ipvsync -run '^$' -bench VMIPVSScale -timeout 20m -- -test.benchtime=1x
+//	go run ./test/vmlab/vmrun -pkg ./internal/ipvsync -run '^$' -bench VMIPVSScale -timeout 25m -- -test.benchtime=1x
 //
-// The default, 10000 services x 10 real servers, one cold run of each tool
-// and 3 no-op and 4 weight-change runs, takes about 4 minutes of TCG VM
-// time (each further cold repetition about 1m50s, most of it ipvsadm -R).
+// The default, 10000 services x 10 real servers, takes about 7-9 minutes
+// of TCG VM time: `ipvsadm -R` 1.5-3.5 minutes, the repair after
+// `ipvsadm -C` 3 minutes (every add scans the kernel's destination trash).
 //
 // Environment (vmrun -env KEY=VALUE): HAVIP_BENCH_SERVICES (10000),
 // HAVIP_BENCH_DESTS (10), HAVIP_BENCH_REPS (cold runs of each tool, 1),
-// HAVIP_BENCH_STEADY_REPS (no-op runs, 3; weight-change runs, the next even
-// number); HAVIP_BENCH_AFTER_FLUSH=1 also times both tools refilling the
-// table right after `ipvsadm -C` in the same namespace (the destination
-// trash full; several minutes at the default size); HAVIP_BENCH_CPUPROFILE, a
-// comma-separated subset of cold,weight,noop, profiles the first reconcile
-// of those phases and prints each profile, base64, between "PPROF-BEGIN
-// phase" and "PPROF-END" lines (decode them on the host).
+// HAVIP_BENCH_STEADY_REPS (no-op runs, 3; health changes, at least 10);
+// HAVIP_BENCH_AFTER_FLUSH=1 also times ipvsadm -R refilling the table
+// right after `ipvsadm -C` in the same namespace (the destination trash
+// full); HAVIP_BENCH_CPUPROFILE, a comma-separated subset of
+// cold,weight,noop, profiles the first reconcile of those phases (weight:
+// the first health change) and prints each profile, base64, between
+// "PPROF-BEGIN phase" and "PPROF-END" lines (decode them on the host).
 //
 // Everything runs in a fresh network namespace, so the VM's own table is
-// never touched. The ratio reconcile/ipvsadm -R is printed (target <= 1.0),
-// not asserted, as timings under TCG are noisy; the write counts are
-// asserted: exactly 1 for one weight change, 0 for a no-op.
+// never touched. Timings are printed, not asserted, as timings under TCG
+// are noisy; the write counts are asserted: exactly 1 for one health
+// change, 0 for a no-op, and the re-weight repaired within the bound.
 func BenchmarkVMIPVSScale(b *testing.B) {
 	nSvc := benchEnvInt(b, "HAVIP_BENCH_SERVICES", 10000)
 	nDst := benchEnvInt(b, "HAVIP_BENCH_DESTS", 10)
@@ -114,7 +120,7 @@ func benchNetns(b *testing.B) (enter func() (k *countingKernel, leave func())) {
 		if err := netlink.AddrAdd(lo, a); err != nil {
 			b.Fatalf("address on lo: %v", err)
 		}
-		nk, err := OpenKernel("")
+		nk, err := OpenKernel()
 		if err != nil {
 			b.Fatalf("OpenKernel: %v", err)
 		}
@@ -182,7 +188,9 @@ func ipvsadmRules(t Table) []byte {
 type countingKernel struct {
 	Kernel
 	writes, svcDumps, destDumps int
-	// readTime and writeTime add up the time spent in reads and writes;
+	// readTime and writeTime add up the time spent in reads and writes
+	// (writes is the number of writes, each one netlink request, sent in
+	// batches);
 	// svcTime is the part of readTime spent listing services.
 	readTime, writeTime, svcTime time.Duration
 }
@@ -196,14 +204,6 @@ func (c *countingKernel) read(f func()) {
 	t0 := time.Now()
 	f()
 	c.readTime += time.Since(t0)
-}
-
-func (c *countingKernel) write(f func() error) error {
-	c.writes++
-	t0 := time.Now()
-	err := f()
-	c.writeTime += time.Since(t0)
-	return err
 }
 
 // split says where the time of a reconcile that took d went.
@@ -232,23 +232,12 @@ func (c *countingKernel) Destinations(s *ipvs.Service) (out []*ipvs.Destination,
 	c.read(func() { out, err = c.Kernel.Destinations(s) })
 	return out, err
 }
-func (c *countingKernel) NewService(s *ipvs.Service) error {
-	return c.write(func() error { return c.Kernel.NewService(s) })
-}
-func (c *countingKernel) UpdateService(s *ipvs.Service) error {
-	return c.write(func() error { return c.Kernel.UpdateService(s) })
-}
-func (c *countingKernel) DelService(s *ipvs.Service) error {
-	return c.write(func() error { return c.Kernel.DelService(s) })
-}
-func (c *countingKernel) NewDestination(s *ipvs.Service, d *ipvs.Destination) error {
-	return c.write(func() error { return c.Kernel.NewDestination(s, d) })
-}
-func (c *countingKernel) UpdateDestination(s *ipvs.Service, d *ipvs.Destination) error {
-	return c.write(func() error { return c.Kernel.UpdateDestination(s, d) })
-}
-func (c *countingKernel) DelDestination(s *ipvs.Service, d *ipvs.Destination) error {
-	return c.write(func() error { return c.Kernel.DelDestination(s, d) })
+func (c *countingKernel) Write(ws []Write) (errs []error) {
+	c.writes += len(ws)
+	t0 := time.Now()
+	errs = c.Kernel.Write(ws)
+	c.writeTime += time.Since(t0)
+	return errs
 }
 
 // ipvsCounts counts the services and destinations in this namespace's
@@ -438,56 +427,73 @@ func benchScale(b *testing.B, nSvc, nDst, reps, steady int, afterFlush bool, pro
 	}
 	// It is the table the reconciler writes: a reconciler has nothing to
 	// do over it (this also makes the reconciler own its services).
-	if ch, err := r.Reconcile(tab); err != nil || len(ch) != 0 {
+	if ch, err := r.ReconcileUpdate(Update{Table: &tab}); err != nil || len(ch) != 0 {
 		b.Fatalf("reconcile over the ipvsadm -R table: %d changes (want 0), err %v; first: %v", len(ch), err, ch[:min(3, len(ch))])
 	}
 
-	// 2. One weight changes on the full table; then back.
-	changed := Table{Services: slices.Clone(tab.Services)}
-	mid := nSvc / 2
-	changed.Services[mid].Dests = slices.Clone(changed.Services[mid].Dests)
-	changed.Services[mid].Dests[nDst/2].Weight = 2
-	var weight []time.Duration
-	var weightWrites, weightReads []int
-	for rep := range 2 * ((steady + 1) / 2) {
-		want := changed
-		if rep%2 == 1 {
-			want = tab
-		}
+	// 2. Health changes on the full table, as the daemon applies them:
+	// the health result flips, the services of the real servers it
+	// names are recomputed (DesiredService) and handed to
+	// ReconcileUpdate, which replaces them in its table. One real
+	// server, then a rack: one real server in each of 100 services.
+	vss := benchSite(nSvc, nDst)
+	health := benchHealth{}
+	healthChange := func(what string, idx []int, down bool, prof bool) (time.Duration, int, int) {
+		b.Helper()
 		k.reset()
 		runtime.GC()
-		stop := startProfile(b, rep == 0 && slices.Contains(profile, "weight"), "weight")
+		stop := startProfile(b, prof, what)
 		b.StartTimer()
 		t0 := time.Now()
-		// The daemon's path for a new table: only changed services.
-		ch, err := r.ReconcileChanges(want)
+		set := make([]Service, len(idx))
+		for n, i := range idx {
+			health[vss[i].RealServers[nDst/2].Address] = !down
+			set[n] = DesiredService(vss[i], health)
+		}
+		ch, err := r.ReconcileUpdate(Update{Set: set})
 		d := time.Since(t0)
 		b.StopTimer()
 		stop()
-		fmt.Printf("  weight rep %d: %v (%d writes, %d reads; %s)\n", rep+1, d.Round(time.Millisecond), k.writes, k.svcDumps+k.destDumps, k.split(d))
-		weightReads = append(weightReads, k.svcDumps+k.destDumps)
 		if err != nil {
-			b.Fatalf("weight change: %v", err)
+			b.Fatalf("%s: %v", what, err)
 		}
-		if len(ch) != 1 || ch[0].Op != OpUpdateDest {
-			b.Errorf("weight change: changes %v, want one update-dest", ch)
+		if len(ch) != len(idx) {
+			b.Errorf("%s: %d changes, want %d: %v", what, len(ch), len(idx), ch[:min(3, len(ch))])
 		}
-		weight = append(weight, d)
-		weightWrites = append(weightWrites, k.writes)
+		fmt.Printf("  %s: %v (%d writes, %d reads; %s)\n", what, d.Round(time.Microsecond), k.writes, k.svcDumps+k.destDumps, k.split(d))
+		return d, k.writes, k.svcDumps + k.destDumps
 	}
-	checkTable("after weight changes")
+	var one, rack []time.Duration
+	var oneWrites, oneReads []int
+	rackIdx := make([]int, 0, 100)
+	for i := range min(100, nSvc) {
+		rackIdx = append(rackIdx, i*nSvc/min(100, nSvc))
+	}
+	for rep := range max(10, 2*((steady+1)/2)) { // each is milliseconds: enough for a median
+		d, w, rd := healthChange(fmt.Sprintf("one health change rep %d", rep+1), []int{nSvc / 2}, rep%2 == 0,
+			rep == 0 && slices.Contains(profile, "weight"))
+		one, oneWrites, oneReads = append(one, d), append(oneWrites, w), append(oneReads, rd)
+	}
+	for rep := range 2 {
+		d, _, _ := healthChange(fmt.Sprintf("rack of %d health changes rep %d", len(rackIdx), rep+1), rackIdx, rep%2 == 0, false)
+		rack = append(rack, d)
+	}
+	checkTable("after health changes")
 
-	// 3. No-op reconcile on the full table, and `ipvsadm -Ln` reading the
-	// same table for comparison.
+	// 3. No-op full reconciles (the periodic repair) on the full table,
+	// and `ipvsadm -Ln` reading the same table for comparison. The repair
+	// reads every service and the destinations of one slice of them, so
+	// the passes cost alike; the first pass after the health changes also
+	// audits nothing more (the table was applied).
 	var noop, list []time.Duration
 	var noopWrites, noopDumps []int
-	for rep := range steady {
+	for rep := range max(steady, 3) {
 		k.reset()
 		runtime.GC()
 		stop := startProfile(b, rep == 0 && slices.Contains(profile, "noop"), "noop")
 		b.StartTimer()
 		t0 := time.Now()
-		ch, err := r.Reconcile(tab)
+		ch, err := r.Reconcile(r.want)
 		d := time.Since(t0)
 		b.StopTimer()
 		stop()
@@ -497,43 +503,89 @@ func benchScale(b *testing.B, nSvc, nDst, reps, steady int, afterFlush bool, pro
 		noop = append(noop, d)
 		noopWrites = append(noopWrites, k.writes)
 		noopDumps = append(noopDumps, k.svcDumps+k.destDumps)
-		fmt.Printf("  no-op rep %d: %v (%d writes; %s)\n", rep+1, d.Round(time.Millisecond), k.writes, k.split(d))
+		fmt.Printf("  no-op rep %d: %v (%d writes, %d requests; %s)\n", rep+1, d.Round(time.Millisecond), k.writes, k.svcDumps+k.destDumps, k.split(d))
 	}
-	list = append(list, ipvsadm(b, nil, "-L", "-n"))
+	for range 3 {
+		list = append(list, ipvsadm(b, nil, "-L", "-n"))
+	}
 
-	// 4. Repair after `ipvsadm -C` of the full table, in the same
-	// namespace: every destination is in the trash now.
-	var flushRec, flushRes time.Duration
+	// 4. A destination re-weighted behind havip's back is repaired
+	// within auditSlices passes.
+	mid := nSvc / 2
+	behind := r.want.Services[mid].toKernel()
+	odd := r.want.Services[mid].Dests[0]
+	odd.Weight += 5
+	if errs := k.Kernel.Write([]Write{{OpUpdateDest, behind, odd.toKernel()}}); errs[0] != nil {
+		b.Fatalf("re-weight behind havip's back: %v", errs[0])
+	}
+	reweightPasses := 0
+	for reweightPasses < 2*auditSlices {
+		reweightPasses++
+		ch, err := r.Reconcile(r.want)
+		if err != nil {
+			b.Fatalf("repair of a re-weight: %v", err)
+		}
+		if len(ch) > 0 {
+			break
+		}
+	}
+	fmt.Printf("  re-weight behind havip's back: repaired by pass %d\n", reweightPasses)
+
+	// 5. Repair after `ipvsadm -C` of the full table, in the same
+	// namespace (every destination is in the kernel's trash now, which
+	// each add scans): passes until the table is whole, and the time of
+	// the first. Optionally ipvsadm -R refilling it too.
+	ipvsadm(b, nil, "-C")
+	k.reset()
+	t0 := time.Now()
+	ch, err := r.Reconcile(r.want)
+	flushRec := time.Since(t0)
+	if err != nil {
+		b.Fatalf("repair after ipvsadm -C: %v", err)
+	}
+	flushPasses := 1
+	fmt.Printf("  repair after ipvsadm -C: %v, %d writes (%s)\n", flushRec.Round(time.Millisecond), len(ch), k.split(flushRec))
+	checkTable("after repairing ipvsadm -C")
+	if ch, err := r.Reconcile(r.want); err != nil || len(ch) != 0 {
+		flushPasses++
+		b.Errorf("the pass after the repair wrote %d changes, err %v", len(ch), err)
+	}
+	var flushRes time.Duration
 	if afterFlush {
-		ipvsadm(b, nil, "-C")
-		flushRec = coldReconcile(k, "Reconcile after ipvsadm -C (trash full)", false)
 		ipvsadm(b, nil, "-C")
 		flushRes = restore("ipvsadm -R after ipvsadm -C (trash full)")
 	}
 
 	mc, mr := median(cold), median(restored)
 	ratio := float64(mc) / float64(mr)
-	mw, mn, ml := median(weight), median(noop), median(list)
-	maxW, maxN := slices.Max(weightWrites), slices.Max(noopWrites)
+	mo, mk, mn, ml := median(one), median(rack), median(noop), median(list)
+	noopRatio := float64(mn) / float64(ml)
+	maxW, maxN := slices.Max(oneWrites), slices.Max(noopWrites)
 
 	row := func(name string, d time.Duration, all []time.Duration) {
-		fmt.Printf("%-48s %12v  %s\n", name, d.Round(time.Millisecond), fmtDurs(all))
+		fmt.Printf("%-52s %12v  %s\n", name, d.Round(time.Microsecond), fmtDurs(all))
 	}
-	fmt.Printf("\n%-48s %12s  %s\n", fmt.Sprintf("%d x %d, medians", nSvc, nDst), "median", "all runs")
+	fmt.Printf("\n%-52s %12s  %s\n", fmt.Sprintf("%d x %d, medians", nSvc, nDst), "median", "all runs")
 	row("cold: Reconcile (NetlinkKernel), fresh netns", mc, cold)
 	row("cold: ipvsadm -R (same table), fresh netns", mr, restored)
-	fmt.Printf("%-48s %12.2f  (target <= 1.0)\n", "cold: ratio havip/ipvsadm", ratio)
-	fmt.Printf("%-48s %12.1f\n", "cold: µs per object (Reconcile)", float64(mc.Microseconds())/float64(total))
-	fmt.Printf("%-48s %12.1f\n", "cold: µs per object (ipvsadm -R)", float64(mr.Microseconds())/float64(total))
-	row("one weight change: ReconcileChanges", mw, weight)
-	fmt.Printf("%-48s %12d  %v (target 1)\n", "one weight change: writes", maxW, weightWrites)
-	fmt.Printf("%-48s %12d  %v\n", "one weight change: reads", slices.Max(weightReads), weightReads)
-	row("no-op: full Reconcile (the 2s resync)", mn, noop)
-	fmt.Printf("%-48s %12d  %v (target 0)\n", "no-op: writes", maxN, noopWrites)
-	fmt.Printf("%-48s %12d\n", "no-op: netlink dump requests", noopDumps[0])
+	fmt.Printf("%-52s %12.2f  (target <= 0.25)\n", "cold: ratio havip/ipvsadm -R", ratio)
+	fmt.Printf("%-52s %12.1f\n", "cold: µs per object (Reconcile)", float64(mc.Microseconds())/float64(total))
+	fmt.Printf("%-52s %12.1f\n", "cold: µs per object (ipvsadm -R)", float64(mr.Microseconds())/float64(total))
+	row("one health change, end to end", mo, one)
+	fmt.Printf("%-52s %12s  (target < 5ms)\n", "", "")
+	fmt.Printf("%-52s %12d  %v (target 1)\n", "one health change: writes", maxW, oneWrites)
+	fmt.Printf("%-52s %12d  %v\n", "one health change: reads", slices.Max(oneReads), oneReads)
+	row(fmt.Sprintf("rack: %d health changes at once", len(rackIdx)), mk, rack)
+	fmt.Printf("%-52s %12s  (target < 1s)\n", "", "")
+	row("no-op repair pass (full Reconcile)", mn, noop)
 	row("read: ipvsadm -Ln of the full table", ml, list)
+	fmt.Printf("%-52s %12.2f  (target <= 0.2)\n", "no-op repair: ratio havip/ipvsadm -Ln", noopRatio)
+	fmt.Printf("%-52s %12d  %v (target 0)\n", "no-op repair: writes", maxN, noopWrites)
+	fmt.Printf("%-52s %12d  %v (ipvsadm -Ln: %d)\n", "no-op repair: netlink requests per pass", slices.Max(noopDumps), noopDumps, nSvc+1)
+	fmt.Printf("%-52s %12d  (bound %d)\n", "re-weight behind havip's back: repaired by pass", reweightPasses, auditSlices)
+	row("after ipvsadm -C: first repair pass", flushRec, nil)
+	fmt.Printf("%-52s %12d  (target 1)\n", "after ipvsadm -C: passes to a whole table", flushPasses)
 	if afterFlush {
-		row("after ipvsadm -C: Reconcile (repair)", flushRec, nil)
 		row("after ipvsadm -C: ipvsadm -R", flushRes, nil)
 	}
 	fmt.Println()
@@ -541,18 +593,29 @@ func benchScale(b *testing.B, nSvc, nDst, reps, steady int, afterFlush bool, pro
 	b.ReportMetric(mc.Seconds(), "cold-reconcile-s")
 	b.ReportMetric(mr.Seconds(), "cold-ipvsadm-R-s")
 	b.ReportMetric(ratio, "cold-ratio")
-	b.ReportMetric(float64(mw.Microseconds())/1000, "weight-ms")
-	b.ReportMetric(float64(maxW), "weight-writes")
+	b.ReportMetric(float64(mo.Microseconds())/1000, "health-ms")
+	b.ReportMetric(float64(mk.Microseconds())/1000, "rack-ms")
 	b.ReportMetric(float64(mn.Microseconds())/1000, "noop-ms")
-	b.ReportMetric(float64(maxN), "noop-writes")
-	if afterFlush {
-		b.ReportMetric(flushRec.Seconds(), "repair-after-flush-s")
-	}
+	b.ReportMetric(noopRatio, "noop-ratio")
+	b.ReportMetric(float64(slices.Max(noopDumps)), "noop-requests")
+	b.ReportMetric(flushRec.Seconds(), "repair-after-flush-s")
 
 	if maxW != 1 {
-		b.Errorf("one weight change made %d writes (%v), want 1", maxW, weightWrites)
+		b.Errorf("one health change made %d writes (%v), want 1", maxW, oneWrites)
 	}
 	if maxN != 0 {
 		b.Errorf("no-op reconcile made %d writes, want 0", maxN)
 	}
+	if reweightPasses > auditSlices {
+		b.Errorf("a re-weight behind havip's back took %d passes to repair, bound %d", reweightPasses, auditSlices)
+	}
+}
+
+// benchHealth is the health of the benchmark's real servers: up unless
+// set.
+type benchHealth map[netip.AddrPort]bool
+
+func (h benchHealth) Up(_ string, rs netip.AddrPort) bool {
+	up, ok := h[rs]
+	return !ok || up
 }

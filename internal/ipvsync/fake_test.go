@@ -265,3 +265,27 @@ func cloneDest(d *ipvs.Destination) *ipvs.Destination {
 	c.Address = slices.Clone(d.Address)
 	return &c
 }
+
+// Write makes the writes one by one, as the kernel handles a batch.
+func (f *FakeKernel) Write(ws []Write) []error {
+	errs := make([]error, len(ws))
+	for i, w := range ws {
+		switch w.Op {
+		case OpAddService:
+			errs[i] = f.NewService(w.Service)
+		case OpUpdateService:
+			errs[i] = f.UpdateService(w.Service)
+		case OpDelService:
+			errs[i] = f.DelService(w.Service)
+		case OpAddDest:
+			errs[i] = f.NewDestination(w.Service, w.Dest)
+		case OpUpdateDest:
+			errs[i] = f.UpdateDestination(w.Service, w.Dest)
+		case OpDelDest:
+			errs[i] = f.DelDestination(w.Service, w.Dest)
+		default:
+			errs[i] = fmt.Errorf("fake: unknown write %q", w.Op)
+		}
+	}
+	return errs
+}

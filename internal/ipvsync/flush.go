@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/havip/havip/internal/samens"
 	"github.com/moby/ipvs"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -110,7 +111,7 @@ func startFlusher(every time.Duration, port uint16, log *slog.Logger) (*flusher,
 		defer h.Close() // this goroutine's alone from here
 		defer ns.Close()
 		runtime.LockOSThread() // not unlocked: a thread moved to ns exits with the goroutine
-		if err := netns.Set(ns); err != nil {
+		if err := samens.Enter(ns); err != nil {
 			log.Error("ipvsync: sync flush cannot enter its network namespace; not flushing", "err", err)
 			return
 		}

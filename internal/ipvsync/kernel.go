@@ -2,8 +2,6 @@ package ipvsync
 
 import (
 	"encoding/binary"
-	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 
@@ -14,75 +12,74 @@ import (
 // Kernel is the part of the IPVS netlink API the reconciler uses. One
 // Kernel value must be used by one goroutine at a time.
 type Kernel interface {
+	// Services lists every service; a dump the kernel flags interrupted
+	// is an error (errInconsistent). IPVS's dumps resume by position, so
+	// one racing with a writer can also skip or repeat a service
+	// unflagged: the reconciler lists twice around its destination reads.
 	Services() ([]*ipvs.Service, error)
 	// Service reads one service; (nil, nil) when the kernel has none.
 	Service(*ipvs.Service) (*ipvs.Service, error)
 	Destinations(*ipvs.Service) ([]*ipvs.Destination, error)
-	NewService(*ipvs.Service) error
-	UpdateService(*ipvs.Service) error
-	DelService(*ipvs.Service) error
-	NewDestination(*ipvs.Service, *ipvs.Destination) error
-	UpdateDestination(*ipvs.Service, *ipvs.Destination) error
-	DelDestination(*ipvs.Service, *ipvs.Destination) error
+	// Write makes the writes in order and returns one error for each (nil
+	// when it was done). A failed write does not stop the ones after it.
+	Write([]Write) []error
 }
 
-// NetlinkKernel is Kernel over a moby/ipvs handle.
+// Write is one kernel write: Dest is nil for the service operations.
+type Write struct {
+	Op      Op
+	Service *ipvs.Service
+	Dest    *ipvs.Destination
+}
+
+// NetlinkKernel is Kernel over the IPVS generic netlink family, with
+// pipelined writes (netlink.go).
 type NetlinkKernel struct {
-	h *ipvs.Handle
+	c *ipvsConn
 }
 
 var _ Kernel = (*NetlinkKernel)(nil)
 
-// OpenKernel opens an IPVS handle in the network namespace at nsPath ("" =
-// the current one). It first checks that the kernel has IPVS at all,
-// because moby/ipvs silently accepts every command when it has not.
-func OpenKernel(nsPath string) (*NetlinkKernel, error) {
+// OpenKernel opens an IPVS netlink socket in the calling thread's network
+// namespace. It first checks that the kernel has IPVS at all, and says
+// how to fix it when it has not.
+func OpenKernel() (*NetlinkKernel, error) {
 	if err := Probe(); err != nil {
 		return nil, err
 	}
-	h, err := ipvs.New(nsPath)
+	c, err := dialIPVS()
 	if err != nil {
-		return nil, fmt.Errorf("ipvsync: open IPVS netlink handle: %w", err)
+		return nil, err
 	}
-	return &NetlinkKernel{h: h}, nil
+	return &NetlinkKernel{c: c}, nil
 }
 
 // Close releases the netlink socket.
-func (k *NetlinkKernel) Close() { k.h.Close() }
+func (k *NetlinkKernel) Close() { k.c.close() }
 
-func (k *NetlinkKernel) Services() ([]*ipvs.Service, error) { return k.h.GetServices() }
+func (k *NetlinkKernel) Services() ([]*ipvs.Service, error) { return k.c.services() }
 func (k *NetlinkKernel) Service(s *ipvs.Service) (*ipvs.Service, error) {
-	got, err := k.h.GetService(s)
-	if errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT) {
+	got, err := k.c.service(s)
+	if isNotExist(err) {
 		return nil, nil
 	}
 	return got, err
 }
 func (k *NetlinkKernel) Destinations(s *ipvs.Service) ([]*ipvs.Destination, error) {
-	return k.h.GetDestinations(s)
+	return k.c.dests(s)
 }
-func (k *NetlinkKernel) NewService(s *ipvs.Service) error    { return k.h.NewService(s) }
-func (k *NetlinkKernel) UpdateService(s *ipvs.Service) error { return k.h.UpdateService(s) }
-func (k *NetlinkKernel) DelService(s *ipvs.Service) error    { return k.h.DelService(s) }
-func (k *NetlinkKernel) NewDestination(s *ipvs.Service, d *ipvs.Destination) error {
-	return k.h.NewDestination(s, d)
-}
-func (k *NetlinkKernel) UpdateDestination(s *ipvs.Service, d *ipvs.Destination) error {
-	return k.h.UpdateDestination(s, d)
-}
-func (k *NetlinkKernel) DelDestination(s *ipvs.Service, d *ipvs.Destination) error {
-	return k.h.DelDestination(s, d)
-}
+func (k *NetlinkKernel) Write(ws []Write) []error { return k.c.write(ws) }
 
 // Flush removes every IPVS service, havip's and everybody else's. havip
 // itself never calls it; tests use it to break the table behind the
 // reconciler's back.
-func (k *NetlinkKernel) Flush() error { return k.h.Flush() }
+func (k *NetlinkKernel) Flush() error { return k.c.flush() }
 
 // kernelNetmask encodes a persistence prefix length the way the kernel
 // reads IPVS_SVC_ATTR_NETMASK: for IPv4 a netmask in network byte order,
 // for IPv6 the prefix length as a plain number. moby/ipvs writes and reads
-// the attribute in host byte order, so the IPv4 mask is pre-swapped here.
+// the attribute in host byte order (as moby/ipvs did), so the IPv4 mask is
+// pre-swapped here.
 func kernelNetmask(fam uint16, bits int) uint32 {
 	if fam == unix.AF_INET6 {
 		return uint32(bits)
@@ -95,7 +92,7 @@ func kernelNetmask(fam uint16, bits int) uint32 {
 	return binary.NativeEndian.Uint32(b[:])
 }
 
-// toKernel builds the moby/ipvs service for s, complete enough for
+// toKernel builds the kernel service for s, complete enough for
 // NewService and UpdateService (Netmask and AddressFamily are mandatory).
 func (s *Service) toKernel() *ipvs.Service {
 	ks := &ipvs.Service{

@@ -28,7 +28,7 @@ func TestProbe(t *testing.T) {
 		}
 	}
 	// OpenKernel must refuse too, instead of moby/ipvs's silent success.
-	if _, err := OpenKernel(""); !errors.Is(err, ErrNoIPVS) {
+	if _, err := OpenKernel(); !errors.Is(err, ErrNoIPVS) {
 		t.Errorf("OpenKernel on a kernel without IPVS = %v, want ErrNoIPVS", err)
 	}
 }

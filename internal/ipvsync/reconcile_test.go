@@ -248,14 +248,15 @@ func TestRunRepairsOnResync(t *testing.T) {
 	r := newRec(t, k, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	tables := make(chan Table, 1)
+	tables := make(chan Update, 1)
 	changes := make(chan Changes, 10)
 	done := make(chan struct{})
 	go func() {
 		r.Run(ctx, tables, 20*time.Millisecond, func(c Changes) { changes <- c })
 		close(done)
 	}()
-	tables <- desired(nil, web())
+	tab := desired(nil, web())
+	tables <- Update{Table: &tab}
 	wait := func() Changes {
 		select {
 		case c := <-changes:

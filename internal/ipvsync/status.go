@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -65,6 +66,10 @@ type Published struct {
 func (r *Reconciler) Published() Published {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.rowsStale {
+		r.pub.Rows = slices.Clone(r.rows)
+		r.rowsStale = false
+	}
 	return r.pub
 }
 
@@ -73,7 +78,11 @@ func (r *Reconciler) Published() Published {
 // targeted reconcile) and the rows of the others are copied from prev.
 func statusRows(t Table, cur map[ServiceKey]*kernelService, only map[ServiceKey]bool, prev []ServiceStatus) []ServiceStatus {
 	var kept map[ServiceKey]ServiceStatus
-	if only != nil {
+	aligned := len(prev) == len(t.Services) // most often: prev is of the same table
+	for i := 0; aligned && i < len(prev); i++ {
+		aligned = prev[i].Key == t.Services[i].Key
+	}
+	if only != nil && !aligned {
 		kept = make(map[ServiceKey]ServiceStatus, len(prev))
 		for _, st := range prev {
 			kept[st.Key] = st
@@ -82,9 +91,15 @@ func statusRows(t Table, cur map[ServiceKey]*kernelService, only map[ServiceKey]
 	out := make([]ServiceStatus, 0, len(t.Services))
 	for i := range t.Services {
 		s := &t.Services[i]
-		if st, ok := kept[s.Key]; ok && !only[s.Key] {
-			out = append(out, st)
-			continue
+		if only != nil && !only[s.Key] {
+			if aligned {
+				out = append(out, prev[i])
+				continue
+			}
+			if st, ok := kept[s.Key]; ok {
+				out = append(out, st)
+				continue
+			}
 		}
 		out = append(out, statusRow(s, cur[s.Key]))
 	}
@@ -103,7 +118,8 @@ func statusRow(s *Service, ks *kernelService) ServiceStatus {
 		st.Timeout = ks.svc.Timeout
 	}
 	st.Flags = FlagNames(st.Scheduler, flags)
-	dests := map[netip.AddrPort]bool{}
+	dests := make(map[netip.AddrPort]bool, len(s.Backends)+1)
+	st.Dests = make([]DestStatus, 0, len(s.Backends)+1)
 	row := func(a netip.AddrPort, fwd, health string) {
 		ds := DestStatus{Address: a, Forward: fwd, Health: health}
 		if ks != nil {

@@ -1,5 +1,6 @@
-// Package notify runs operator hooks: argv without a shell, one after
-// another in the order they were queued, each bounded by its timeout. It
+// Package notify runs operator hooks: argv without a shell, as the user
+// each is given (runas: no supplementary groups, a clean environment), one
+// after another in the order they were queued, each bounded by its timeout. It
 // never blocks the caller: Notify only queues, and a full queue drops the
 // hook, counts it and logs it. It knows nothing of VRRP or of the site
 // file; the caller builds the arguments and chooses the timeouts.
@@ -16,6 +17,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/havip/havip/internal/runas"
 )
 
 // waitDelay is how long a finished or killed hook's output is still read:
@@ -60,6 +63,7 @@ type Runner struct {
 }
 
 type hook struct {
+	as      *runas.User
 	argv    []string
 	timeout time.Duration
 }
@@ -69,11 +73,12 @@ func New(log *slog.Logger, opt Options) *Runner {
 	return &Runner{log: log, opt: opt, queue: make(chan hook, max(opt.QueueLen, 0))}
 }
 
-// Notify queues argv with args appended, to run within timeout. It never
-// blocks. Timeouts are taken as given (the site-file loader guarantees
+// Notify queues argv with args appended, to run as as (nil: this
+// process's user; the daemon passes the site's script user) within
+// timeout. It never blocks. Timeouts are taken as given (the site-file loader guarantees
 // they are positive): 0 or less is refused with a logged error, as is an
 // empty argv, and counted as Failed.
-func (r *Runner) Notify(argv []string, timeout time.Duration, args ...string) {
+func (r *Runner) Notify(as *runas.User, argv []string, timeout time.Duration, args ...string) {
 	full := append(append([]string(nil), argv...), args...)
 	switch {
 	case len(argv) == 0:
@@ -92,7 +97,7 @@ func (r *Runner) Notify(argv []string, timeout time.Duration, args ...string) {
 		return
 	}
 	select {
-	case r.queue <- hook{argv: full, timeout: timeout}:
+	case r.queue <- hook{as: as, argv: full, timeout: timeout}:
 	default:
 		r.drop(full, "queue full")
 	}
@@ -159,8 +164,7 @@ func (r *Runner) exec(drain context.Context, h hook) {
 	}
 	ctx, cancel := context.WithTimeout(drain, h.timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, h.argv[0], h.argv[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd := runas.Command(ctx, h.as, h.argv)
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = waitDelay
 	out := &capped{limit: r.opt.OutputLimit}

@@ -125,9 +125,9 @@ func TestOrderKept(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out")
 	r, _, _ := start(t, Options{QueueLen: 8})
 	// The first is slow, so the others wait in the queue behind it.
-	r.Notify([]string{"sh", "-c", `sleep 0.2; echo "$1" >>` + out, "sh"}, 5*time.Second, "1")
+	r.Notify(nil, []string{"sh", "-c", `sleep 0.2; echo "$1" >>` + out, "sh"}, 5*time.Second, "1")
 	for i := 2; i <= 5; i++ {
-		r.Notify([]string{"sh", "-c", `echo "$1" >>` + out, "sh"}, 5*time.Second, strconv.Itoa(i))
+		r.Notify(nil, []string{"sh", "-c", `echo "$1" >>` + out, "sh"}, 5*time.Second, strconv.Itoa(i))
 	}
 	if c := settle(t, r, 5, 10*time.Second); c != (Counters{Ran: 5}) {
 		t.Errorf("counters %+v, want 5 ran", c)
@@ -143,7 +143,7 @@ func TestTimeoutKillsChildren(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	r, log, _ := start(t, Options{QueueLen: 1})
 	t0 := time.Now()
-	r.Notify([]string{"sh", "-c", "sleep 30 & echo $! >" + pidFile + "; wait"}, 300*time.Millisecond)
+	r.Notify(nil, []string{"sh", "-c", "sleep 30 & echo $! >" + pidFile + "; wait"}, 300*time.Millisecond)
 	child := pidIn(t, pidFile)
 	if c := settle(t, r, 1, 5*time.Second); c != (Counters{TimedOut: 1}) {
 		t.Errorf("counters %+v, want 1 timed out", c)
@@ -167,7 +167,7 @@ func TestBackgroundChildDoesNotStall(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	r, log, _ := start(t, Options{QueueLen: 1, OutputLimit: 100})
 	t0 := time.Now()
-	r.Notify([]string{"sh", "-c", "sleep 30 & echo $! >" + pidFile + "; echo started"}, 20*time.Second)
+	r.Notify(nil, []string{"sh", "-c", "sleep 30 & echo $! >" + pidFile + "; echo started"}, 20*time.Second)
 	child := pidIn(t, pidFile)
 	t.Cleanup(func() { _ = syscall.Kill(child, syscall.SIGKILL) })
 	if c := settle(t, r, 1, 10*time.Second); c != (Counters{Ran: 1}) {
@@ -181,7 +181,7 @@ func TestBackgroundChildDoesNotStall(t *testing.T) {
 
 func TestOutputCapped(t *testing.T) {
 	r, log, _ := start(t, Options{QueueLen: 1, OutputLimit: 10})
-	r.Notify([]string{"sh", "-c", "printf 0123456789; printf abcdefghij >&2; exit 3"}, 5*time.Second)
+	r.Notify(nil, []string{"sh", "-c", "printf 0123456789; printf abcdefghij >&2; exit 3"}, 5*time.Second)
 	if c := settle(t, r, 1, 5*time.Second); c != (Counters{Failed: 1}) {
 		t.Errorf("counters %+v, want 1 failed", c)
 	}
@@ -191,7 +191,7 @@ func TestOutputCapped(t *testing.T) {
 func TestFullQueueDrops(t *testing.T) {
 	r, log := newRunner(Options{QueueLen: 2, DrainTimeout: 5 * time.Second})
 	for range 3 {
-		r.Notify([]string{"true"}, time.Second)
+		r.Notify(nil, []string{"true"}, time.Second)
 	}
 	if c := r.Counters(); c != (Counters{Dropped: 1}) {
 		t.Errorf("counters %+v, want 1 dropped", c)
@@ -201,7 +201,7 @@ func TestFullQueueDrops(t *testing.T) {
 	if c := r.Counters(); c != (Counters{Ran: 2, Dropped: 1}) {
 		t.Errorf("counters %+v after the drain, want 2 ran 1 dropped", c)
 	}
-	r.Notify([]string{"true"}, time.Second)
+	r.Notify(nil, []string{"true"}, time.Second)
 	if c := r.Counters(); c.Dropped != 2 || !strings.Contains(log.String(), "the runner has stopped") {
 		t.Errorf("a hook after Run returned: counters %+v, log:\n%s", c, log)
 	}
@@ -210,9 +210,9 @@ func TestFullQueueDrops(t *testing.T) {
 // Timeouts are not defaulted: 0 or less is refused, as is an empty argv.
 func TestRefused(t *testing.T) {
 	r, log := newRunner(Options{QueueLen: 4})
-	r.Notify([]string{"true"}, 0)
-	r.Notify([]string{"true"}, -time.Second)
-	r.Notify(nil, time.Second, "front", "MASTER", "150")
+	r.Notify(nil, []string{"true"}, 0)
+	r.Notify(nil, []string{"true"}, -time.Second)
+	r.Notify(nil, nil, time.Second, "front", "MASTER", "150")
 	if c := r.Counters(); c != (Counters{Failed: 3}) {
 		t.Errorf("counters %+v, want 3 failed", c)
 	}
@@ -225,8 +225,8 @@ func TestDrainBounded(t *testing.T) {
 	dir := t.TempDir()
 	started := filepath.Join(dir, "started")
 	r, log, stop := start(t, Options{QueueLen: 4, DrainTimeout: 300 * time.Millisecond})
-	r.Notify([]string{"sh", "-c", "echo $$ >" + started + "; exec sleep 30"}, time.Minute)
-	r.Notify([]string{"touch", filepath.Join(dir, "second")}, time.Minute)
+	r.Notify(nil, []string{"sh", "-c", "echo $$ >" + started + "; exec sleep 30"}, time.Minute)
+	r.Notify(nil, []string{"touch", filepath.Join(dir, "second")}, time.Minute)
 	pid := pidIn(t, started)
 	took := stop()
 	if took < 300*time.Millisecond || took > 1500*time.Millisecond {
@@ -245,7 +245,7 @@ func TestDrainBounded(t *testing.T) {
 func TestDrainRunsQueued(t *testing.T) {
 	r, _ := newRunner(Options{QueueLen: 4, DrainTimeout: 5 * time.Second})
 	for range 3 {
-		r.Notify([]string{"true"}, time.Second)
+		r.Notify(nil, []string{"true"}, time.Second)
 	}
 	drainOnly(r)
 	if c := r.Counters(); c != (Counters{Ran: 3}) {
@@ -255,7 +255,7 @@ func TestDrainRunsQueued(t *testing.T) {
 
 func TestStartFailure(t *testing.T) {
 	r, log, _ := start(t, Options{QueueLen: 1})
-	r.Notify([]string{"/nonexistent/hook"}, time.Second)
+	r.Notify(nil, []string{"/nonexistent/hook"}, time.Second)
 	if c := settle(t, r, 1, 5*time.Second); c != (Counters{Failed: 1}) {
 		t.Errorf("counters %+v, want 1 failed", c)
 	}

@@ -27,6 +27,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/havip/havip/internal/samens"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -114,7 +115,7 @@ func Watch(ctx context.Context, want Want, log *slog.Logger) (<-chan Update, err
 	if err != nil {
 		return nil, fmt.Errorf("track: current netns: %w", err)
 	}
-	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	h, err := samens.Handle(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		ns.Close()
 		return nil, fmt.Errorf("track: netlink: %w", err)
@@ -154,6 +155,12 @@ type watcher struct {
 	addrs  map[netip.Addr]AddrState // last emitted
 	resync chan struct{}
 	out    chan Update
+	// only: the round's one message was about this wanted address, not
+	// an IPv6 link-local one, so only its state can have changed: a
+	// master refreshing 255 VIPs' lifetimes sends 150 such messages a
+	// second, and comparing every wanted state for each was a fifth of
+	// its CPU (issue 8). Invalid: compare everything.
+	only netip.Addr
 }
 
 func newWatcher(want Want, log *slog.Logger, src source) *watcher {
@@ -282,6 +289,14 @@ func (k kernel) addrState(a netip.Addr) AddrState {
 // emitted. Before anything was emitted, that is every state.
 func (w *watcher) changes() []Update {
 	var ups []Update
+	if a := w.only; a.IsValid() {
+		w.only = netip.Addr{}
+		if st := w.k.addrState(a); st != w.addrs[a] {
+			w.addrs[a] = st
+			ups = append(ups, Update{Addr: &st})
+		}
+		return ups
+	}
 	for _, n := range w.want.Links {
 		if st := w.k.linkState(n); st != w.links[n] {
 			w.links[n] = st
@@ -442,6 +457,9 @@ func (w *watcher) run(ctx context.Context, sub subscription, initial []Update) {
 				closed = "address"
 				break
 			}
+			if a, ok := w.keep(u.LinkAddress.IP); ok && !a.IsLinkLocalUnicast() {
+				w.only = a
+			}
 			w.applyAddr(u)
 		case <-w.resync:
 			resync = true
@@ -454,6 +472,9 @@ func (w *watcher) run(ctx context.Context, sub subscription, initial []Update) {
 				return // ctx done
 			}
 			resync = true
+		}
+		if resync || closed != "" {
+			w.only = netip.Addr{}
 		}
 		if resync && w.sync(ctx) != nil {
 			return // ctx done
@@ -527,18 +548,22 @@ type netlinkSource struct {
 const recvBuf = 1 << 20
 
 func (s *netlinkSource) subscribeLinks(ch chan<- netlink.LinkUpdate, done <-chan struct{}, onErr func(error)) error {
-	return netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{
-		Namespace:         &s.ns,
-		ErrorCallback:     onErr,
-		ReceiveBufferSize: recvBuf,
+	return samens.Do(s.ns, func(at *netns.NsHandle) error {
+		return netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{
+			Namespace:         at,
+			ErrorCallback:     onErr,
+			ReceiveBufferSize: recvBuf,
+		})
 	})
 }
 
 func (s *netlinkSource) subscribeAddrs(ch chan<- netlink.AddrUpdate, done <-chan struct{}, onErr func(error)) error {
-	return netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{
-		Namespace:         &s.ns,
-		ErrorCallback:     onErr,
-		ReceiveBufferSize: recvBuf,
+	return samens.Do(s.ns, func(at *netns.NsHandle) error {
+		return netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{
+			Namespace:         at,
+			ErrorCallback:     onErr,
+			ReceiveBufferSize: recvBuf,
+		})
 	})
 }
 

@@ -72,6 +72,17 @@ type Config struct {
 	Addrs        []netip.Addr  // VIP addresses carried in adverts, Primary's family, no duplicates
 	TwoNode      bool          // exactly one rival: on a priority-0 advert take over at once (no Skew_Time)
 
+	// AdvertGrid, when set, puts a Master's next advert on the nearest
+	// multiple of it on the wall clock, at most half a grid early or
+	// late: routers that share a grid and an interval then advertise in
+	// the same instants, and a receiver of many groups wakes once for
+	// each instant rather than once for each advert (see the daemon's
+	// advertGrid). The wall clock only picks the offset; the deadline
+	// stays on the monotonic clock, so a clock step moves no advert by
+	// more than half a grid. Zero: every advert one interval after the
+	// last, as RFC 5798 says.
+	AdvertGrid time.Duration
+
 	// AlsoAccept are further address lists accepted on receive, each
 	// checked like Addrs. During a rolling reload a router advertises the
 	// list its peer knows and accepts both the old and the new one, so the
@@ -226,6 +237,11 @@ func validate(cfg Config) (Config, [][]netip.Addr, error) {
 	}
 	if cfg.PreemptDelay < 0 {
 		return Config{}, nil, fmt.Errorf("%w: negative preempt delay %v", ErrConfig, cfg.PreemptDelay)
+	}
+	if cfg.AdvertGrid < 0 || cfg.AdvertGrid > cfg.Advert/4 {
+		// Half a grid off on each side: at a quarter of the interval an
+		// advert is never more than 1.25 intervals after the last.
+		return Config{}, nil, fmt.Errorf("%w: advert grid %v must be 0..a quarter of the interval %v", ErrConfig, cfg.AdvertGrid, cfg.Advert)
 	}
 	cfg.Primary = normAddr(cfg.Primary)
 	if !cfg.Primary.IsValid() || cfg.Primary.IsUnspecified() {
@@ -778,8 +794,17 @@ func (m *Machine) becomeBackup(now time.Time, reason string) []Action {
 
 // send is a Master's advert: every advert restarts the advert timer.
 func (m *Machine) send(now time.Time) []Action {
-	m.advertAt = now.Add(m.cfg.Advert)
+	m.advertAt = onGrid(now.Add(m.cfg.Advert), m.cfg.AdvertGrid)
 	return m.sendPriority(m.prio)
+}
+
+// onGrid moves t to the nearest multiple of grid on the wall clock,
+// keeping t's monotonic reading (see Config.AdvertGrid).
+func onGrid(t time.Time, grid time.Duration) time.Time {
+	if grid <= 0 {
+		return t
+	}
+	return t.Add(t.Round(grid).Sub(t.Round(0)))
 }
 
 func (m *Machine) sendPriority(p uint8) []Action {

@@ -791,3 +791,44 @@ func TestStateStrings(t *testing.T) {
 		t.Errorf("an unknown state was accepted")
 	}
 }
+
+// With AdvertGrid, a master's adverts fall on the grid of the wall clock
+// whenever it became master, one interval apart once there, never more
+// than half a grid off; a grid above a quarter of the interval is refused.
+func TestAdvertGrid(t *testing.T) {
+	const grid = 100 * time.Millisecond
+	base := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	for _, off := range []time.Duration{0, 37 * time.Millisecond, 49 * time.Millisecond, 51 * time.Millisecond, 99 * time.Millisecond} {
+		cfg := Config{VRID: 1, Version: 3, Priority: 255, Advert: time.Second, Primary: netip.MustParseAddr("192.0.2.1"),
+			Addrs: []netip.Addr{netip.MustParseAddr("192.0.2.100")}, AdvertGrid: grid}
+		m, err := NewMachine(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := base.Add(off)
+		m.Start(now) // the owner: Master at once, an advert now
+		prev := now
+		for i := range 5 {
+			at := m.Deadline()
+			if at.Sub(at.Truncate(grid)) != 0 {
+				t.Errorf("start +%v: advert %d at %v, off the %v grid", off, i, at.Format("15:04:05.000"), grid)
+			}
+			if gap := at.Sub(prev); gap < time.Second-grid/2 || gap > time.Second+grid/2 {
+				t.Errorf("start +%v: advert %d %v after the last", off, i, gap)
+			}
+			if i > 0 && at.Sub(prev) != time.Second {
+				t.Errorf("start +%v: advert %d %v after the last, want exactly the interval once on the grid", off, i, at.Sub(prev))
+			}
+			// The timer fires a little late; the grid absorbs it.
+			late := at.Add(3 * time.Millisecond)
+			if acts := m.Tick(late); len(acts) != 1 || acts[0].Kind != ActSend {
+				t.Fatalf("start +%v: tick %d: %v", off, i, acts)
+			}
+			prev = at
+		}
+	}
+	bad := Config{VRID: 1, Version: 3, Priority: 100, Advert: time.Second, Primary: netip.MustParseAddr("192.0.2.1"), AdvertGrid: 300 * time.Millisecond}
+	if _, err := NewMachine(bad); err == nil {
+		t.Errorf("a grid of 300ms for a 1s interval was accepted")
+	}
+}

@@ -228,3 +228,14 @@ func Parse(b []byte, src, dst netip.Addr) (*Packet, DropReason) {
 	}
 	return p, DropNone
 }
+
+// VRIDOf is the VRID a VRRP message names, read without judging anything
+// else, so that a runner with one socket for many virtual routers can hand
+// the message to the one that runs it (whose Receive judges it whole). A
+// message too short to name one is DropTruncated.
+func VRIDOf(b []byte) (uint8, DropReason) {
+	if len(b) < 2 {
+		return 0, DropTruncated
+	}
+	return b[1], DropNone
+}

@@ -317,3 +317,22 @@ func TestDropReasonString(t *testing.T) {
 		t.Errorf("out of range: %q", NumDropReasons.String())
 	}
 }
+
+// VRIDOf reads the VRID of anything long enough to name one, whatever
+// else is wrong with it (Receive judges the rest), and nothing shorter.
+func TestVRIDOf(t *testing.T) {
+	for _, tc := range []struct {
+		b    []byte
+		vrid uint8
+		drop DropReason
+	}{
+		{nil, 0, DropTruncated},
+		{[]byte{0x31}, 0, DropTruncated},
+		{[]byte{0x31, 51}, 51, DropNone},
+		{[]byte{0x41, 7, 100, 1, 0, 100, 0xde, 0xad}, 7, DropNone}, // version 4: still its VRID
+	} {
+		if vrid, drop := VRIDOf(tc.b); vrid != tc.vrid || drop != tc.drop {
+			t.Errorf("VRIDOf(% x) = %d, %s; want %d, %s", tc.b, vrid, drop, tc.vrid, tc.drop)
+		}
+	}
+}

@@ -2,6 +2,10 @@
 // (protocol 112) on one interface: multicast to 224.0.0.18 / ff02::12 or
 // unicast to the peers, always with TTL / hop limit 255.
 //
+// One Conn serves every virtual router of its interface and address family:
+// it receives every VRRP packet arriving there (the runner demultiplexes by
+// VRID) and each write names its own source address.
+//
 // It owns the sockets only; it never parses or judges packets (package vrrp
 // does) and never touches addresses or routes.
 package vrrpnet
@@ -37,7 +41,12 @@ type Meta struct {
 // Conn sends and receives VRRP messages (without IP header).
 type Conn interface {
 	ReadFrom(b []byte) (int, Meta, error)
-	WriteTo(b []byte, dst netip.Addr) error
+	// WriteTo sends b from src (an address of the interface; invalid:
+	// the kernel chooses) to dst.
+	WriteTo(b []byte, src, dst netip.Addr) error
+	// Join joins the VRRP multicast group on the interface, if Listen did
+	// not; the socket stays a member until it is closed.
+	Join() error
 	Close() error
 }
 
@@ -49,17 +58,17 @@ var (
 // Options select how a Conn is opened.
 type Options struct {
 	Interface string
-	Source    netip.Addr // advert source: the node address (v4) or the interface's link-local (v6)
-	Multicast bool       // join the VRRP group; false for unicast mode
+	IPv6      bool // the address family: IPv6, else IPv4
+	Multicast bool // join the VRRP group now (see Conn.Join); false for unicast mode
 }
 
-// Listen opens a Conn for the address family of opt.Source.
+// Listen opens a Conn on opt.Interface for the family opt.IPv6 says.
 func Listen(opt Options) (Conn, error) {
 	ifi, err := net.InterfaceByName(opt.Interface)
 	if err != nil {
 		return nil, fmt.Errorf("vrrpnet: interface %q: %w", opt.Interface, err)
 	}
-	if opt.Source.Is4() {
+	if !opt.IPv6 {
 		return listen4(ifi, opt)
 	}
 	return listen6(ifi, opt)
@@ -86,9 +95,9 @@ type multicaster interface {
 	JoinGroup(*net.Interface, net.Addr) error
 }
 
-// joinVRRP sends multicast out of ifi without looping it back and, in
+// multicastOut sends multicast out of ifi without looping it back and, in
 // multicast mode, joins the VRRP group there.
-func joinVRRP(c multicaster, ifi *net.Interface, group netip.Addr, join bool) error {
+func multicastOut(c multicaster, ifi *net.Interface, group netip.Addr, join bool) error {
 	if err := c.SetMulticastLoopback(false); err != nil {
 		return err
 	}
@@ -96,18 +105,23 @@ func joinVRRP(c multicaster, ifi *net.Interface, group netip.Addr, join bool) er
 		return err
 	}
 	if join {
-		if err := c.JoinGroup(ifi, &net.IPAddr{IP: group.AsSlice()}); err != nil {
-			return fmt.Errorf("join %s: %w", group, err)
-		}
+		return joinGroup(c, ifi, group)
+	}
+	return nil
+}
+
+func joinGroup(c multicaster, ifi *net.Interface, group netip.Addr) error {
+	if err := c.JoinGroup(ifi, &net.IPAddr{IP: group.AsSlice()}); err != nil {
+		return fmt.Errorf("join %s: %w", group, err)
 	}
 	return nil
 }
 
 type conn4 struct {
 	ip  *net.IPConn
-	pc  *ipv4.PacketConn
+	pc  *ipv4.PacketConn // socket options
+	io  *rawIO           // reads and writes
 	ifi *net.Interface
-	src netip.Addr
 }
 
 func listen4(ifi *net.Interface, opt Options) (Conn, error) {
@@ -115,7 +129,12 @@ func listen4(ifi *net.Interface, opt Options) (Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vrrpnet: raw socket: %w", err)
 	}
-	cn := &conn4{ip: c, pc: ipv4.NewPacketConn(c), ifi: ifi, src: opt.Source}
+	io, err := newRawIO(c, false)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	cn := &conn4{ip: c, pc: ipv4.NewPacketConn(c), io: io, ifi: ifi}
 	if err := cn.setup(opt); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("vrrpnet: %s: %w", opt.Interface, err)
@@ -136,39 +155,24 @@ func (c *conn4) setup(opt Options) error {
 	if err := c.pc.SetMulticastTTL(255); err != nil {
 		return err
 	}
-	return joinVRRP(c.pc, c.ifi, Group4, opt.Multicast)
+	return multicastOut(c.pc, c.ifi, Group4, opt.Multicast)
 }
 
-func (c *conn4) ReadFrom(b []byte) (int, Meta, error) {
-	n, cm, src, err := c.pc.ReadFrom(b)
-	if err != nil {
-		return 0, Meta{}, err
-	}
-	m := Meta{TTL: -1}
-	if a, ok := src.(*net.IPAddr); ok {
-		m.Src, _ = netip.AddrFromSlice(a.IP.To4())
-	}
-	if cm != nil {
-		m.TTL = cm.TTL
-		m.IfIndex = cm.IfIndex
-		m.Dst, _ = netip.AddrFromSlice(cm.Dst.To4())
-	}
-	return n, m, nil
+func (c *conn4) ReadFrom(b []byte) (int, Meta, error) { return c.io.readFrom(b) }
+
+func (c *conn4) WriteTo(b []byte, src, dst netip.Addr) error {
+	return c.io.writeTo(b, src, dst, c.ifi.Index)
 }
 
-func (c *conn4) WriteTo(b []byte, dst netip.Addr) error {
-	cm := &ipv4.ControlMessage{Src: c.src.AsSlice(), IfIndex: c.ifi.Index}
-	_, err := c.pc.WriteTo(b, cm, &net.IPAddr{IP: dst.AsSlice()})
-	return err
-}
+func (c *conn4) Join() error { return joined(c.ifi, joinGroup(c.pc, c.ifi, Group4)) }
 
 func (c *conn4) Close() error { return c.ip.Close() }
 
 type conn6 struct {
 	ip  *net.IPConn
-	pc  *ipv6.PacketConn
+	pc  *ipv6.PacketConn // socket options
+	io  *rawIO           // reads and writes
 	ifi *net.Interface
-	src netip.Addr
 }
 
 func listen6(ifi *net.Interface, opt Options) (Conn, error) {
@@ -176,7 +180,12 @@ func listen6(ifi *net.Interface, opt Options) (Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vrrpnet: raw socket: %w", err)
 	}
-	cn := &conn6{ip: c, pc: ipv6.NewPacketConn(c), ifi: ifi, src: opt.Source}
+	io, err := newRawIO(c, true)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	cn := &conn6{ip: c, pc: ipv6.NewPacketConn(c), io: io, ifi: ifi}
 	if err := cn.setup(opt); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("vrrpnet: %s: %w", opt.Interface, err)
@@ -197,31 +206,22 @@ func (c *conn6) setup(opt Options) error {
 	if err := c.pc.SetMulticastHopLimit(255); err != nil {
 		return err
 	}
-	return joinVRRP(c.pc, c.ifi, Group6, opt.Multicast)
+	return multicastOut(c.pc, c.ifi, Group6, opt.Multicast)
 }
 
-func (c *conn6) ReadFrom(b []byte) (int, Meta, error) {
-	n, cm, src, err := c.pc.ReadFrom(b)
+func (c *conn6) ReadFrom(b []byte) (int, Meta, error) { return c.io.readFrom(b) }
+
+func (c *conn6) WriteTo(b []byte, src, dst netip.Addr) error {
+	return c.io.writeTo(b, src.WithZone(""), dst, c.ifi.Index)
+}
+
+func (c *conn6) Join() error { return joined(c.ifi, joinGroup(c.pc, c.ifi, Group6)) }
+
+func joined(ifi *net.Interface, err error) error {
 	if err != nil {
-		return 0, Meta{}, err
+		return fmt.Errorf("vrrpnet: %s: %w", ifi.Name, err)
 	}
-	m := Meta{TTL: -1}
-	if a, ok := src.(*net.IPAddr); ok {
-		m.Src, _ = netip.AddrFromSlice(a.IP)
-		m.Src = m.Src.WithZone("")
-	}
-	if cm != nil {
-		m.TTL = cm.HopLimit
-		m.IfIndex = cm.IfIndex
-		m.Dst, _ = netip.AddrFromSlice(cm.Dst)
-	}
-	return n, m, nil
-}
-
-func (c *conn6) WriteTo(b []byte, dst netip.Addr) error {
-	cm := &ipv6.ControlMessage{Src: c.src.AsSlice(), IfIndex: c.ifi.Index, HopLimit: 255}
-	_, err := c.pc.WriteTo(b, cm, &net.IPAddr{IP: dst.AsSlice(), Zone: c.ifi.Name})
-	return err
+	return nil
 }
 
 func (c *conn6) Close() error { return c.ip.Close() }

@@ -362,7 +362,7 @@ func TestAdversaryMalformedAdverts(t *testing.T) {
 	var ttl64 *ipv4.PacketConn
 	if err := p.Client.Do(func() error {
 		var err error
-		if conn, err = vrrpnet.Listen(vrrpnet.Options{Interface: "eth0", Source: h.ClientAddr, Multicast: true}); err != nil {
+		if conn, err = vrrpnet.Listen(vrrpnet.Options{Interface: "eth0", Multicast: true}); err != nil {
 			return err
 		}
 		ic, err := net.ListenIP("ip4:112", &net.IPAddr{IP: net.IPv4zero})
@@ -405,20 +405,27 @@ func TestAdversaryMalformedAdverts(t *testing.T) {
 		{"version 4", "version", rechecksum(func() []byte { b := advert(same); b[0] = 0x41; return b }(), src, dst)},
 		{"VRRPv2", "version", advert(func(pk *vrrp.Packet) { pk.Version, pk.Interval = 2, time.Second })},
 		{"type 2", "type", rechecksum(func() []byte { b := advert(same); b[0] = 0x32; return b }(), src, dst)},
-		{"another VRID", "vrid", advert(func(pk *vrrp.Packet) { pk.VRID = 52 })},
 		{"interval 0", "interval", rechecksum(func() []byte { b := advert(same); b[4], b[5] = 0, 0; return b }(), src, dst)},
 		{"255 other addresses", "addr_list", advert(func(pk *vrrp.Packet) { pk.Addrs = many })},
 	}
 	before := map[string]*ctl.GroupStatus{}
+	strangers := map[string]uint64{} // drops of the interface's socket: VRIDs no group runs
 	for _, n := range p.Nodes {
 		before[n.Name] = groupOf(t, n)
+		strangers[n.Name] = socketOf(t, n, "eth0", "inet").Drops["vrid"]
 	}
 	const copies = 3
+	// Another VRID: no group takes it, the interface's socket counts it.
+	for range copies {
+		if err := conn.WriteTo(advert(func(pk *vrrp.Packet) { pk.VRID = 52 }), src, dst); err != nil {
+			t.Fatal(err)
+		}
+	}
 	want := map[string]uint64{"ttl": copies}
 	for _, c := range cases {
 		want[c.reason] += copies
 		for range copies {
-			if err := conn.WriteTo(c.b, dst); err != nil {
+			if err := conn.WriteTo(c.b, src, dst); err != nil {
 				t.Fatalf("%s: %v", c.name, err)
 			}
 		}
@@ -449,6 +456,9 @@ func TestAdversaryMalformedAdverts(t *testing.T) {
 		}
 		if g.State != was.State || g.Transitions != was.Transitions {
 			t.Errorf("%s: %s after %d transitions, was %s after %d", n.Name, g.State, g.Transitions, was.State, was.Transitions)
+		}
+		if d := socketOf(t, n, "eth0", "inet").Drops["vrid"] - strangers[n.Name]; d != copies {
+			t.Errorf("%s: eth0's socket counted %d adverts for VRID 52 (no group runs it), want %d", n.Name, d, copies)
 		}
 		t.Logf("%s: %s, drops %v", n.Name, g.State, g.Drops)
 	}
@@ -758,7 +768,7 @@ func TestAdversaryReloadBrokenFiles(t *testing.T) {
 		{"gone", "no such file or directory", func() error { return nil }},
 		{"a directory", "not a regular file", func() error { return os.Mkdir(lb1.Config, 0o755) }},
 		{"a symlink loop", "too many levels of symbolic links", func() error { return os.Symlink(lb1.Config, lb1.Config) }},
-		{"2 MB", "the limit is 1 MiB", write(padded(good, 2<<20))},
+		{"17 MB", "the limit is 16 MiB", write(padded(good, 17<<20))},
 		{"cut short", "unexpected EOF", write(good[:strings.Index(good, "[[node]]")+len("[[node]]\nname")])},
 		{"empty", "a [site] table with a name is required", write("")},
 		{"binary", "files cannot contain NULL bytes", write("\x00\xff[site]\x00")},

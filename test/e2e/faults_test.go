@@ -382,17 +382,19 @@ func TestFaultMTU(t *testing.T) {
 // well inside its 5 s bound (the bug this guards against stalled it 13 s).
 func TestFaultNotifyBackgroundChild(t *testing.T) {
 	// $0 is "hook"; havip appends group, state, priority as $1..$3. Each
-	// node's hooks write to the directory in its own environment.
-	hook := `echo $$ >> "$HOOK_DIR/pgids"; echo "$2" >> "$HOOK_DIR/states"; sleep 30 &`
+	// node's hooks write to a directory of its own, named in its own
+	// site file (hooks get none of the daemon's environment), that the
+	// script user may write to.
+	hook := `echo $$ >> "HOOK_DIR/pgids"; echo "$2" >> "HOOK_DIR/states"; sleep 30 &`
 	p := h.NewPair(t, h.Site{ExtraGroup: fmt.Sprintf(`notify = ["/bin/sh", "-c", %q, "hook"]`, hook)})
 	lb1 := p.Nodes[0]
 	var states string
 	for _, n := range p.Nodes {
-		dir := t.TempDir()
+		_, dir := scriptDirs(t)
 		if n == lb1 {
 			states = filepath.Join(dir, "states")
 		}
-		n.Env = append(n.Env, "HOOK_DIR="+dir)
+		n.WriteConfig(strings.ReplaceAll(n.ReadConfig(), "HOOK_DIR", dir))
 		t.Cleanup(func() {
 			// Each hook ran in its own process group; end the sleeps
 			// it left behind.

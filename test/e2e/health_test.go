@@ -108,3 +108,29 @@ fall = 1
 	}
 	lb2.WaitState(group, "BACKUP", time.Second)
 }
+
+// A tracked ping check, run by the daemon as root over a raw socket:
+// each director pings its own loopback; when lb1's stops answering echo
+// requests (icmp_echo_ignore_all in its namespace), lb1 drops below lb2,
+// and takes the group back once it answers again.
+func TestPingCheck(t *testing.T) {
+	p := h.NewPair(t, h.Site{
+		ExtraGroup: "[[vrrp.track]]\ncheck = \"lo\"\nweight = -100\n",
+		Extra:      "\n[[check]]\nname = \"lo\"\ntype = \"ping\"\ntarget = \"127.0.0.1\"\ninterval = \"100ms\"\ntimeout = \"90ms\"\nrise = 1\nfall = 2\n",
+	})
+	lb1, lb2 := p.Nodes[0], p.Nodes[1]
+	startNodes(t, p)
+	lb1.Host.Sysctl(t, "net.ipv4.icmp_echo_ignore_all", "1")
+	lb2.WaitState(group, "MASTER", 3*time.Second)
+	lb1.WaitState(group, "BACKUP", time.Second)
+	st, err := lb1.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Checks) != 1 || st.Checks[0].Up || !strings.Contains(st.Checks[0].Reason, "ping: no echo reply within 90ms") {
+		t.Errorf("status checks = %+v, want check/lo down: no echo reply", st.Checks)
+	}
+	lb1.Host.Sysctl(t, "net.ipv4.icmp_echo_ignore_all", "0")
+	lb1.WaitState(group, "MASTER", 3*time.Second)
+	lb2.WaitState(group, "BACKUP", time.Second)
+}

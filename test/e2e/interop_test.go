@@ -24,11 +24,6 @@ type keepalived struct {
 
 func startKeepalived(t testing.TB, host *lab.Host, p *h.Pair, prio int) *keepalived {
 	t.Helper()
-	bin, err := exec.LookPath("keepalived")
-	if err != nil {
-		t.Fatalf("keepalived is not installed (make deps installs it): %v", err)
-	}
-	dir := t.TempDir()
 	cfg := fmt.Sprintf(`global_defs {
     router_id ka-%s
     vrrp_version %d
@@ -46,6 +41,18 @@ vrrp_instance front {
     }
 }
 `, host.Name, p.Site.Version, p.Site.VRID, prio, p.Site.Advert.Seconds(), p.Site.VIPs[0])
+	return runKeepalived(t, host, cfg)
+}
+
+// runKeepalived runs keepalived with the configuration cfg in host's
+// namespace until the test ends.
+func runKeepalived(t testing.TB, host *lab.Host, cfg string) *keepalived {
+	t.Helper()
+	bin, err := exec.LookPath("keepalived")
+	if err != nil {
+		t.Fatalf("keepalived is not installed (make deps installs it): %v", err)
+	}
+	dir := t.TempDir()
 	file := filepath.Join(dir, "keepalived.conf")
 	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

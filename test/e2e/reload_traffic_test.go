@@ -77,7 +77,10 @@ func (tr *traffic) measure(t testing.TB, vrid uint8) measured {
 // check measures and asserts what must hold after any reload under
 // traffic: no failed connection, no state change on either node, never a
 // VIP on both, the backup never holding one, and the master's adverts of
-// vrid reaching the backup with no gap above 1.5 intervals.
+// vrid reaching the backup with no gap above 2 intervals (the backup waits
+// 3 and a skew before it takes over; CI's loaded two cores, with the VM lab
+// running beside, once held a 100 ms advert back 88 ms, between unchanged
+// reloads that each took under 1 ms).
 func (tr *traffic) check(t testing.TB, vrid uint8) measured {
 	t.Helper()
 	m := tr.measure(t, vrid)
@@ -109,7 +112,7 @@ func (tr *traffic) check(t testing.TB, vrid uint8) measured {
 	if m.adverts < 5 {
 		t.Errorf("only %d adverts captured on the backup", m.adverts)
 	}
-	if m.gap.Ratio() > 1.5 {
+	if m.gap.Ratio() > 2 {
 		t.Errorf("the master's adverts stopped for %s on the backup's wire", m.gap)
 	}
 	// The backup took every advert the wire brought (a couple may fall

@@ -225,7 +225,15 @@ func TestReloadRefusedNoDescriptors(t *testing.T) {
 	if lb1.HasVIP(vip3) {
 		t.Errorf("the refused group's VIP is on lb1")
 	}
-	if n := len(openFDs(t, lb1.Pid())); n != len(fds) {
+	// The status call's control connection may still be closing on the
+	// daemon's side: a leak stays, that one goes.
+	n := 0
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if n = len(openFDs(t, lb1.Pid())); n == len(fds) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if n != len(fds) {
 		t.Errorf("lb1 has %d descriptors open after the refusal, %d before", n, len(fds))
 	}
 	adverts, _ := capture.Adverts(h.Addr1, 51)

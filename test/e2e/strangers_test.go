@@ -92,7 +92,7 @@ func strangerTrain(t *testing.T, p *h.Pair, in func(func() error) error, src net
 	var conn vrrpnet.Conn
 	if err := in(func() error {
 		var err error
-		conn, err = vrrpnet.Listen(vrrpnet.Options{Interface: "eth0", Source: src, Multicast: dsts[0].IsMulticast()})
+		conn, err = vrrpnet.Listen(vrrpnet.Options{Interface: "eth0", IPv6: src.Is6(), Multicast: dsts[0].IsMulticast()})
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -122,7 +122,7 @@ func strangerTrain(t *testing.T, p *h.Pair, in func(func() error) error, src net
 				t.Fatal(err)
 			}
 			// In the namespace: an IPv6 destination's zone names its eth0.
-			if err := in(func() error { return conn.WriteTo(b, dst) }); err != nil {
+			if err := in(func() error { return conn.WriteTo(b, src, dst) }); err != nil {
 				t.Fatalf("advert %d to %s: %v", i, dst, err)
 			}
 		}

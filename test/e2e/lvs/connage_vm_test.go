@@ -36,7 +36,7 @@ func TestSyncConnAge(t *testing.T) {
 	lb1, lb2 := p.Nodes[0], p.Nodes[1]
 	if keys != "" {
 		cfg := lb1.ReadConfig()
-		anchor := "sync_id = 7\n"
+		anchor := "\n[sync]\n"
 		if !strings.Contains(cfg, anchor) {
 			t.Fatalf("site file has no %q to add keys after:\n%s", anchor, cfg)
 		}

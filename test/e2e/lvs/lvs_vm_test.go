@@ -8,30 +8,25 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
+	"github.com/havip/havip/internal/conf"
 	h "github.com/havip/havip/test/e2e/harness"
 	"github.com/havip/havip/test/lab"
-)
-
-// Back-end segment of the NAT topology (benchmarking range, VM-only).
-var (
-	backGW = netip.MustParseAddr("198.19.0.1")
-	back1  = netip.MustParseAddr("198.19.0.11")
-	back2  = netip.MustParseAddr("198.19.0.12")
 )
 
 const (
 	port   = 80
 	nConns = 20
 	// Software emulation (TCG) can stall a process for a few hundred
-	// milliseconds, which 100ms adverts would read as a dead master.
+	// milliseconds, which 100ms adverts would read as a dead master. For
+	// the tests that write their own site file; buildTopo's take the
+	// example's advert (tp.advert).
 	advert = 500 * time.Millisecond
 )
 
@@ -59,7 +54,8 @@ type topo struct {
 	mode  string
 	pair  *h.Pair
 	rss   []*realServer
-	extra string // the site file's [sync] and [[virtual_server]] part
+	site  *conf.Site // examples/MODE.toml on the lab (labSite)
+	extra string     // the site file from [sync] on: its IPVS part
 }
 
 // newTopo builds client, two directors and two real servers for mode, and
@@ -70,86 +66,77 @@ func newTopo(t *testing.T, mode string) *topo {
 	return tp
 }
 
-// buildTopo is newTopo without starting havip.
+// buildTopo is newTopo without starting havip. The site file is
+// examples/MODE.toml on the lab's addresses (labSite), and the directors
+// and real servers are set up by the steps its comments give them.
 func buildTopo(t *testing.T, mode string) *topo {
 	lab.RequireRoot(t)
-	tp := &topo{mode: mode}
-	rs := []netip.Addr{netip.MustParseAddr("198.18.0.21"), netip.MustParseAddr("198.18.0.22")}
-	groupExtra := ""
-	extra := fmt.Sprintf(`
-[sync]
-interface = "eth0"
-sync_id = 7
-
-[[virtual_server]]
-name = "web"
-address = "198.18.0.100:%d"
-protocol = "tcp"
-scheduler = "rr"
-forward = "%s"
-[virtual_server.check]
-type = "tcp"
-interval = "300ms"
-timeout = "250ms"
-rise = 1
-fall = 2
-`, port, mode)
-	if mode == "nat" {
-		rs = []netip.Addr{netip.MustParseAddr("198.19.0.21"), netip.MustParseAddr("198.19.0.22")}
-		// front and back move together: a director holding the front
-		// VIP without the real servers' gateway black-holes the replies.
-		groupExtra = "sync_group = \"nat\"\n"
-		extra += fmt.Sprintf(`
-[[vrrp]]
-name = "back"
-interface = "eth1"
-vrid = 52
-advert = "%s"
-vips = ["%s/24"]
-garp_interval = "20ms"
-sync_group = "nat"
-`, advert, backGW)
+	p := h.NewPair(t, h.Site{})
+	cfg, err := labSite(mode, p.PairKey)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, a := range rs {
-		extra += fmt.Sprintf("\n[[virtual_server.real_server]]\naddress = \"%s:%d\"\nweight = 1\n", a, port)
+	p.WriteConfig(cfg)
+	site, problems, err := conf.Load(p.Nodes[0].Config)
+	if err != nil || conf.HasErrors(problems) || len(site.VirtualServers) != 1 {
+		t.Fatalf("the lab's examples/%s.toml: %v %v\n%s", mode, err, problems, cfg)
 	}
-	// The [[virtual_server.real_server]] tables must follow their
-	// virtual server; move the NAT back group before it.
-	if mode == "nat" {
-		i := strings.Index(extra, "\n[[vrrp]]")
-		j := strings.Index(extra, "\n[[virtual_server.real_server]]")
-		extra = extra[:i] + extra[j:] + extra[i:j]
+	i := strings.Index(cfg, "\n[sync]\n")
+	if i < 0 {
+		t.Fatalf("examples/%s.toml has no [sync] table", mode)
 	}
-	p := h.NewPair(t, h.Site{ExtraGroup: groupExtra, Extra: extra, Advert: advert})
-	tp.pair, tp.extra = p, extra
+	tp := &topo{mode: mode, pair: p, site: site, extra: cfg[i:]}
 	segment := p.Switch
 	if mode == "nat" {
 		segment = lab.NewSwitch(t)
 		for i, n := range p.Nodes {
 			segment.Attach(t, n.Host, "eth1", netip.PrefixFrom([]netip.Addr{back1, back2}[i], 24))
-			n.Host.Sysctl(t, "net.ipv4.ip_forward", "1")
-			n.Host.Sysctl(t, "net.ipv4.conf.all.send_redirects", "0")
 		}
 	}
-	for i, a := range rs {
+	todo := steps(cfg)
+	for _, n := range p.Nodes {
+		runSteps(t, todo, "lb", n.Host)
+	}
+	for i, real := range site.VirtualServers[0].RealServers {
 		name := fmt.Sprintf("rs%d", i+1)
-		host := segment.AddHost(t, name, netip.PrefixFrom(a, 24))
-		r := &realServer{name: name, host: host, addr: a}
-		switch mode {
-		case "dr", "tun":
-			out, code := runIn(t, host, h.Binary(t), "realserver", "up", "--mode", mode, "--vip", p.VIP.String(), "--state-dir", t.TempDir())
-			if code != 0 {
-				t.Fatalf("havip realserver up on %s: exit %d\n%s", name, code, out)
-			}
-		case "nat":
-			if err := host.Netlink().RouteAdd(defaultVia(t, host, backGW)); err != nil {
-				t.Fatalf("%s: default route: %v", name, err)
-			}
-		}
+		host := segment.AddHost(t, name, netip.PrefixFrom(real.Address.Addr(), 24))
+		runSteps(t, todo, "rs", host)
+		r := &realServer{name: name, host: host, addr: real.Address.Addr()}
 		r.serve(t)
 		tp.rss = append(tp.rss, r)
 	}
 	return tp
+}
+
+// runSteps runs the example's steps for on (lb or rs) in host, as written
+// but for havip itself: the binary under test, and for `havip realserver`
+// a state directory of host's own (the lab's hosts share one file system).
+func runSteps(t *testing.T, todo []step, on string, host *lab.Host) {
+	t.Helper()
+	for _, s := range todo {
+		if s.on != on {
+			continue
+		}
+		argv := slices.Clone(s.argv)
+		if argv[0] == "havip" {
+			argv[0] = h.Binary(t)
+			if len(argv) > 1 && argv[1] == "realserver" {
+				argv = append(argv, "--state-dir", t.TempDir())
+			}
+		}
+		if out, code := runIn(t, host, argv[0], argv[1:]...); code != 0 {
+			t.Fatalf("%s: %s: exit %d\n%s", host.Name, strings.Join(s.argv, " "), code, out)
+		}
+	}
+}
+
+// advert is the advert interval of the example's front group.
+func (tp *topo) advert() time.Duration { return tp.site.Groups[0].Advert }
+
+// masterDown is how long the backup (the second [[node]]) waits for a
+// silent master.
+func (tp *topo) masterDown() time.Duration {
+	return h.MasterDown(tp.advert(), int(tp.site.Nodes[1].Priority))
 }
 
 // start starts havip on both directors and waits for lb1 to be master.
@@ -220,6 +207,7 @@ func (tp *topo) requests(t *testing.T, n int) map[string]int {
 }
 
 type result struct {
+	topo             *topo
 	mode             string
 	spread           map[string]int
 	survived, total  int
@@ -245,7 +233,12 @@ func TestLVS(t *testing.T) {
 	defer resultsMu.Unlock()
 	fmt.Printf("\nLVS through a havip pair (real IPVS in the VM lab, scheduler rr, %d long-lived connections, kill -9 of the master):\n", nConns)
 	fmt.Printf("%-5s %-22s %-22s %-16s %-16s %-14s %-14s\n", "mode", "spread (20 requests)", "connections survived", "takeover", "table repaired", "rs down->out", "rs up->in")
-	defer fmt.Printf("(takeover bound: Master_Down_Interval %s at advert %s; repair: resync every 2s; tcp check every 300ms, fall 2, rise 1)\n", h.MasterDown(advert, 100), advert)
+	if len(results) > 0 {
+		tp := results[0].topo
+		adv, c := tp.advert(), tp.site.VirtualServers[0].Check
+		defer fmt.Printf("(takeover bound: Master_Down_Interval %s at advert %s; repair: resync every 2s; %s check every %s, fall %d, rise %d)\n",
+			tp.masterDown(), adv, c.Type, c.Interval, c.Fall, c.Rise)
+	}
 	for _, r := range results {
 		fmt.Printf("%-5s %-22s %-22s %-16s %-16s %-14s %-14s\n", r.mode, fmt.Sprintf("rs1=%d rs2=%d", r.spread["rs1"], r.spread["rs2"]),
 			fmt.Sprintf("%d/%d", r.survived, r.total), r.takeover.Round(time.Millisecond), r.repair.Round(time.Millisecond),
@@ -263,7 +256,7 @@ func testMode(t *testing.T, mode string) {
 	tp := newTopo(t, mode)
 	p := tp.pair
 	lb1, lb2 := p.Nodes[0], p.Nodes[1]
-	res := result{mode: mode, spread: map[string]int{}, total: nConns}
+	res := result{topo: tp, mode: mode, spread: map[string]int{}, total: nConns}
 	defer func() {
 		resultsMu.Lock()
 		results = append(results, res)
@@ -346,10 +339,7 @@ func testMode(t *testing.T, mode string) {
 	// it back starts them for the current role (lb2 is master: both).
 	if mode == "dr" {
 		cfg := lb2.ReadConfig()
-		syncBlock := "\n[sync]\ninterface = \"eth0\"\nsync_id = 7\n"
-		if !strings.Contains(string(cfg), syncBlock) {
-			t.Fatalf("site file has no [sync] block to drop:\n%s", cfg)
-		}
+		syncBlock := tableText(t, cfg, "[sync]")
 		syncRoles := func() []string {
 			st, err := lb2.Status()
 			if err != nil || st.IPVS == nil {
@@ -409,7 +399,7 @@ func (tp *topo) backLinkDown(t *testing.T, res *result) {
 	t.Logf("lb1's back link down: front VIP on lb2 after %s, back VIP after %s", f, b)
 	// front's priority-0 advert and the sync group: no waiting for
 	// Master_Down_Interval, which a silent back alone would take.
-	if bound := h.MasterDown(advert, 100); res.syncMove >= bound {
+	if bound := tp.masterDown(); res.syncMove >= bound {
 		t.Errorf("both VIPs on lb2 after %s, want well under Master_Down_Interval %s", res.syncMove, bound)
 	}
 	for _, g := range []string{"front", "back"} {
@@ -426,9 +416,24 @@ func (tp *topo) backLinkDown(t *testing.T, res *result) {
 	var where string
 	res.syncSplit, where = watch.Split(t0, time.Now())
 	t.Logf("worst split: %s %s\n%s", res.syncSplit, where, strings.Join(watch.Events(), "\n"))
-	if res.syncSplit > 2*advert {
+	if res.syncSplit > 2*tp.advert() {
 		t.Errorf("a node held one VIP without the other for %s (%s), want at most 2 adverts", res.syncSplit, where)
 	}
+}
+
+// tableText is the text of cfg's table named by header (its header line
+// to the next table's), with the newline before it.
+func tableText(t *testing.T, cfg, header string) string {
+	t.Helper()
+	i := strings.Index(cfg, "\n"+header+"\n")
+	if i < 0 {
+		t.Fatalf("site file has no %s table:\n%s", header, cfg)
+	}
+	n := strings.Index(cfg[i+1:], "\n[")
+	if n < 0 {
+		return cfg[i:]
+	}
+	return cfg[i : i+1+n+1]
 }
 
 // conn is a long-lived connection through the VIP to the real server
@@ -504,8 +509,4 @@ func (tp *topo) survivors(t *testing.T, conns []conn, what string) int {
 		c.Close()
 	}
 	return n
-}
-
-func defaultVia(t *testing.T, host *lab.Host, gw netip.Addr) *netlink.Route {
-	return &netlink.Route{Gw: gw.AsSlice()}
 }
