@@ -55,7 +55,8 @@ func TestVMLab(t *testing.T) {
 		t.Logf("\n%s", table)
 	}
 	if err != nil {
-		t.Fatalf("vmrun: %v\n%s", err, log)
+		// The failures first: CI keeps only the head and tail of a long log.
+		t.Fatalf("vmrun: %v\nfailures:\n%s\nVM output:\n%s", err, failures(log), log)
 	}
 	for _, p := range vmPackages {
 		name := strings.TrimPrefix(p, "./")
@@ -69,6 +70,42 @@ func TestVMLab(t *testing.T) {
 		}
 	}
 	if t.Failed() {
-		t.Logf("VM output:\n%s", log)
+		t.Logf("failures:\n%s\nVM output:\n%s", failures(log), log)
+	}
+}
+
+// failures returns each "--- FAIL" line of a go test -v log with the
+// lines that test printed since its "=== RUN", at most 40 of them.
+func failures(log string) string {
+	lines := strings.Split(log, "\n")
+	var b strings.Builder
+	for i, l := range lines {
+		if !strings.Contains(l, "--- FAIL") {
+			continue
+		}
+		start := i
+		for start > 0 && i-start < 40 && !strings.Contains(lines[start], "=== RUN") {
+			start--
+		}
+		for _, x := range lines[start : i+1] {
+			b.WriteString(x)
+			b.WriteByte('\n')
+		}
+	}
+	if b.Len() == 0 {
+		return "(no --- FAIL line: see VMLAB-RESULT lines below)\n"
+	}
+	return b.String()
+}
+
+func TestFailuresExtract(t *testing.T) {
+	log := "=== RUN   TestA\n--- PASS: TestA (0.00s)\n=== RUN   TestB\nb.go:3: want 1, got 2\n--- FAIL: TestB (0.01s)\nPASS\n"
+	got := failures(log)
+	want := "=== RUN   TestB\nb.go:3: want 1, got 2\n--- FAIL: TestB (0.01s)\n"
+	if got != want {
+		t.Errorf("failures:\n%q\nwant\n%q", got, want)
+	}
+	if got := failures("ok\n"); !strings.Contains(got, "no --- FAIL line") {
+		t.Errorf("no failure: %q", got)
 	}
 }
