@@ -230,9 +230,11 @@ func TestGroupClaimFailure(t *testing.T) {
 		t.Errorf("a group in FAULT still holds its VIPs")
 	}
 
-	// The fourth attempt fails too, the fifth works.
+	// The fourth attempt fails too, the fifth works. The claimer logs a
+	// call before the group publishes its result, so wait for the
+	// snapshot that has taken the working claim in (claim error cleared).
 	s = waitSnap(t, g, 2*minClaimPause+5*time.Second, "MASTER after the pause", func(s *groupSnap) bool {
-		return s.status.State == vrrp.Master && len(cl.log()) >= claimAttempts+2
+		return s.status.State == vrrp.Master && len(cl.log()) >= claimAttempts+2 && s.claimErr == "" && s.fault == ""
 	})
 	calls = cl.log()
 	if pause := calls[claimAttempts].at.Sub(calls[claimAttempts-1].at); pause < minClaimPause {

@@ -355,14 +355,23 @@ func TestVMSyncDaemons(t *testing.T) {
 			t.Errorf("step %d: master %v, flush service lookup: %v", i, st.master, err)
 		}
 		if st.master {
-			time.Sleep(200 * time.Millisecond)
-			svc, err := h.GetService(flushService(cfg.Port))
-			if err != nil {
-				t.Fatal(err)
-			}
-			ds, err := h.GetDestinations(svc)
-			if err != nil || len(ds) != 1 || ds[0].ActiveConnections+ds[0].InactiveConnections == 0 {
-				t.Errorf("step %d: flush service's real server %+v %v: want connections", i, ds, err)
+			// Poll: a loaded VM may hold the flusher's first tick back.
+			var ds []*ipvs.Destination
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				svc, err := h.GetService(flushService(cfg.Port))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ds, err = h.GetDestinations(svc)
+				if err == nil && len(ds) == 1 && ds[0].ActiveConnections+ds[0].InactiveConnections > 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Errorf("step %d: flush service's real server %+v %v: want connections within 5s", i, ds, err)
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
 			}
 		}
 		h.Close()
